@@ -1,0 +1,157 @@
+// The wire protocol: every body that crosses HTTP between client, server and
+// agent. Server, agent and tests all import these; nothing redefines them.
+
+export const COMMAND_TYPES = ['DELAY', 'HTTP_GET_JSON'] as const;
+export type CommandType = (typeof COMMAND_TYPES)[number];
+
+export interface DelayPayload {
+  ms: number;
+}
+export interface HttpGetJsonPayload {
+  url: string;
+}
+export type Payload = DelayPayload | HttpGetJsonPayload;
+
+/** Internal FSM state (see DESIGN.md). */
+export type CommandState = 'PENDING' | 'ASSIGNED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+/** What clients see: ASSIGNED shows as PENDING, so shown status only moves forward. */
+export type CommandStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+export type Outcome = 'COMPLETED' | 'FAILED';
+
+export interface DelayResult {
+  ok: true;
+  tookMs: number;
+}
+export interface HttpGetJsonResult {
+  status: number | null;
+  body: unknown;
+  truncated: boolean;
+  bytesReturned: number;
+  error: string | null;
+}
+
+// Error codes a FAILED command's `error` may hold.
+export const CANCELED = 'CANCELED';
+export const AGENT_LOST = 'AGENT_LOST';
+
+// --- client API ---------------------------------------------------------
+
+export interface SubmitRequest {
+  type: CommandType;
+  payload: Payload;
+}
+export interface SubmitResponse {
+  commandId: string;
+}
+
+export interface CommandView {
+  id: string;
+  type: CommandType;
+  payload: Payload;
+  status: CommandStatus;
+  state: CommandState;
+  result: unknown;
+  error: string | null;
+  agentId: string | null;
+  attempt: number;
+  cancelRequested: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface CommandList {
+  commands: CommandView[];
+  nextCursor: string | null;
+}
+
+export interface CommandEventView {
+  seq: number;
+  event: string;
+  from: CommandState | null;
+  to: CommandState;
+  at: string;
+  agentId?: string;
+  lease?: number;
+  error?: string;
+}
+
+export interface AgentView {
+  id: string;
+  status: 'online' | 'offline';
+  lastSeen: string;
+  commands: string[];
+}
+
+export interface ErrorBody {
+  error: string;
+  field?: string;
+  reason?: string;
+}
+
+// --- agent API ------------------------------------------------------------
+
+export interface ClaimRequest {
+  agentId: string;
+  /** How many commands the agent can take now (its free slots). */
+  max: number;
+  /** Long-poll: wait up to this long for work when there is none. */
+  waitMs: number;
+}
+export interface Assignment {
+  id: string;
+  type: CommandType;
+  payload: Payload;
+  lease: number;
+}
+export interface ClaimResponse {
+  leaseTimeoutMs: number;
+  commands: Assignment[];
+}
+
+export interface LeaseRef {
+  id: string;
+  lease: number;
+}
+export interface FinishItem extends LeaseRef {
+  outcome: Outcome;
+  result: unknown;
+  error?: string | null;
+}
+
+export interface StartRequest {
+  agentId: string;
+  items: LeaseRef[];
+}
+export interface FinishRequest {
+  agentId: string;
+  items: FinishItem[];
+}
+export interface ReleaseRequest {
+  agentId: string;
+  items: LeaseRef[];
+}
+
+/** Per-item answer of start, finish and release. */
+export interface ItemResult {
+  id: string;
+  ok: boolean;
+  /** Set when ok is false: STALE_LEASE, WRONG_STATE, NOT_FOUND, CANCELED ... */
+  error?: string;
+  reason?: string;
+}
+export interface BatchResponse {
+  results: ItemResult[];
+}
+
+export interface HeartbeatRequest {
+  agentId: string;
+  /** Every lease the agent believes it holds. */
+  leases: LeaseRef[];
+}
+export interface HeartbeatResponse {
+  leaseTimeoutMs: number;
+  /** Leases the agent no longer holds: stop and drop that work. */
+  revoked: Array<LeaseRef & { reason: string }>;
+  /** Commands the agent holds that a client canceled: abort, report FAILED CANCELED. */
+  cancel: string[];
+}

@@ -1,0 +1,122 @@
+// A state machine that survives SIGKILL: its state is the last snapshot plus
+// the journal records after it, replayed through the same apply() that live
+// transitions use. The command store and the agent's ledger are both one.
+import fs from 'node:fs';
+import { crashPoint } from './crash-points.ts';
+import { syncDir } from './fsio.ts';
+import { Journal, listSegments } from './journal.ts';
+import { lockStateDir, type StateLock } from './lock.ts';
+import { openJournal, type Log } from './replay.ts';
+import { installSnapshot, readSnapshot, writeSnapshotTmp } from './snapshot.ts';
+
+export interface Machine<R> {
+  /** Written into the snapshot header, so a ledger is never read as a command table. */
+  readonly name: string;
+  /** Apply one record; throw (without mutating) if it does not follow the current state. */
+  apply(rec: R): void;
+  /** The whole state as JSON-able entries, for a snapshot. */
+  dump(): Iterable<unknown>;
+  /** Restore one entry written by dump(). */
+  load(entry: unknown): void;
+}
+
+export interface DurableOptions {
+  /** Take a snapshot once the current journal segment passes this many bytes. Default 64 MiB. */
+  snapshotBytes?: number;
+  /** Cut the journal at the first damaged record instead of refusing to open. */
+  repair?: boolean;
+  log?: Log;
+  /** Role named in the lock owner file ("server", "agent"). Default "keel". */
+  role?: string;
+  /** Skip the directory lock (tests that open a directory twice on purpose). */
+  noLock?: boolean;
+  onLockCompromised?: (err: Error) => void;
+}
+
+export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+
+export class DurableMachine<R> {
+  readonly dir: string;
+  readonly machine: Machine<R>;
+  readonly journal: Journal;
+  readonly snapshotBytes: number;
+  private readonly lock: StateLock | undefined;
+  private readonly log: Log;
+  private compacting: Promise<void> | undefined;
+  snapshots = 0;
+
+  private constructor(dir: string, machine: Machine<R>, journal: Journal, lock: StateLock | undefined, opts: DurableOptions) {
+    this.dir = dir;
+    this.machine = machine;
+    this.journal = journal;
+    this.lock = lock;
+    this.log = opts.log ?? (() => {});
+    this.snapshotBytes = opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES;
+  }
+
+  static async open<R>(dir: string, machine: Machine<R>, opts: DurableOptions = {}): Promise<DurableMachine<R>> {
+    fs.mkdirSync(dir, { recursive: true });
+    const lock = opts.noLock ? undefined : await lockStateDir(dir, opts.role ?? 'keel', opts.onLockCompromised);
+    try {
+      const afterSeq = readSnapshot(dir, machine.name, (e) => machine.load(e));
+      const journal = openJournal(dir, {
+        afterSeq,
+        repair: opts.repair,
+        log: opts.log,
+        onRecord: (rec) => machine.apply(rec as R),
+      });
+      return new DurableMachine(dir, machine, journal, lock, opts);
+    } catch (err) {
+      await lock?.release().catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Apply records to the in-memory state now and resolve once they are on
+   * disk. Callers acknowledge a transition only after this resolves; readers
+   * that must not see unacknowledged state await sync() first.
+   */
+  commit(recs: readonly R[]): Promise<void> {
+    for (const r of recs) this.machine.apply(r);
+    const done = this.journal.append(recs);
+    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.snapshotBytes) {
+      this.compacting = this.compact().finally(() => (this.compacting = undefined));
+    }
+    return done;
+  }
+
+  sync(): Promise<void> {
+    return this.journal.sync();
+  }
+
+  /**
+   * Snapshot the state as of the last appended record, then drop the journal
+   * segments it covers. Each step leaves a directory that reopens to the same
+   * state: see the crash points.
+   */
+  async compact(): Promise<void> {
+    const seq = this.journal.lastSeq;
+    writeSnapshotTmp(this.dir, this.machine.name, seq, this.machine.dump());
+    // rotate() first flushes every record up to seq: the snapshot never
+    // covers a record that is not durable in the journal too.
+    await this.journal.rotate();
+    crashPoint('snapshot:rotated');
+    installSnapshot(this.dir);
+    const old = listSegments(this.dir).filter((s) => s.firstSeq <= seq);
+    for (const s of old) {
+      fs.unlinkSync(s.file);
+      crashPoint('snapshot:segment-deleted');
+    }
+    syncDir(this.dir);
+    this.snapshots++;
+    this.log('snapshot written', { seq, segmentsRemoved: old.length });
+  }
+
+  async close(): Promise<void> {
+    await this.compacting?.catch(() => {});
+    await this.journal.sync().catch(() => {});
+    this.journal.close();
+    await this.lock?.release().catch(() => {});
+  }
+}

@@ -1,0 +1,272 @@
+/*
+ * The journal: an append-only log in segment files `journal-<firstSeq>.jsonl`
+ * (firstSeq zero-padded to 16 digits, so file names sort by sequence).
+ *
+ * Line 1 of a segment is its header:  {"keel":"journal","format":1,"firstSeq":N}
+ * A reader refuses a format number it does not know.
+ * Every other line is one record:     {"seq":N,"crc":"xxxxxxxx","rec":<JSON>}
+ *   seq  rises by exactly one from record to record, across segments;
+ *   crc  CRC-32, 8 hex digits, of the text `${seq}:` followed by <JSON> as written.
+ *
+ * A line that lacks its newline, does not have that shape, fails its crc or
+ * breaks the seq chain is bad. A bad *last* line of the *last* segment is a
+ * torn write: open cuts the file there and reports it. A bad line anywhere else
+ * is corruption: open throws CorruptionError naming the file and byte offset,
+ * and only an explicit repair (state/repair.ts) cuts there.
+ *
+ * append() resolves once the write and the fdatasync holding its records have
+ * returned. Appends that arrive while a flush is in flight are group-committed:
+ * one write and one fdatasync for the whole batch.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { datasync, writeAll, writeFileDurably } from './fsio.ts';
+
+export const JOURNAL_FORMAT = 1;
+const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
+const LINE_RE = /^\{"seq":(\d+),"crc":"([0-9a-f]{8})","rec":(.*)\}$/s;
+
+export class CorruptionError extends Error {
+  readonly file: string;
+  readonly offset: number;
+  readonly reason: string;
+  constructor(file: string, offset: number, reason: string) {
+    super(`${file}: corrupt journal at byte ${offset}: ${reason}. Start with --repair to cut the journal there (records from that offset on are dropped).`);
+    this.name = 'CorruptionError';
+    this.file = file;
+    this.offset = offset;
+    this.reason = reason;
+  }
+}
+
+export function segmentName(firstSeq: number): string {
+  return `journal-${String(firstSeq).padStart(16, '0')}.jsonl`;
+}
+
+export function listSegments(dir: string): Array<{ file: string; firstSeq: number }> {
+  return fs
+    .readdirSync(dir)
+    .map((name) => ({ name, m: SEGMENT_RE.exec(name) }))
+    .filter((x) => x.m)
+    .map((x) => ({ file: path.join(dir, x.name), firstSeq: Number(x.m![1]) }))
+    .sort((a, b) => a.firstSeq - b.firstSeq);
+}
+
+export function checksum(seq: number, recText: string): string {
+  return crc32(recText, crc32(`${seq}:`)).toString(16).padStart(8, '0');
+}
+
+export function encodeRecord(seq: number, rec: unknown): string {
+  const text = JSON.stringify(rec);
+  return `{"seq":${seq},"crc":"${checksum(seq, text)}","rec":${text}}\n`;
+}
+
+export interface ScannedRecord {
+  seq: number;
+  rec: unknown;
+  offset: number;
+}
+
+export interface SegmentScan {
+  firstSeq: number;
+  records: ScannedRecord[];
+  // Where the first bad line starts, if any; everything before it is sound.
+  bad?: { offset: number; reason: string; isLastLine: boolean };
+  goodEnd: number;
+}
+
+/** Parse one segment file's bytes; stop at the first bad line. */
+export function scanSegment(buf: Buffer, expectFirstSeq: number): SegmentScan {
+  const records: ScannedRecord[] = [];
+  const headerEnd = buf.indexOf(10);
+  const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
+    firstSeq: expectFirstSeq,
+    records,
+    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= buf.length },
+    goodEnd: offset,
+  });
+  if (headerEnd < 0) return fail(0, 'missing header line', -1);
+  let header: { keel?: unknown; format?: unknown; firstSeq?: unknown };
+  try {
+    header = JSON.parse(buf.toString('utf8', 0, headerEnd));
+  } catch {
+    return fail(0, 'unreadable header line', headerEnd);
+  }
+  if (header.keel !== 'journal') return fail(0, 'not a keel journal header', headerEnd);
+  if (header.format !== JOURNAL_FORMAT) {
+    throw new Error(`journal format ${String(header.format)} is not supported by this version (supports ${JOURNAL_FORMAT})`);
+  }
+  if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
+
+  let seq = expectFirstSeq;
+  let pos = headerEnd + 1;
+  while (pos < buf.length) {
+    const end = buf.indexOf(10, pos);
+    if (end < 0) return fail(pos, 'torn line (no newline)', -1);
+    const m = LINE_RE.exec(buf.toString('utf8', pos, end));
+    if (!m) return fail(pos, 'malformed line', end);
+    if (Number(m[1]) !== seq) return fail(pos, `sequence ${m[1]} where ${seq} was expected`, end);
+    if (checksum(seq, m[3]!) !== m[2]) return fail(pos, 'checksum mismatch', end);
+    let rec: unknown;
+    try {
+      rec = JSON.parse(m[3]!);
+    } catch {
+      return fail(pos, 'record is not JSON', end);
+    }
+    records.push({ seq, rec, offset: pos });
+    seq++;
+    pos = end + 1;
+  }
+  return { firstSeq: expectFirstSeq, records, goodEnd: pos };
+}
+
+export interface JournalStats {
+  fsyncs: number;
+  fsyncMicros: number;
+  bytes: number;
+  records: number;
+}
+
+interface Batch {
+  lines: string[];
+  waiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
+  rotate?: { firstSeq: number; resolve: () => void; reject: (e: Error) => void };
+}
+
+/** An open journal, positioned to append after its last record. */
+export class Journal {
+  readonly dir: string;
+  readonly stats: JournalStats = { fsyncs: 0, fsyncMicros: 0, bytes: 0, records: 0 };
+  private fd: number;
+  private seq: number;
+  private segmentFirst: number;
+  private segmentBytes: number;
+  private batches: Batch[] = [];
+  private flushing = false;
+  private failed: Error | undefined;
+
+  constructor(dir: string, lastSeq: number, segmentFirst: number, segmentBytes: number) {
+    this.dir = dir;
+    this.seq = lastSeq;
+    this.segmentFirst = segmentFirst;
+    this.segmentBytes = segmentBytes;
+    this.fd = fs.openSync(path.join(dir, segmentName(segmentFirst)), 'a');
+  }
+
+  /** Creates the first segment of an empty directory (or after a snapshot at seq). */
+  static createSegment(dir: string, firstSeq: number): void {
+    const header = `${JSON.stringify({ keel: 'journal', format: JOURNAL_FORMAT, firstSeq })}\n`;
+    writeFileDurably(path.join(dir, segmentName(firstSeq)), header);
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  /** Bytes in the current segment, flushed or queued. */
+  get currentSegmentBytes(): number {
+    return this.segmentBytes;
+  }
+
+  get currentSegmentFirstSeq(): number {
+    return this.segmentFirst;
+  }
+
+  /** Queue records; resolves when they are written and fdatasynced. */
+  append(recs: readonly unknown[]): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    let batch = this.batches[this.batches.length - 1];
+    if (!batch || batch.rotate) {
+      batch = { lines: [], waiters: [] };
+      this.batches.push(batch);
+    }
+    for (const rec of recs) {
+      const line = encodeRecord(++this.seq, rec);
+      batch.lines.push(line);
+      this.segmentBytes += line.length;
+    }
+    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    this.kick();
+    return done;
+  }
+
+  /** Resolves once everything appended so far is durable. */
+  sync(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (!this.flushing && this.batches.length === 0) return Promise.resolve();
+    return this.append([]).then(() => undefined);
+  }
+
+  /**
+   * Close the current segment after everything queued so far and start a new
+   * one; records appended after this call go to the new segment. Resolves with
+   * the last seq of the closed segment once the new one exists on disk.
+   */
+  rotate(): Promise<number> {
+    if (this.failed) return Promise.reject(this.failed);
+    const cut = this.seq;
+    let batch = this.batches[this.batches.length - 1];
+    if (!batch || batch.rotate) {
+      batch = { lines: [], waiters: [] };
+      this.batches.push(batch);
+    }
+    const b = batch;
+    const done = new Promise<void>((resolve, reject) => (b.rotate = { firstSeq: cut + 1, resolve, reject }));
+    this.segmentFirst = cut + 1;
+    this.segmentBytes = 0;
+    this.kick();
+    return done.then(() => cut);
+  }
+
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+    this.failed ??= new Error('journal closed');
+  }
+
+  private kick(): void {
+    if (!this.flushing) {
+      this.flushing = true;
+      // Let the rest of this tick's appends join the batch.
+      process.nextTick(() => void this.flush());
+    }
+  }
+
+  private async flush(): Promise<void> {
+    while (this.batches.length > 0) {
+      const batch = this.batches.shift()!;
+      try {
+        if (batch.lines.length > 0) {
+          const buf = Buffer.from(batch.lines.join(''));
+          await writeAll(this.fd, buf);
+          const t0 = process.hrtime.bigint();
+          await datasync(this.fd);
+          this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
+          this.stats.fsyncs++;
+          this.stats.bytes += buf.length;
+          this.stats.records += batch.lines.length;
+        }
+        if (batch.rotate) {
+          Journal.createSegment(this.dir, batch.rotate.firstSeq);
+          fs.closeSync(this.fd);
+          this.fd = fs.openSync(path.join(this.dir, segmentName(batch.rotate.firstSeq)), 'a');
+        }
+      } catch (err) {
+        // After a failed write or fsync the file's tail is unknown: refuse all
+        // further appends. The process must restart and recover from disk.
+        this.failed = err instanceof Error ? err : new Error(String(err));
+        for (const b of [batch, ...this.batches]) {
+          for (const w of b.waiters) w.reject(this.failed);
+          b.rotate?.reject(this.failed);
+        }
+        this.batches = [];
+        this.flushing = false;
+        return;
+      }
+      for (const w of batch.waiters) w.resolve();
+      batch.rotate?.resolve();
+    }
+    this.flushing = false;
+  }
+}

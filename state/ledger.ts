@@ -1,0 +1,126 @@
+// The agent's ledger: what this agent has claimed, begun, finished and
+// reported, journaled with fsync before each step that matters (DESIGN.md,
+// "The agent's ledger"). Settled entries (reported or dropped) leave the
+// state, so snapshots compact them away.
+import type { CommandType, Outcome, Payload } from '../lib/protocol.ts';
+import { DurableMachine, type DurableOptions, type Machine } from './durable-machine.ts';
+
+export type LedgerStep = 'claimed' | 'executing' | 'done';
+
+export interface LedgerEntry {
+  id: string;
+  lease: number;
+  type: CommandType;
+  payload: Payload;
+  step: LedgerStep;
+  claimedAt: number;
+  startedAt?: number;
+  outcome?: Outcome;
+  result?: unknown;
+  error?: string | null;
+}
+
+export type LedgerRecord =
+  | { t: 'identity'; agentId: string }
+  | { t: 'claimed'; id: string; lease: number; type: CommandType; payload: Payload; at: number }
+  | { t: 'executing'; id: string; lease: number; startedAt: number }
+  | { t: 'done'; id: string; lease: number; outcome: Outcome; result: unknown; error: string | null }
+  | { t: 'reported'; id: string; lease: number }
+  | { t: 'dropped'; id: string; lease: number; reason: string };
+
+/** Which step each record may follow; `null`: the id has no open entry. */
+export const LEDGER_STEPS: Readonly<Record<Exclude<LedgerRecord['t'], 'identity'>, { from: LedgerStep | null; to: LedgerStep | 'settled' }>> = {
+  claimed: { from: null, to: 'claimed' },
+  executing: { from: 'claimed', to: 'executing' },
+  done: { from: 'executing', to: 'done' },
+  reported: { from: 'done', to: 'settled' },
+  dropped: { from: 'claimed', to: 'settled' },
+};
+
+type Snap = { agentId: string } | { entry: LedgerEntry };
+
+export class LedgerState implements Machine<LedgerRecord> {
+  readonly name = 'ledger';
+  agentId: string | undefined;
+  readonly entries = new Map<string, LedgerEntry>();
+
+  apply(rec: LedgerRecord): void {
+    if (rec.t === 'identity') {
+      if (this.agentId !== undefined && this.agentId !== rec.agentId) throw new Error(`identity is already ${this.agentId}`);
+      this.agentId = rec.agentId;
+      return;
+    }
+    const cur = this.entries.get(rec.id);
+    const rule = LEDGER_STEPS[rec.t];
+    if ((cur?.step ?? null) !== rule.from) {
+      throw new Error(`${rec.t} of ${rec.id} must follow ${rule.from ?? 'nothing'}, but the entry is ${cur?.step ?? 'absent'}`);
+    }
+    if (cur && cur.lease !== rec.lease) throw new Error(`${rec.t} of ${rec.id} names lease ${rec.lease}, the entry holds ${cur.lease}`);
+    switch (rec.t) {
+      case 'claimed':
+        this.entries.set(rec.id, { id: rec.id, lease: rec.lease, type: rec.type, payload: rec.payload, step: 'claimed', claimedAt: rec.at });
+        return;
+      case 'executing':
+        this.entries.set(rec.id, { ...cur!, step: 'executing', startedAt: rec.startedAt });
+        return;
+      case 'done':
+        this.entries.set(rec.id, { ...cur!, step: 'done', outcome: rec.outcome, result: rec.result, error: rec.error });
+        return;
+      case 'reported':
+      case 'dropped':
+        this.entries.delete(rec.id);
+        return;
+    }
+  }
+
+  *dump(): Iterable<Snap> {
+    if (this.agentId !== undefined) yield { agentId: this.agentId };
+    for (const entry of this.entries.values()) yield { entry };
+  }
+
+  load(e: unknown): void {
+    const s = e as Snap;
+    if ('agentId' in s) this.agentId = s.agentId;
+    else this.entries.set(s.entry.id, s.entry);
+  }
+}
+
+export const DEFAULT_LEDGER_SNAPSHOT_BYTES = 1024 * 1024;
+
+export class Ledger {
+  readonly state: LedgerState;
+  readonly durable: DurableMachine<LedgerRecord>;
+
+  private constructor(state: LedgerState, durable: DurableMachine<LedgerRecord>) {
+    this.state = state;
+    this.durable = durable;
+  }
+
+  static async open(dir: string, opts: DurableOptions = {}): Promise<Ledger> {
+    const state = new LedgerState();
+    const durable = await DurableMachine.open(dir, state, { role: 'agent', snapshotBytes: DEFAULT_LEDGER_SNAPSHOT_BYTES, ...opts });
+    return new Ledger(state, durable);
+  }
+
+  get agentId(): string | undefined {
+    return this.state.agentId;
+  }
+
+  get(id: string): LedgerEntry | undefined {
+    return this.state.entries.get(id);
+  }
+
+  /** Entries not yet settled, oldest claim first: what reconciliation walks. */
+  open(): LedgerEntry[] {
+    return [...this.state.entries.values()];
+  }
+
+  /** Journal records; resolves once they are fsynced. */
+  write(...recs: LedgerRecord[]): Promise<void> {
+    return this.durable.commit(recs);
+  }
+
+  close(): Promise<void> {
+    return this.durable.close();
+  }
+}

@@ -1,0 +1,114 @@
+/*
+ * A snapshot: the whole state as of journal seq S, in `snapshot.jsonl`.
+ *
+ *   {"keel":"snapshot","format":1,"machine":"commands","seq":S}   header
+ *   <one JSON entry per line>                                      the state
+ *   {"end":true,"count":N,"crc":"xxxxxxxx"}                        trailer
+ *
+ * crc is CRC-32 over the entry lines as written. The file is written as
+ * snapshot.jsonl.tmp, fsynced, renamed over snapshot.jsonl and the directory
+ * fsynced, so a reader finds either the old snapshot or the new one, whole.
+ * A snapshot that fails its checks is never half-trusted: open refuses it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { crashPoint } from './crash-points.ts';
+import { syncDir } from './fsio.ts';
+
+export const SNAPSHOT_FILE = 'snapshot.jsonl';
+const FORMAT = 1;
+const CHUNK = 1 << 20;
+
+/**
+ * Phase 1: write and fsync snapshot.jsonl.tmp holding `entries` as of `seq`.
+ * Synchronous on purpose: the entries are live state, and no transition may
+ * interleave with the dump.
+ */
+export function writeSnapshotTmp(dir: string, machine: string, seq: number, entries: Iterable<unknown>): number {
+  const tmp = path.join(dir, `${SNAPSHOT_FILE}.tmp`);
+  let size = 0;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, `${JSON.stringify({ keel: 'snapshot', format: FORMAT, machine, seq })}\n`);
+    let crc = 0;
+    let count = 0;
+    let chunk = '';
+    const flush = (): void => {
+      crc = crc32(chunk, crc);
+      size += fs.writeSync(fd, chunk);
+      chunk = '';
+    };
+    for (const e of entries) {
+      chunk += `${JSON.stringify(e)}\n`;
+      count++;
+      if (chunk.length >= CHUNK) flush();
+    }
+    flush();
+    fs.writeSync(fd, `${JSON.stringify({ end: true, count, crc: crc.toString(16).padStart(8, '0') })}\n`);
+    crashPoint('snapshot:tmp-written');
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  crashPoint('snapshot:tmp-synced');
+  return size;
+}
+
+/** Phase 2: rename the tmp file over the snapshot and make the rename durable. */
+export function installSnapshot(dir: string): void {
+  const file = path.join(dir, SNAPSHOT_FILE);
+  fs.renameSync(`${file}.tmp`, file);
+  crashPoint('snapshot:renamed');
+  syncDir(dir);
+  crashPoint('snapshot:dir-synced');
+}
+
+/** Reads the snapshot if there is one; returns the seq it covers (0 if none). */
+export function readSnapshot(dir: string, machine: string, onEntry: (e: unknown) => void): number {
+  const file = path.join(dir, SNAPSHOT_FILE);
+  // A tmp file is a snapshot that never got renamed in: not part of the state.
+  fs.rmSync(`${file}.tmp`, { force: true });
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  const bad = (offset: number, why: string): Error =>
+    new Error(`${file}: damaged snapshot at byte ${offset}: ${why}. Snapshots are written whole before they are renamed in, so this is disk damage; restore the state directory from a backup.`);
+
+  const headerEnd = buf.indexOf(10);
+  let header: { keel?: unknown; format?: unknown; machine?: unknown; seq?: unknown };
+  try {
+    header = JSON.parse(buf.toString('utf8', 0, headerEnd < 0 ? buf.length : headerEnd));
+  } catch {
+    throw bad(0, 'unreadable header');
+  }
+  if (header.keel !== 'snapshot') throw bad(0, 'not a keel snapshot');
+  if (header.format !== FORMAT) throw new Error(`${file}: snapshot format ${String(header.format)} is not supported (supports ${FORMAT})`);
+  if (header.machine !== machine) throw new Error(`${file}: this is a ${String(header.machine)} snapshot, not ${machine}; is --state-dir pointing at the right directory?`);
+  if (typeof header.seq !== 'number') throw bad(0, 'header has no seq');
+
+  const trailerStart = buf.lastIndexOf(10, buf.length - 2) + 1;
+  let trailer: { end?: unknown; count?: unknown; crc?: unknown };
+  try {
+    trailer = JSON.parse(buf.toString('utf8', trailerStart));
+  } catch {
+    throw bad(trailerStart, 'unreadable trailer');
+  }
+  if (trailer.end !== true || trailerStart <= headerEnd) throw bad(trailerStart, 'missing trailer');
+  const crc = crc32(buf.subarray(headerEnd + 1, trailerStart)).toString(16).padStart(8, '0');
+  if (crc !== trailer.crc) throw bad(headerEnd + 1, 'checksum mismatch');
+
+  let count = 0;
+  for (let pos = headerEnd + 1; pos < trailerStart; ) {
+    const end = buf.indexOf(10, pos);
+    onEntry(JSON.parse(buf.toString('utf8', pos, end)));
+    count++;
+    pos = end + 1;
+  }
+  if (count !== trailer.count) throw bad(trailerStart, `trailer says ${String(trailer.count)} entries, file has ${count}`);
+  return header.seq;
+}
