@@ -155,3 +155,16 @@ export interface HeartbeatResponse {
   /** Commands the agent holds that a client canceled: abort, report FAILED CANCELED. */
   cancel: string[];
 }
+
+/**
+ * Agent routes. All POST with a JSON body. start, finish and release answer
+ * 200 when every item succeeded (a retry of one that already happened counts)
+ * and 409 when any item was refused; the body's `results` says which and why.
+ */
+export const AGENT_ROUTES = {
+  claim: '/agent/claim',
+  start: '/agent/start',
+  finish: '/agent/finish',
+  release: '/agent/release',
+  heartbeat: '/agent/heartbeat',
+} as const;
