@@ -21,6 +21,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { crashPoint } from './crash-points.ts';
 import { datasync, writeAll, writeFileDurably } from './fsio.ts';
 
 export const JOURNAL_FORMAT = 1;
@@ -240,12 +241,14 @@ export class Journal {
         if (batch.lines.length > 0) {
           const buf = Buffer.from(batch.lines.join(''));
           await writeAll(this.fd, buf);
+          crashPoint('journal:written');
           const t0 = process.hrtime.bigint();
           await datasync(this.fd);
           this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
           this.stats.fsyncs++;
           this.stats.bytes += buf.length;
           this.stats.records += batch.lines.length;
+          crashPoint('journal:synced');
         }
         if (batch.rotate) {
           Journal.createSegment(this.dir, batch.rotate.firstSeq);
