@@ -78,7 +78,8 @@ export interface CommandEventView {
 export interface AgentView {
   id: string;
   status: 'online' | 'offline';
-  lastSeen: string;
+  /** null: not heard from since the server started (it holds commands from before). */
+  lastSeen: string | null;
   commands: string[];
 }
 

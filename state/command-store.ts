@@ -4,13 +4,13 @@
 // in-flight group commit (readBarrier) before looking.
 import { randomUUID } from 'node:crypto';
 import type { CommandType, Outcome, Payload } from '../lib/protocol.ts';
-import { step, type Command, type CommandEvent, type StepResult } from './command-fsm.ts';
+import { step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
 import { CommandTable, type CommandRecord } from './command-table.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 
 export type { Command } from './command-fsm.ts';
 
-export type ChangeListener = (cmd: Command) => void;
+export type ChangeListener = (cmd: Command, event: EventType) => void;
 
 export interface SubmitInput {
   type: CommandType;
@@ -143,7 +143,9 @@ export class CommandStore {
     const done = this.durable.commit(recs);
     const cmds = recs.map((r) => this.get(r.id)!);
     await done;
-    for (const cmd of cmds) for (const fn of this.listeners) fn(cmd);
+    cmds.forEach((cmd, i) => {
+      for (const fn of this.listeners) fn(cmd, recs[i]!.ev.type);
+    });
     return cmds;
   }
 }

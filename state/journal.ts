@@ -161,6 +161,11 @@ export class Journal {
     writeFileDurably(path.join(dir, segmentName(firstSeq)), header);
   }
 
+  /** The write or fsync error that stopped this journal, if one did. */
+  get broken(): Error | undefined {
+    return this.failed;
+  }
+
   get lastSeq(): number {
     return this.seq;
   }

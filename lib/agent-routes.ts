@@ -1,0 +1,89 @@
+// The agent API: claim (long-poll), start, finish, release, heartbeat.
+// Batches go through the store one item at a time but share its group commit.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { StepResult } from '../state/command-fsm.ts';
+import { closedSignal } from './client-routes.ts';
+import { readJsonObject, sendJson } from './http-io.ts';
+import type { Assignment, BatchResponse, ClaimResponse, HeartbeatResponse, ItemResult } from './protocol.ts';
+import type { ServerContext } from './server-app.ts';
+import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './validate.ts';
+
+// Agent batches (finish results included) may be far larger than a client's submit.
+export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
+
+export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { agentId, max, waitMs } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
+  ctx.agents.seen(agentId);
+  const closed = closedSignal(res);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    if (closed.aborted) {
+      ctx.claimWaiters.wakeOne(); // pass a wake-up on rather than claim for nobody
+      return;
+    }
+    const cmds = await ctx.store.claim(agentId, max);
+    if (cmds.length > 0 || Date.now() >= deadline) {
+      for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
+      const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
+      const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
+      sendJson(res, 200, body);
+      return;
+    }
+    await ctx.claimWaiters.wait(deadline - Date.now(), closed);
+  }
+}
+
+type ItemOp<T> = (ctx: ServerContext, agentId: string, item: T) => Promise<StepResult>;
+
+function batchRoute<T extends { id: string; lease: number }>(parse: (b: Record<string, unknown>) => { agentId: string; items: T[] }, op: ItemOp<T>) {
+  return async (ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const { agentId, items } = parse(await readJsonObject(req, AGENT_BODY_LIMIT));
+    ctx.agents.seen(agentId);
+    const results: ItemResult[] = await Promise.all(
+      items.map(async (item) => {
+        const r = await op(ctx, agentId, item);
+        if (r.kind === 'rejected') return { id: item.id, ok: false, error: r.error, reason: r.reason };
+        return { id: item.id, ok: true };
+      }),
+    );
+    const body: BatchResponse = { results };
+    sendJson(res, results.every((r) => r.ok) ? 200 : 409, body);
+  };
+}
+
+export const start = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) => {
+  const r = await ctx.store.start(agentId, id, lease);
+  if (r.kind !== 'rejected') ctx.leases.extend(id, lease);
+  return r;
+});
+
+export const finish = batchRoute(finishBatch, async (ctx, agentId, item) => {
+  const r = await ctx.store.finish(agentId, item.id, item.lease, item.outcome, item.result, item.error ?? null);
+  if (r.kind !== 'rejected') ctx.leases.drop(item.id);
+  return r;
+});
+
+export const release = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) => {
+  const r = await ctx.store.release(agentId, id, lease);
+  if (r.kind !== 'rejected') ctx.leases.drop(id);
+  return r;
+});
+
+export async function heartbeat(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { agentId, leases } = heartbeatRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
+  ctx.agents.seen(agentId);
+  await ctx.store.readBarrier();
+  const body: HeartbeatResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, revoked: [], cancel: [] };
+  for (const { id, lease } of leases) {
+    const cmd = ctx.store.get(id);
+    const live = cmd && cmd.agentId === agentId && cmd.attempt === lease && (cmd.state === 'ASSIGNED' || cmd.state === 'RUNNING');
+    if (!live) {
+      const reason = !cmd ? 'no such command' : cmd.attempt !== lease ? `lease ${lease} is stale (current ${cmd.attempt})` : `command is ${cmd.state}${cmd.error ? ` (${cmd.error})` : ''}`;
+      body.revoked.push({ id, lease, reason });
+      continue;
+    }
+    ctx.leases.extend(id, lease);
+    if (cmd.cancelRequested) body.cancel.push(id);
+  }
+  sendJson(res, 200, body);
+}

@@ -1,0 +1,67 @@
+// Request and response plumbing for node:http: bounded JSON bodies, JSON
+// replies, and HttpError, the one way a handler refuses a request.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorBody } from './protocol.ts';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** A refusal the client can act on: status, a message, and the field at fault. */
+export class HttpError extends Error {
+  readonly status: number;
+  readonly field: string | undefined;
+  readonly headers: Record<string, string>;
+  readonly extra: Record<string, unknown>;
+  constructor(status: number, message: string, opts: { field?: string; headers?: Record<string, string>; extra?: Record<string, unknown> } = {}) {
+    super(message);
+    this.status = status;
+    this.field = opts.field;
+    this.headers = opts.headers ?? {};
+    this.extra = opts.extra ?? {};
+  }
+  body(): ErrorBody & Record<string, unknown> {
+    return { error: this.message, ...(this.field !== undefined ? { field: this.field } : {}), ...this.extra };
+  }
+}
+
+/** Read and parse a JSON object body of at most `limit` bytes. */
+export async function readJsonObject(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) throw tooLarge(limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge(limit);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new HttpError(400, 'request body is empty; send a JSON object', { field: 'body' });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`, { field: 'body' });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new HttpError(400, 'request body must be a JSON object', { field: 'body' });
+  }
+  return value as Record<string, unknown>;
+}
+
+function tooLarge(limit: number): HttpError {
+  // Connection: close, so the unread rest of the body is not parsed as a next request.
+  return new HttpError(413, `request body is larger than ${limit} bytes`, { field: 'body', headers: { connection: 'close' } });
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+export function sendText(res: ServerResponse, status: number, text: string, contentType = 'text/plain; charset=utf-8'): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

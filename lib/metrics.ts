@@ -1,0 +1,45 @@
+// Prometheus text exposition for GET /metrics. Counters live here; gauges are
+// read from the store, the journal and the agent registry at scrape time.
+import type { CommandTable } from '../state/command-table.ts';
+import type { JournalStats } from '../state/journal.ts';
+
+export interface MetricsSources {
+  table: CommandTable;
+  journal: JournalStats;
+  journalBytesOnDisk: number;
+  agentsOnline: number;
+  leases: number;
+}
+
+export class HttpMetrics {
+  private readonly requests = new Map<string, number>();
+
+  count(route: string, code: number): void {
+    const key = `${route}\u0000${code}`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+  }
+
+  render(src: MetricsSources): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string, rows: Array<[string, number]>): void => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, v] of rows) out.push(`${name}${labels} ${v}`);
+    };
+    metric('keel_commands', 'gauge', 'Commands by internal FSM state.',
+      Object.entries(src.table.countByState).map(([s, n]) => [`{state="${s}"}`, n]));
+    metric('keel_transitions_total', 'counter', 'Command transitions applied (replayed and live) since start.', [['', src.table.transitions]]);
+    metric('keel_journal_fsyncs_total', 'counter', 'fdatasync calls on the journal since start.', [['', src.journal.fsyncs]]);
+    metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', src.journal.fsyncMicros / 1e6]]);
+    metric('keel_journal_records_total', 'counter', 'Journal records written since start.', [['', src.journal.records]]);
+    metric('keel_journal_written_bytes_total', 'counter', 'Journal bytes written since start.', [['', src.journal.bytes]]);
+    metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', src.journalBytesOnDisk]]);
+    metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
+    metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);
+    metric('keel_http_requests_total', 'counter', 'HTTP requests by route and status code.',
+      [...this.requests].map(([k, n]) => {
+        const [route, code] = k.split('\u0000');
+        return [`{route="${route}",code="${code}"}`, n];
+      }));
+    return `${out.join('\n')}\n`;
+  }
+}

@@ -1,0 +1,202 @@
+// The control server: opens the command store, wires the routes, and owns
+// what is shared between requests (leases, agents, long-poll waiters, metrics).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import fs from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CommandStore } from '../state/command-store.ts';
+import * as agentRoutes from './agent-routes.ts';
+import { AgentRegistry } from './agents.ts';
+import * as clientRoutes from './client-routes.ts';
+import { HttpError, sendJson, sendText } from './http-io.ts';
+import { LeaseClock } from './leases.ts';
+import type { Logger } from './log.ts';
+import { HttpMetrics } from './metrics.ts';
+import { AGENT_ROUTES } from './protocol.ts';
+import { ClaimWaiters, FinalWaiters } from './waiters.ts';
+import { isFinal } from '../state/command-fsm.ts';
+
+export interface ServerConfig {
+  port: number;
+  host: string;
+  stateDir: string;
+  leaseTimeoutMs: number;
+  token: string | undefined;
+  maxPending: number;
+  repair: boolean;
+  snapshotBytes?: number;
+}
+
+export interface ServerContext {
+  config: ServerConfig;
+  store: CommandStore;
+  leases: LeaseClock;
+  agents: AgentRegistry;
+  claimWaiters: ClaimWaiters;
+  finalWaiters: FinalWaiters;
+  metrics: HttpMetrics;
+  log: Logger & { error: Logger };
+  ready: boolean;
+}
+
+type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
+interface Route {
+  method: string;
+  pattern: RegExp;
+  name: string;
+  handler: Handler;
+  open?: boolean; // no token needed
+}
+
+const ID = '([^/]+)';
+const ROUTES: Route[] = [
+  { method: 'POST', pattern: /^\/commands$/, name: '/commands', handler: clientRoutes.submit },
+  { method: 'GET', pattern: /^\/commands$/, name: '/commands', handler: clientRoutes.list },
+  { method: 'GET', pattern: new RegExp(`^/commands/${ID}$`), name: '/commands/:id', handler: clientRoutes.getOne },
+  { method: 'POST', pattern: new RegExp(`^/commands/${ID}/cancel$`), name: '/commands/:id/cancel', handler: clientRoutes.cancel },
+  { method: 'GET', pattern: new RegExp(`^/commands/${ID}/events$`), name: '/commands/:id/events', handler: clientRoutes.events },
+  { method: 'GET', pattern: /^\/agents$/, name: '/agents', handler: clientRoutes.agents },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.claim}$`), name: AGENT_ROUTES.claim, handler: agentRoutes.claim },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.start}$`), name: AGENT_ROUTES.start, handler: agentRoutes.start },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.finish}$`), name: AGENT_ROUTES.finish, handler: agentRoutes.finish },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.release}$`), name: AGENT_ROUTES.release, handler: agentRoutes.release },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.heartbeat}$`), name: AGENT_ROUTES.heartbeat, handler: agentRoutes.heartbeat },
+  { method: 'GET', pattern: /^\/healthz$/, name: '/healthz', handler: async (_c, _q, res) => sendJson(res, 200, { ok: true }), open: true },
+  { method: 'GET', pattern: /^\/readyz$/, name: '/readyz', handler: readyz, open: true },
+  { method: 'GET', pattern: /^\/metrics$/, name: '/metrics', handler: metrics },
+];
+
+async function readyz(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  sendJson(res, ctx.ready ? 200 : 503, { ready: ctx.ready });
+}
+
+async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let onDisk = 0;
+  for (const f of fs.readdirSync(ctx.config.stateDir)) {
+    if (f.startsWith('journal-') || f.startsWith('snapshot')) onDisk += fs.statSync(`${ctx.config.stateDir}/${f}`).size;
+  }
+  sendText(res, 200, ctx.metrics.render({
+    table: ctx.store.table,
+    journal: ctx.store.durable.journal.stats,
+    journalBytesOnDisk: onDisk,
+    agentsOnline: ctx.agents.online(),
+    leases: ctx.leases.size,
+  }), 'text/plain; version=0.0.4; charset=utf-8');
+}
+
+export interface KeelServer {
+  ctx: ServerContext;
+  server: http.Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Recover the state directory, then listen. Throws (LockedError, CorruptionError, EADDRINUSE) on startup failure. */
+export async function startServer(config: ServerConfig, log: Logger & { error: Logger }): Promise<KeelServer> {
+  const store = await CommandStore.open(config.stateDir, { repair: config.repair, log, snapshotBytes: config.snapshotBytes });
+  const ctx: ServerContext = {
+    config,
+    store,
+    leases: new LeaseClock(store, config.leaseTimeoutMs, log),
+    agents: new AgentRegistry(config.leaseTimeoutMs),
+    claimWaiters: new ClaimWaiters(),
+    finalWaiters: new FinalWaiters(),
+    metrics: new HttpMetrics(),
+    log,
+    ready: false,
+  };
+  store.onChange((cmd, event) => {
+    log('transition', { id: cmd.id, event, state: cmd.state, agentId: cmd.agentId, lease: cmd.attempt, error: cmd.error ?? undefined });
+    if (cmd.state === 'PENDING') ctx.claimWaiters.wakeOne();
+    if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
+  });
+  const c = store.table.countByState;
+  log('recovered', { stateDir: config.stateDir, commands: store.table.byId.size, ...c, seq: store.durable.journal.lastSeq });
+  ctx.leases.start();
+
+  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => void handle(ctx, req, res));
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch(async (err) => {
+    ctx.leases.stop();
+    await store.close();
+    throw err;
+  });
+  ctx.ready = true;
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  return {
+    ctx,
+    server,
+    url,
+    async close() {
+      ctx.ready = false;
+      ctx.leases.stop();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 1000).unref();
+      });
+      await store.close();
+    },
+  };
+}
+
+async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let routeName = 'unknown';
+  res.once('finish', () => ctx.metrics.count(routeName, res.statusCode));
+  try {
+    const url = new URL(req.url ?? '/', 'http://keel');
+    const matching = ROUTES.filter((r) => r.pattern.test(url.pathname));
+    if (matching.length === 0) throw new HttpError(404, `no route ${url.pathname}`);
+    const route = matching.find((r) => r.method === req.method);
+    routeName = matching[0]!.name;
+    if (!route) {
+      const allow = matching.map((r) => r.method).join(', ');
+      throw new HttpError(405, `${req.method} is not allowed on ${routeName}; use ${allow}`, { headers: { allow } });
+    }
+    if (!route.open && ctx.config.token !== undefined && !authorized(req, ctx.config.token)) {
+      throw new HttpError(401, 'missing or wrong bearer token: send Authorization: Bearer <token>', { field: 'Authorization', headers: { 'www-authenticate': 'Bearer' } });
+    }
+    const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeSegment);
+    await route.handler(ctx, req, res, params, url);
+  } catch (err) {
+    if (err instanceof HttpError) {
+      sendJson(res, err.status, err.body(), err.headers);
+      if (err.headers.connection === 'close') req.destroy();
+      return;
+    }
+    if (ctx.store.durable.journal.broken) {
+      // Memory may now hold a transition the disk does not: only a restart
+      // (replay from disk) gets back to a state that is true.
+      ctx.log.error('journal write failed; exiting so a restart recovers from disk', { error: ctx.store.durable.journal.broken.message });
+      process.exit(1);
+    }
+    ctx.log.error('request failed', { method: req.method, url: req.url, error: (err as Error).message, stack: (err as Error).stack });
+    sendJson(res, 500, { error: 'internal error; see the server log' });
+  }
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s; // not valid percent-encoding: the id check refuses it with a 400
+  }
+}
+
+function authorized(req: IncomingMessage, token: string): boolean {
+  const header = req.headers.authorization ?? '';
+  const m = /^Bearer (.+)$/.exec(header);
+  if (!m) return false;
+  // Compare digests: equal length, and no early exit on the first differing byte.
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}

@@ -1,0 +1,132 @@
+// Validation of every body a client or agent sends. Bad input never reaches
+// the journal: each check names the field it refuses, as a 400.
+import { HttpError } from './http-io.ts';
+import {
+  COMMAND_TYPES,
+  type ClaimRequest,
+  type CommandType,
+  type FinishItem,
+  type HeartbeatRequest,
+  type LeaseRef,
+  type Payload,
+  type SubmitRequest,
+} from './protocol.ts';
+
+export const MAX_DELAY_MS = 24 * 60 * 60 * 1000;
+const MAX_URL_LENGTH = 2048;
+const MAX_BATCH = 1000;
+const MAX_RESULT_BYTES = 256 * 1024;
+export const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+type Obj = Record<string, unknown>;
+
+const bad = (field: string, message: string): HttpError => new HttpError(400, message, { field });
+
+function onlyFields(obj: Obj, allowed: readonly string[], prefix = ''): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) throw bad(prefix + k, `unknown field "${prefix + k}"; allowed: ${allowed.join(', ')}`);
+  }
+}
+
+function object(v: unknown, field: string): Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, `${field} must be a JSON object`);
+  return v as Obj;
+}
+
+function int(v: unknown, field: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw bad(field, `${field} must be an integer from ${min} to ${max}`);
+  }
+  return v;
+}
+
+export function commandId(v: unknown, field = 'id'): string {
+  if (typeof v !== 'string' || !ID_RE.test(v)) throw bad(field, `${field} is not a command id (a lowercase UUID)`);
+  return v;
+}
+
+function agentId(v: unknown): string {
+  if (typeof v !== 'string' || !AGENT_ID_RE.test(v)) {
+    throw bad('agentId', 'agentId must be 1-128 characters of letters, digits, ".", "_", ":" or "-", starting with a letter or digit');
+  }
+  return v;
+}
+
+function httpUrl(v: unknown, field: string): string {
+  if (typeof v !== 'string' || v.length === 0) throw bad(field, `${field} must be an absolute http or https URL`);
+  if (v.length > MAX_URL_LENGTH) throw bad(field, `${field} is longer than ${MAX_URL_LENGTH} characters`);
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw bad(field, `${field} must be an absolute http or https URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad(field, `${field} must use http or https, not ${u.protocol.slice(0, -1)}`);
+  return v;
+}
+
+export function submitRequest(body: Obj): SubmitRequest {
+  onlyFields(body, ['type', 'payload']);
+  const type = body.type;
+  if (type === undefined) throw bad('type', `type is required: one of ${COMMAND_TYPES.join(', ')}`);
+  if (!COMMAND_TYPES.includes(type as CommandType)) throw bad('type', `type must be one of ${COMMAND_TYPES.join(', ')}`);
+  if (body.payload === undefined) throw bad('payload', 'payload is required');
+  const p = object(body.payload, 'payload');
+  let payload: Payload;
+  if (type === 'DELAY') {
+    onlyFields(p, ['ms'], 'payload.');
+    if (p.ms === undefined) throw bad('payload.ms', 'payload.ms is required');
+    payload = { ms: int(p.ms, 'payload.ms', 0, MAX_DELAY_MS) };
+  } else {
+    onlyFields(p, ['url'], 'payload.');
+    if (p.url === undefined) throw bad('payload.url', 'payload.url is required');
+    payload = { url: httpUrl(p.url, 'payload.url') };
+  }
+  return { type: type as CommandType, payload };
+}
+
+export function claimRequest(body: Obj): ClaimRequest {
+  onlyFields(body, ['agentId', 'max', 'waitMs']);
+  return {
+    agentId: agentId(body.agentId),
+    max: body.max === undefined ? 1 : int(body.max, 'max', 1, MAX_BATCH),
+    waitMs: body.waitMs === undefined ? 0 : int(body.waitMs, 'waitMs', 0, 120_000),
+  };
+}
+
+function items<T>(body: Obj, parse: (item: Obj, field: string) => T): { agentId: string; items: T[] } {
+  onlyFields(body, ['agentId', 'items']);
+  const id = agentId(body.agentId);
+  if (!Array.isArray(body.items) || body.items.length === 0 || body.items.length > MAX_BATCH) {
+    throw bad('items', `items must be an array of 1 to ${MAX_BATCH} entries`);
+  }
+  return { agentId: id, items: body.items.map((it, i) => parse(object(it, `items[${i}]`), `items[${i}]`)) };
+}
+
+function leaseRef(item: Obj, field: string, extra: readonly string[] = []): LeaseRef {
+  onlyFields(item, ['id', 'lease', ...extra], `${field}.`);
+  return { id: commandId(item.id, `${field}.id`), lease: int(item.lease, `${field}.lease`, 1, Number.MAX_SAFE_INTEGER) };
+}
+
+export function leaseBatch(body: Obj): { agentId: string; items: LeaseRef[] } {
+  return items(body, (it, f) => leaseRef(it, f));
+}
+
+export function finishBatch(body: Obj): { agentId: string; items: FinishItem[] } {
+  return items(body, (it, f) => {
+    const ref = leaseRef(it, f, ['outcome', 'result', 'error']);
+    if (it.outcome !== 'COMPLETED' && it.outcome !== 'FAILED') throw bad(`${f}.outcome`, `${f}.outcome must be COMPLETED or FAILED`);
+    if (it.error !== undefined && it.error !== null && typeof it.error !== 'string') throw bad(`${f}.error`, `${f}.error must be a string or null`);
+    if (JSON.stringify(it.result ?? null).length > MAX_RESULT_BYTES) throw bad(`${f}.result`, `${f}.result is larger than ${MAX_RESULT_BYTES} bytes`);
+    return { ...ref, outcome: it.outcome, result: it.result ?? null, error: (it.error as string | null | undefined) ?? null };
+  });
+}
+
+export function heartbeatRequest(body: Obj): HeartbeatRequest {
+  onlyFields(body, ['agentId', 'leases']);
+  const id = agentId(body.agentId);
+  const leases = body.leases ?? [];
+  if (!Array.isArray(leases) || leases.length > MAX_BATCH) throw bad('leases', `leases must be an array of at most ${MAX_BATCH} entries`);
+  return { agentId: id, leases: leases.map((it, i) => leaseRef(object(it, `leases[${i}]`), `leases[${i}]`)) };
+}
