@@ -1,0 +1,148 @@
+// HTTP_GET_JSON {url}: one GET (plus up to MAX_REDIRECTS redirects) within a
+// time limit and a byte cap. Any HTTP status completes the command; no
+// response at all (refused, DNS, timeout, connection cut) fails it.
+//
+// node:http rather than fetch: fetch refuses a list of "bad ports", follows or
+// hides redirects on its own and decompresses bodies, and here we want every
+// byte counted and every hop decided by us.
+import http from 'node:http';
+import https from 'node:https';
+import { crashPoint } from '../../state/crash-points.ts';
+import type { HttpGetJsonPayload, HttpGetJsonResult } from '../protocol.ts';
+import type { Execution } from './execution.ts';
+
+export interface HttpGetOptions {
+  /** Whole-request budget (all redirects and the body included). */
+  timeoutMs: number;
+  /** Body bytes kept at most; past this the body is `truncated`. */
+  maxBodyBytes: number;
+}
+
+export const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+/** The result of a command that got no response: FAILED with `error` set. */
+export function noResponse(error: string): Execution {
+  const result: HttpGetJsonResult = { status: null, body: null, truncated: false, bytesReturned: 0, error };
+  return { outcome: 'FAILED', result, error };
+}
+
+/** Rejects only with signal.reason (cancel, lease lost, shutdown); every network outcome resolves. */
+export async function runHttpGetJson(payload: HttpGetJsonPayload, opts: HttpGetOptions, signal: AbortSignal): Promise<Execution> {
+  signal.throwIfAborted();
+  const deadline = Date.now() + opts.timeoutMs;
+  let url: URL;
+  try {
+    url = new URL(payload.url);
+  } catch {
+    return noResponse(`BAD_URL: ${JSON.stringify(payload.url)} is not a URL`);
+  }
+  for (let hop = 0; ; hop++) {
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      return noResponse(`BAD_URL: only http and https are allowed, got ${url.protocol}${hop > 0 ? ' (in a redirect)' : ''}`);
+    }
+    const got = await getOnce(url, deadline, opts, signal);
+    if (got.kind === 'none') return noResponse(got.error);
+    const { res } = got;
+    const location = res.headers.location;
+    if (REDIRECT_STATUSES.has(res.statusCode!) && location && hop < MAX_REDIRECTS) {
+      res.destroy();
+      try {
+        url = new URL(location, url);
+      } catch {
+        return noResponse(`BAD_REDIRECT: ${JSON.stringify(location)} is not a URL`);
+      }
+      continue;
+    }
+    const read = await readBody(res, got.timedOut, opts.maxBodyBytes, signal);
+    let error = read.error;
+    if (REDIRECT_STATUSES.has(res.statusCode!) && location && error === null) error = `TOO_MANY_REDIRECTS: stopped after ${MAX_REDIRECTS}; this is the last response`;
+    const result: HttpGetJsonResult = {
+      status: res.statusCode!,
+      body: bodyValue(read.bytes, read.complete),
+      truncated: !read.complete,
+      bytesReturned: read.bytes.length,
+      error,
+    };
+    return { outcome: 'COMPLETED', result, error: null };
+  }
+}
+
+type Got = { kind: 'response'; res: http.IncomingMessage; timedOut: AbortSignal } | { kind: 'none'; error: string };
+
+/** Send the GET; resolve at the response head or with the reason there is none. */
+function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: AbortSignal): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    const timedOut = AbortSignal.timeout(Math.max(1, deadline - Date.now()));
+    const both = AbortSignal.any([signal, timedOut]);
+    const get = url.protocol === 'https:' ? https.get : http.get;
+    // identity: the byte cap and bytesReturned count what the remote sent.
+    const req = get(url, { signal: both, headers: { accept: 'application/json', 'accept-encoding': 'identity' } }, (res) => {
+      // The request reached the remote and an answer is in hand, not yet handled.
+      crashPoint('agent:mid-http');
+      resolve({ kind: 'response', res, timedOut });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (signal.aborted) return reject(signal.reason);
+      if (timedOut.aborted) return resolve({ kind: 'none', error: `TIMEOUT: no response within ${opts.timeoutMs} ms` });
+      resolve({ kind: 'none', error: `${err.code ?? 'REQUEST_FAILED'}: ${err.message}` });
+    });
+  });
+}
+
+interface BodyRead {
+  bytes: Buffer;
+  /** The whole body arrived and fit under the cap. */
+  complete: boolean;
+  error: string | null;
+}
+
+function readBody(res: http.IncomingMessage, timedOut: AbortSignal, maxBytes: number, signal: AbortSignal): Promise<BodyRead> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let kept = 0;
+    const finish = (complete: boolean, error: string | null): void => {
+      res.removeAllListeners('data');
+      res.destroy();
+      resolve({ bytes: Buffer.concat(chunks, kept), complete, error });
+    };
+    res.on('data', (chunk: Buffer) => {
+      const room = maxBytes - kept;
+      if (chunk.length > room) {
+        chunks.push(chunk.subarray(0, room));
+        kept += room;
+        return finish(false, null);
+      }
+      chunks.push(chunk);
+      kept += chunk.length;
+    });
+    res.on('end', () => finish(true, null));
+    // The request's signal (caller abort or deadline) destroys the response
+    // with an AbortError; a cut connection gives ECONNRESET or "aborted".
+    res.on('error', (err: NodeJS.ErrnoException) => {
+      if (signal.aborted) return reject(signal.reason);
+      if (timedOut.aborted) return finish(false, 'TIMEOUT: the body did not arrive in time');
+      finish(false, `INTERRUPTED: ${err.code ?? err.message}`);
+    });
+    // A response cut without an 'error' still closes: treat as interrupted.
+    res.on('close', () => {
+      if (!res.complete) {
+        if (signal.aborted) return reject(signal.reason);
+        finish(false, timedOut.aborted ? 'TIMEOUT: the body did not arrive in time' : 'INTERRUPTED: the connection closed mid-body');
+      }
+    });
+  });
+}
+
+/** Parsed JSON when the whole body was read and parses; else the text read, or null if none. */
+function bodyValue(bytes: Buffer, complete: boolean): unknown {
+  const text = bytes.toString('utf8');
+  if (complete) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // not JSON: fall through to the text
+    }
+  }
+  return text.length > 0 ? text : null;
+}
