@@ -1,0 +1,235 @@
+// Chaos soak: a server and several supervised agents under a steady mixed
+// load, with a random process SIGKILLed every few seconds. Then quiet, and a
+// report of what the guarantees promise never happens.
+//
+//   npm run chaos -- --duration 60s --agents 3 --seed 7
+//
+// Exits 1 if any command was lost, executed twice, left not final, or its
+// shown status went backwards.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { durationFlag, intFlag, parseFlags, parseOrExit } from '../lib/flags.ts';
+import type { CommandList, CommandStatus, CommandView } from '../lib/protocol.ts';
+import { call } from './support/http.ts';
+import { cleanup, Proc, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+
+const USAGE = `usage: npm run chaos -- [--duration 60s] [--agents 3] [--seed N] [--lease-timeout 2s]\n`;
+const flags = parseOrExit(USAGE, () => {
+  const v = parseFlags(process.argv.slice(2), {
+    duration: { type: 'string' },
+    agents: { type: 'string' },
+    seed: { type: 'string' },
+    'lease-timeout': { type: 'string' },
+  });
+  return {
+    durationMs: durationFlag(v, 'duration', 60_000),
+    agents: intFlag(v, 'agents', 3, 1, 16),
+    seed: intFlag(v, 'seed', Date.now() % 100_000, 0, 2 ** 31),
+    leaseMs: durationFlag(v, 'lease-timeout', 2000),
+  };
+});
+
+// mulberry32: small, seedable, good enough to make a run reproducible in its choices.
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = prng(flags.seed);
+const between = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo));
+
+// --- the remote that HTTP_GET_JSON commands call: counts hits per token ---
+const hits = new Map<string, number>();
+const target = http.createServer((req, res) => {
+  const token = req.url!.split('/').pop()!;
+  hits.set(token, (hits.get(token) ?? 0) + 1);
+  setTimeout(() => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ token }));
+  }, between(0, 300));
+});
+await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+const targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}/hit`;
+
+// --- processes ---
+const root = tempDir('keel-chaos-');
+const serverArgs = ['--lease-timeout', `${flags.leaseMs}ms`, '--max-pending', '1000000'];
+let server: ServerHandle | undefined = await startServer(`${root}/server`, serverArgs);
+const port = server.port;
+const base = server.url;
+const agents: Proc[] = [];
+for (let i = 0; i < flags.agents; i++) {
+  agents.push(startAgent(base, `${root}/agent-${i}`, ['--supervise', '--id', `chaos-${i}`]));
+}
+const kills: Record<string, number> = { server: 0, agent: 0 };
+
+// --- load: steady submits; an acknowledged id is a promise we must keep ---
+interface Sent {
+  id: string;
+  token?: string;
+  last: CommandStatus;
+  final?: CommandView;
+}
+const sent = new Map<string, Sent>();
+let regressions = 0;
+const RANK: Record<CommandStatus, number> = { PENDING: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2 };
+
+function observe(v: CommandView): void {
+  const s = sent.get(v.id);
+  if (!s) return;
+  const wentBack = RANK[v.status] < RANK[s.last] || (RANK[s.last] === 2 && v.status !== s.last);
+  if (wentBack) {
+    regressions++;
+    process.stderr.write(`status regression: ${v.id} ${s.last} -> ${v.status}\n`);
+  }
+  s.last = v.status;
+  if (v.status === 'COMPLETED' || v.status === 'FAILED') s.final = v;
+}
+
+async function submitOne(): Promise<void> {
+  const isHttp = rand() < 0.4;
+  const token = isHttp ? `t${between(0, 1e9)}-${sent.size}` : undefined;
+  const body = isHttp ? { type: 'HTTP_GET_JSON', payload: { url: `${targetUrl}/${token}` } } : { type: 'DELAY', payload: { ms: between(0, 800) } };
+  const key = `k-${flags.seed}-${sent.size}-${between(0, 1e9)}`;
+  // Retry with the same Idempotency-Key: a submit whose answer was lost in a
+  // crash is still one command, not two.
+  for (let attempt = 0; attempt < 50 && running; attempt++) {
+    try {
+      const r = await call(base, 'POST', '/commands', body, { 'idempotency-key': key });
+      if (r.status === 201 || r.status === 200) {
+        sent.set(r.body.commandId, { id: r.body.commandId, token, last: 'PENDING' });
+        return;
+      }
+    } catch {
+      // server down: try again shortly
+    }
+    await sleep(100);
+  }
+}
+
+async function pollAll(): Promise<void> {
+  let cursor: string | null = null;
+  do {
+    const r: { status: number; body: CommandList } = await call(base, 'GET', `/commands?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+    if (r.status !== 200) throw new Error(`list answered ${r.status}`);
+    r.body.commands.forEach(observe);
+    cursor = r.body.nextCursor;
+  } while (cursor);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+let running = true;
+const started = Date.now();
+
+const loadLoop = (async () => {
+  while (running) {
+    void submitOne();
+    await sleep(between(10, 60));
+  }
+})();
+
+let polling = true;
+const pollLoop = (async () => {
+  while (polling) {
+    await pollAll().catch(() => {});
+    await sleep(300);
+  }
+})();
+
+
+const killLoop = (async () => {
+  while (Date.now() - started < flags.durationMs) {
+    await sleep(between(1500, 4000));
+    if (Date.now() - started >= flags.durationMs) break;
+    const victim = between(0, agents.length + 1);
+    if (victim === agents.length && server) {
+      kills.server!++;
+      const s = server;
+      server = undefined;
+      await s.proc.kill('SIGKILL');
+      await sleep(between(200, 2000));
+      server = await startServer(`${root}/server`, serverArgs, {}, port);
+    } else if (victim < agents.length) {
+      // Kill the supervised child, not the supervisor: the supervisor restarts it.
+      const kids = childrenOf(agents[victim]!.pid);
+      if (kids.length > 0) {
+        kills.agent!++;
+        process.kill(kids[0]!, 'SIGKILL');
+      }
+    }
+  }
+})();
+
+// Direct children of a process, from /proc (Linux).
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+await killLoop;
+running = false;
+await loadLoop;
+if (!server) server = await startServer(`${root}/server`, serverArgs, {}, port);
+
+// Quiet: every acknowledged command should become final within the lease
+// timeout plus the longest DELAY plus slack.
+const quietDeadline = Date.now() + flags.leaseMs * 3 + 15_000;
+while (Date.now() < quietDeadline && [...sent.values()].some((s) => !s.final)) await sleep(250);
+polling = false;
+await pollLoop;
+await pollAll();
+
+let lost = 0;
+let notFinal = 0;
+let twice = 0;
+for (const s of sent.values()) {
+  const r = await call(base, 'GET', `/commands/${s.id}`);
+  if (r.status === 404) {
+    lost++;
+    process.stderr.write(`lost: ${s.id}\n`);
+    continue;
+  }
+  observe(r.body);
+  if (!s.final) {
+    notFinal++;
+    process.stderr.write(`not final: ${s.id} ${r.body.state}\n`);
+  }
+  if (s.token && (hits.get(s.token) ?? 0) > 1) {
+    twice++;
+    process.stderr.write(`executed twice: ${s.id} (${hits.get(s.token)} requests)\n`);
+  }
+  const ev = await call(base, 'GET', `/commands/${s.id}/events`);
+  const starts = (ev.body.events as Array<{ event: string }>).filter((e) => e.event === 'start').length;
+  if (!s.token && starts > 1) {
+    twice++;
+    process.stderr.write(`started twice: ${s.id}\n`);
+  }
+}
+
+const byOutcome = { COMPLETED: 0, FAILED: 0 };
+for (const s of sent.values()) if (s.final) byOutcome[s.final.status as 'COMPLETED' | 'FAILED']++;
+const report = {
+  seed: flags.seed,
+  submitted: sent.size,
+  completed: byOutcome.COMPLETED,
+  failed: byOutcome.FAILED,
+  kills,
+  lost,
+  executedTwice: twice,
+  notFinal,
+  statusRegressions: regressions,
+  wallSeconds: Math.round((Date.now() - started) / 100) / 10,
+};
+process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+target.close();
+await cleanup();
+process.exit(lost + twice + notFinal + regressions > 0 ? 1 : 0);
