@@ -1,0 +1,143 @@
+// Snapshots and segment rotation: the state a directory reopens to is the
+// state before, whether it closed cleanly or was SIGKILLed at any step of the
+// snapshot sequence or of a group commit.
+import fs from 'node:fs';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { CommandStore } from '../state/command-store.ts';
+import { listSegments } from '../state/journal.ts';
+import { Ledger } from '../state/ledger.ts';
+import { SNAPSHOT_FILE } from '../state/snapshot.ts';
+import { cleanup, Proc, tempDir } from './support/processes.ts';
+import { tableAfter, tableView, workloadWaves, type Step } from './fixtures/workload.ts';
+
+const test = suite('snapshot');
+test.after(cleanup);
+
+const SNAPSHOT_BYTES = 4096;
+const GROUPS = 12;
+const waves = workloadWaves(GROUPS);
+const steps = waves.flat();
+
+/** Commit the steps from index `from` on, each wave's remainder as one concurrent group. */
+async function runFrom(store: CommandStore, from: number): Promise<void> {
+  let start = 0;
+  for (const wave of waves) {
+    const end = start + wave.length;
+    const todo: Step[] = wave.slice(Math.max(0, from - start));
+    if (end > from) {
+      const results = await Promise.all(todo.map((s) => store.transition(s.id, s.ev)));
+      for (const r of results) assert.is(r.kind, 'next');
+    }
+    start = end;
+  }
+}
+
+async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.instance(err, Error, 'expected a rejection');
+  assert.match((err as Error).message, re);
+}
+
+/** Index one past the end of the wave that holds step `i`. */
+function waveEnd(i: number): number {
+  let end = 0;
+  for (const wave of waves) {
+    end += wave.length;
+    if (i < end) return end;
+  }
+  return end;
+}
+
+test('a store that snapshots and rotates reopens to the same state', async () => {
+  const dir = tempDir();
+  const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES });
+  await runFrom(store, 0);
+  const before = tableView(store.table);
+  const snapshots = store.durable.snapshots;
+  await store.close();
+
+  assert.ok(snapshots >= 10, `only ${snapshots} snapshots were taken`);
+  assert.ok(fs.existsSync(path.join(dir, SNAPSHOT_FILE)));
+  // Compaction deleted the covered segments: what is left is the tail after the last snapshot.
+  assert.ok(listSegments(dir).length <= 2, `segments left: ${listSegments(dir).length}`);
+  assert.equal(before, tableView(tableAfter(steps)));
+
+  const logs: string[] = [];
+  const again = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES, log: (m) => logs.push(m) });
+  assert.equal(tableView(again.table), before);
+  assert.is(again.durable.journal.lastSeq, steps.length);
+  assert.equal(logs, []);
+  await again.close();
+});
+
+test('a damaged snapshot is refused, not half-trusted', async () => {
+  const dir = tempDir();
+  const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES });
+  await runFrom(store, 0);
+  await store.close();
+  const file = path.join(dir, SNAPSHOT_FILE);
+  const buf = fs.readFileSync(file);
+  const at = buf.indexOf('"DELAY"') + 2;
+  buf[at] = 'X'.charCodeAt(0);
+  fs.writeFileSync(file, buf);
+  await rejects(CommandStore.open(dir), /damaged snapshot at byte \d+: checksum mismatch/);
+});
+
+test("another machine's snapshot is refused", async () => {
+  const dir = tempDir();
+  const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES });
+  await runFrom(store, 0);
+  await store.close();
+  await rejects(Ledger.open(dir), /commands snapshot, not ledger/);
+});
+
+const POINTS = [
+  'snapshot:tmp-written',
+  'snapshot:tmp-synced',
+  'snapshot:rotated',
+  'snapshot:renamed',
+  'snapshot:dir-synced',
+  'snapshot:segment-deleted',
+  'journal:written',
+  'journal:synced',
+];
+
+for (const point of POINTS) {
+  for (const hit of [1, 6]) {
+    test(`SIGKILL at ${point}#${hit}: reopens to the acknowledged prefix, then carries on`, async () => {
+      const dir = tempDir();
+      const child = new Proc(`crash ${point}#${hit}`, ['tests/fixtures/store-workload.ts', dir, String(SNAPSHOT_BYTES), String(GROUPS)], {
+        KEEL_CRASH_AT: `${point}#${hit}`,
+      });
+      const { signal } = await child.exited;
+      assert.is(signal, 'SIGKILL', `the child did not die at the crash point\n${child.stderr}`);
+      assert.match(child.stderr, `"point":"${point}"`);
+
+      const acked = child.lines.filter((l) => l.msg === 'ack').map((l) => Number(l.i));
+      assert.equal(acked, acked.map((_, i) => i), 'acknowledgements are a prefix of the workload');
+
+      const logs: string[] = [];
+      // noLock: the dead child's lock would cost ~2 s to go stale; lock.test.ts covers that.
+      const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES, noLock: true, log: (m) => logs.push(m) });
+      const kept = store.durable.journal.lastSeq;
+      assert.ok(kept >= acked.length, `${acked.length} acknowledged, only ${kept} reopened`);
+      assert.ok(kept <= waveEnd(acked.length), `${kept} reopened: more than the in-flight wave past ${acked.length} acknowledged`);
+      assert.equal(tableView(store.table), tableView(tableAfter(steps.slice(0, kept))));
+      assert.equal(logs, [], 'replay was not clean');
+      assert.not.ok(fs.existsSync(path.join(dir, `${SNAPSHOT_FILE}.tmp`)));
+
+      await runFrom(store, kept);
+      await store.close();
+      const again = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES, noLock: true });
+      assert.equal(tableView(again.table), tableView(tableAfter(steps)));
+      await again.close();
+    });
+  }
+}
+
+test.run();
