@@ -152,7 +152,7 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
   let routeName = 'unknown';
   res.once('finish', () => ctx.metrics.count(routeName, res.statusCode));
   try {
-    const url = new URL(req.url ?? '/', 'http://keel');
+    const url = requestUrl(req.url);
     const matching = ROUTES.filter((r) => r.pattern.test(url.pathname));
     if (matching.length === 0) throw new HttpError(404, `no route ${url.pathname}`);
     const route = matching.find((r) => r.method === req.method);
@@ -180,6 +180,16 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
     }
     ctx.log.error('request failed', { method: req.method, url: req.url, error: (err as Error).message, stack: (err as Error).stack });
     sendJson(res, 500, { error: 'internal error; see the server log' });
+  }
+}
+
+// node:http passes the request target through as sent; a target that is not
+// a URL (`GET http://[ HTTP/1.1`) is the client's fault, not a 500.
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://keel');
+  } catch {
+    throw new HttpError(400, 'request target is not a valid URL path', { field: 'url' });
   }
 }
 
