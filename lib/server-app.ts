@@ -25,6 +25,10 @@ export interface ServerConfig {
   maxPending: number;
   repair: boolean;
   snapshotBytes?: number;
+  /** Cut off a client that has not sent its whole header by then. Default 10 s. */
+  headersTimeoutMs?: number;
+  /** Cut off a client that has not sent its whole request by then. Default 30 s. */
+  requestTimeoutMs?: number;
 }
 
 export interface ServerContext {
@@ -114,7 +118,14 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   log('recovered', { stateDir: config.stateDir, commands: store.table.byId.size, ...c, seq: store.durable.journal.lastSeq });
   ctx.leases.start();
 
-  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => void handle(ctx, req, res));
+  const headersTimeout = config.headersTimeoutMs ?? 10_000;
+  const server = http.createServer({
+    headersTimeout,
+    requestTimeout: config.requestTimeoutMs ?? 30_000,
+    // Node checks both timeouts only every connectionsCheckingInterval
+    // (default 30 s), so a half-sent request line would hang ~30 s, not 10.
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4))),
+  }, (req, res) => void handle(ctx, req, res));
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

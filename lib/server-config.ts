@@ -28,10 +28,16 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     'snapshot-bytes': { type: 'string' },
     repair: { type: 'boolean' },
     help: { type: 'boolean' },
+    // Hidden (not in the usage): tests shorten the slow-client timeouts.
+    'headers-timeout': { type: 'string' },
+    'request-timeout': { type: 'string' },
   });
   if (v.help) return 'help';
   const leaseTimeoutMs = durationFlag(v, 'lease-timeout', 15_000);
   if (leaseTimeoutMs < 100) throw new UsageError('--lease-timeout must be at least 100ms');
+  const headersTimeoutMs = durationFlag(v, 'headers-timeout', 10_000);
+  const requestTimeoutMs = durationFlag(v, 'request-timeout', 30_000);
+  if (headersTimeoutMs < 1 || requestTimeoutMs < headersTimeoutMs) throw new UsageError('--request-timeout must be at least --headers-timeout, and both above 0');
   const token = stringFlag(v, 'token', env.KEEL_TOKEN ?? '') || undefined;
   return {
     port: intFlag(v, 'port', 3000, 0, 65535),
@@ -42,5 +48,7 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     maxPending: intFlag(v, 'max-pending', 100_000, 1, 1e9),
     snapshotBytes: intFlag(v, 'snapshot-bytes', 64 * 1024 * 1024, 4096, 2 ** 40),
     repair: v.repair === true,
+    headersTimeoutMs,
+    requestTimeoutMs,
   };
 }
