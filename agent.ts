@@ -1,0 +1,53 @@
+// keel agent: flags -> open ledger -> reconcile -> work loop.
+import { parseOrExit } from './lib/flags.ts';
+import { createLogger } from './lib/log.ts';
+import { ServerClient } from './lib/server-client.ts';
+import { parseAgentConfig, USAGE } from './lib/agent/config.ts';
+import { armCrashFlags } from './lib/agent/crash-flags.ts';
+import { openLedger, settleIdentity, StartupError } from './lib/agent/identity.ts';
+import { LeaseKeeper } from './lib/agent/leases.ts';
+import { reconcile } from './lib/agent/reconcile.ts';
+import { exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts';
+import { WorkLoop } from './lib/agent/work-loop.ts';
+
+const cfg = parseOrExit(USAGE, () => parseAgentConfig(process.argv.slice(2), process.env));
+if (cfg.help) process.exit((process.stdout.write(USAGE), 0));
+const log = createLogger({ role: cfg.supervise ? 'supervisor' : 'agent' });
+if (cfg.supervise) process.exit(await supervise(process.argv.slice(2).filter((a) => a !== '--supervise'), log));
+exitWithSupervisor(log);
+
+const stopping = new AbortController();
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(sig, () => {
+    if (!stopping.signal.aborted) log('stopping: no new claims', { signal: sig, graceMs: cfg.graceMs });
+    stopping.abort();
+  });
+}
+
+try {
+  const ledger = await openLedger(cfg.stateDir, log);
+  const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
+  const agentId = await settleIdentity(ledger, cfg.id);
+  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, log });
+  const leases = new LeaseKeeper(client, log);
+  const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes };
+  const ctx = { ledger, client, leases, log, http, stopping: stopping.signal };
+  const loop = new WorkLoop(ctx, { concurrency: cfg.concurrency, claimWaitMs: 10_000, beforeClaim: crash.beforeClaim });
+
+  const reconciled = reconcile(ctx, (id, work) => loop.track(id, work));
+  await Promise.race([reconciled, new Promise((r) => stopping.signal.addEventListener('abort', r))]);
+  if (!stopping.signal.aborted) {
+    log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency });
+    await loop.run();
+  }
+  await loop.drain(cfg.graceMs);
+  leases.stop();
+  await ledger.close();
+  log('agent stopped', { agentId });
+  process.exit(0);
+} catch (err) {
+  if (!(err instanceof StartupError)) throw err;
+  log.error(err.message);
+  process.stderr.write(`error: ${err.message}\n`);
+  process.exit(1);
+}

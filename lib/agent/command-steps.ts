@@ -1,0 +1,132 @@
+// One command's way through the ledger (DESIGN.md, "The agent's ledger"):
+//   claimed -> server start -> executing(startedAt) -> execute -> done
+//   -> server finish -> reported
+// Each step is journaled (fsync) before the agent acts on it, so a crash
+// between any two leaves a ledger entry that reconcile.ts knows how to finish.
+// The crash points name those gaps.
+import { crashPoint } from '../../state/crash-points.ts';
+import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
+import { execute, type Execution, type HttpGetOptions } from '../executors/index.ts';
+import { noResponse } from '../executors/http-get-json.ts';
+import type { Logger } from '../log.ts';
+import type { Assignment } from '../protocol.ts';
+import { RequestRejectedError, type ServerClient } from '../server-client.ts';
+import { WorkAborted, type LeaseKeeper } from './leases.ts';
+
+export interface AgentContext {
+  ledger: Ledger;
+  client: ServerClient;
+  leases: LeaseKeeper;
+  log: Logger & { error: Logger };
+  http: HttpGetOptions;
+  /** Aborts when shutdown begins: work not yet started is released, not started. */
+  stopping: AbortSignal;
+}
+
+/** A fresh assignment from claim: journal it, then start and run it. */
+export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<void> {
+  crashPoint('agent:after-claim');
+  const at = Date.now();
+  await ctx.ledger.write({ t: 'claimed', id: a.id, lease: a.lease, type: a.type, payload: a.payload, at });
+  ctx.log('claimed', { id: a.id, lease: a.lease, type: a.type });
+  crashPoint('agent:after-claimed');
+  await startClaimed(ctx, ctx.ledger.get(a.id)!);
+}
+
+/**
+ * A `claimed` entry: execute only once the server confirms the lease is still
+ * ours (start answers ok); otherwise the entry is dropped.
+ */
+export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+  const { id, lease } = entry;
+  const signal = ctx.leases.hold(entry);
+  if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
+  if (signal.aborted) return drop(ctx, entry, (signal.reason as Error).message);
+  const [r] = await ctx.client.start([{ id, lease }]).catch((err: unknown) => {
+    if (err instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: err.message }];
+    throw err;
+  });
+  if (!r?.ok) return drop(ctx, entry, `${r?.error ?? 'NO_ANSWER'}: ${r?.reason ?? 'start refused'}`);
+  crashPoint('agent:after-start');
+  const startedAt = Date.now();
+  await ctx.ledger.write({ t: 'executing', id, lease, startedAt });
+  ctx.log('executing', { id, lease, type: entry.type });
+  await runExecuting(ctx, { ...entry, step: 'executing', startedAt }, signal);
+}
+
+/** Execute an `executing` entry (fresh, or a DELAY resumed after a crash), then finish it. */
+export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal): Promise<void> {
+  let exec: Execution;
+  try {
+    exec = await execute(entry.type, entry.payload, entry.startedAt!, ctx.http, signal);
+  } catch (err) {
+    if (!(err instanceof WorkAborted)) throw err;
+    exec = aborted(entry, err);
+  }
+  await finishWith(ctx, entry, exec);
+}
+
+/**
+ * An HTTP_GET_JSON found `executing` after a crash: the request may have
+ * reached the remote, so it is never sent again.
+ */
+export function failInterrupted(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+  const error = 'INTERRUPTED: the agent stopped while this request was in flight; it may have reached the remote, so it was not sent again';
+  return finishWith(ctx, entry, noResponse(error));
+}
+
+async function finishWith(ctx: AgentContext, entry: LedgerEntry, exec: Execution): Promise<void> {
+  const { id, lease } = entry;
+  await ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
+  ctx.log('done', { id, lease, outcome: exec.outcome, error: exec.error });
+  crashPoint('agent:after-done');
+  await report(ctx, { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error });
+}
+
+/**
+ * A `done` entry: send finish until the server answers. Accepted or refused
+ * (409: already final, lease lost), the server has the last word, so the
+ * entry is settled either way.
+ */
+export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+  const { id, lease } = entry;
+  const item = { id, lease, outcome: entry.outcome!, result: entry.result, error: entry.error ?? null };
+  let results;
+  try {
+    results = await ctx.client.finish([item]);
+  } catch (err) {
+    if (!(err instanceof RequestRejectedError)) throw err;
+    // The server will not take this result (too large, say); report that instead.
+    const error = `RESULT_REJECTED: ${err.message}`;
+    ctx.log.error('finish rejected; reporting the rejection instead', { id, lease, error });
+    results = await ctx.client.finish([{ id, lease, outcome: 'FAILED', result: { error }, error }]).catch((e2: unknown) => {
+      if (e2 instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: e2.message }];
+      throw e2;
+    });
+  }
+  crashPoint('agent:after-finish');
+  await ctx.ledger.write({ t: 'reported', id, lease });
+  ctx.leases.forget(id);
+  const r = results[0];
+  if (r?.ok) ctx.log('reported', { id, lease, outcome: item.outcome });
+  else ctx.log('reported', { id, lease, outcome: item.outcome, refused: r?.error ?? 'NO_ANSWER', reason: r?.reason });
+}
+
+/** Give back a claimed command that was never started (shutdown). */
+async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+  const [r] = await ctx.client.release([{ id: entry.id, lease: entry.lease }]).catch(() => [undefined]);
+  await drop(ctx, entry, r?.ok ? 'released at shutdown' : `release refused at shutdown: ${r?.error ?? 'NO_ANSWER'}`);
+}
+
+async function drop(ctx: AgentContext, entry: LedgerEntry, reason: string): Promise<void> {
+  await ctx.ledger.write({ t: 'dropped', id: entry.id, lease: entry.lease, reason });
+  ctx.leases.forget(entry.id);
+  ctx.log('dropped', { id: entry.id, lease: entry.lease, reason });
+}
+
+/** What an aborted command reports: FAILED with the abort's code as the error. */
+function aborted(entry: LedgerEntry, err: WorkAborted): Execution {
+  const error = err.code === 'CANCELED' ? 'CANCELED' : err.message;
+  if (entry.type === 'HTTP_GET_JSON') return noResponse(error);
+  return { outcome: 'FAILED', result: { error }, error };
+}

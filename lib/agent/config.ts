@@ -1,0 +1,114 @@
+// agent.ts's command line: every flag, its default, and what a bad value says.
+import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from '../flags.ts';
+
+export const USAGE = `usage: node --import tsx agent.ts [flags]
+
+  --server URL            control server (default http://127.0.0.1:3000)
+  --state-dir DIR         the agent's ledger (default ./data/agent)
+  --id ID                 agent id (default: generated on first start, kept in the ledger)
+  --concurrency N         commands run at once (default 1)
+  --token TOKEN           bearer token for the server (default: $KEEL_TOKEN)
+  --http-timeout DUR      HTTP_GET_JSON time limit (default 10s)
+  --max-body SIZE         HTTP_GET_JSON body cap, e.g. 65536, 64KiB, 1MiB (default 64KiB)
+  --grace DUR             on SIGTERM/SIGINT, time to finish work in hand (default 10s)
+  --supervise             run the agent as a child process; restart it when it dies
+  --kill-after N[polls]   SIGKILL itself N seconds after opening its ledger,
+                          or before its (N+1)th claim with "Npolls"
+  --random-failures[=P]   SIGKILL itself at each crash point with probability P (default 0.2)
+  --seed S                makes --random-failures reproducible
+  --help                  print this and exit
+`;
+
+export type KillAfter = { seconds: number } | { polls: number };
+
+export interface AgentConfig {
+  server: string;
+  stateDir: string;
+  id: string | undefined;
+  concurrency: number;
+  token: string | undefined;
+  httpTimeoutMs: number;
+  maxBodyBytes: number;
+  graceMs: number;
+  supervise: boolean;
+  killAfter: KillAfter | undefined;
+  randomFailures: number | undefined;
+  seed: string | undefined;
+  help: boolean;
+}
+
+export const DEFAULT_RANDOM_FAILURES = 0.2;
+
+const OPTIONS = {
+  server: { type: 'string' },
+  'state-dir': { type: 'string' },
+  id: { type: 'string' },
+  concurrency: { type: 'string' },
+  token: { type: 'string' },
+  'http-timeout': { type: 'string' },
+  'max-body': { type: 'string' },
+  grace: { type: 'string' },
+  supervise: { type: 'boolean' },
+  'kill-after': { type: 'string' },
+  'random-failures': { type: 'string' },
+  seed: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
+  const v = parseFlags(withOptionalValues(argv), OPTIONS);
+  const server = stringFlag(v, 'server', 'http://127.0.0.1:3000');
+  if (!/^https?:\/\/[^/]+/.test(server)) throw new UsageError(`--server must be an http:// or https:// URL; got ${JSON.stringify(server)}`);
+  const id = v.id as string | undefined;
+  if (id !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(id)) throw new UsageError(`--id must be 1 to 128 of A-Z a-z 0-9 . _ : -; got ${JSON.stringify(id)}`);
+  return {
+    server,
+    stateDir: stringFlag(v, 'state-dir', './data/agent'),
+    id,
+    concurrency: intFlag(v, 'concurrency', 1, 1, 1024),
+    token: (v.token as string | undefined) ?? (env.KEEL_TOKEN || undefined),
+    httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
+    maxBodyBytes: sizeFlag(v['max-body'] as string | undefined, 64 * 1024),
+    graceMs: durationFlag(v, 'grace', 10_000),
+    supervise: v.supervise === true,
+    killAfter: killAfterFlag(v['kill-after'] as string | undefined),
+    randomFailures: probabilityFlag(v['random-failures'] as string | undefined),
+    seed: v.seed as string | undefined,
+    help: v.help === true,
+  };
+}
+
+// parseArgs has no optional values: a bare --random-failures means the default P.
+function withOptionalValues(argv: string[]): string[] {
+  return argv.map((a) => (a === '--random-failures' ? `--random-failures=${DEFAULT_RANDOM_FAILURES}` : a));
+}
+
+function positive(name: string, ms: number): number {
+  if (ms <= 0) throw new UsageError(`--${name} must be more than zero`);
+  return ms;
+}
+
+function killAfterFlag(text: string | undefined): KillAfter | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(polls)?$/.exec(text);
+  if (!m || (m[2] && !/^\d+$/.test(m[1]!))) throw new UsageError(`--kill-after must be seconds (e.g. 3) or claim cycles (e.g. 2polls); got ${JSON.stringify(text)}`);
+  return m[2] ? { polls: Number(m[1]) } : { seconds: Number(m[1]) };
+}
+
+function probabilityFlag(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const p = /^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+  if (Number.isNaN(p)) throw new UsageError(`--random-failures must be a probability from 0 to 1; got ${JSON.stringify(text)}`);
+  return p;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2 };
+
+function sizeFlag(text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const m = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const n = m && unit ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--max-body must be a size like 65536, 64KiB or 1MiB; got ${JSON.stringify(text)}`);
+  return n;
+}

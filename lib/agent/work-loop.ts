@@ -1,0 +1,96 @@
+// The agent's main loop: long-poll claim for as many commands as there are
+// free slots, run each through command-steps.ts, and on shutdown stop
+// claiming and give what it holds a grace period to finish.
+import { Backoff, pause } from './backoff.ts';
+import { takeAssignment, type AgentContext } from './command-steps.ts';
+import { WorkAborted } from './leases.ts';
+
+export interface WorkLoopOptions {
+  concurrency: number;
+  /** How long one claim waits on the server for work. */
+  claimWaitMs: number;
+  /** Called before each claim with the number of claims made so far (--kill-after=Npolls). */
+  beforeClaim?: (claimsSoFar: number) => void;
+}
+
+// After the grace period the remaining work is aborted; its reports then get
+// this long to reach the server before the process exits anyway.
+const REPORT_AFTER_ABORT_MS = 2000;
+
+export class WorkLoop {
+  private readonly ctx: AgentContext;
+  private readonly opts: WorkLoopOptions;
+  private readonly active = new Map<string, Promise<void>>();
+
+  constructor(ctx: AgentContext, opts: WorkLoopOptions) {
+    this.ctx = ctx;
+    this.opts = opts;
+  }
+
+  /** Track work started outside the loop (reconciliation) so shutdown waits for it too. */
+  track(id: string, work: Promise<void>): Promise<void> {
+    const p = work
+      .catch((err: unknown) => {
+        // Only the ledger can throw here (a failed write or fsync): the journal
+        // refuses further appends, so the process must restart and recover.
+        this.ctx.log.error('fatal: cannot continue', { id, error: (err as Error).stack ?? String(err) });
+        process.exit(1);
+      })
+      .finally(() => this.active.delete(id));
+    this.active.set(id, p);
+    return p;
+  }
+
+  /** Claim and run commands until ctx.stopping aborts. */
+  async run(): Promise<void> {
+    const { ctx, opts } = this;
+    const backoff = new Backoff();
+    const stopped = new Promise<void>((r) => ctx.stopping.addEventListener('abort', () => r(), { once: true }));
+    let claims = 0;
+    while (!ctx.stopping.aborted) {
+      const free = opts.concurrency - this.active.size;
+      if (free <= 0) {
+        await Promise.race([...this.active.values(), stopped]);
+        continue;
+      }
+      opts.beforeClaim?.(claims++);
+      let answer;
+      try {
+        answer = await ctx.client.claim(free, opts.claimWaitMs, ctx.stopping);
+        backoff.reset();
+      } catch (err) {
+        if (ctx.stopping.aborted) break;
+        ctx.log.error('claim failed', { error: (err as Error).message });
+        await pause(backoff.next(), ctx.stopping).catch(() => {});
+        continue;
+      }
+      ctx.leases.setTimeoutMs(answer.leaseTimeoutMs);
+      for (const a of answer.commands) {
+        // A claim retried while an earlier answer's start is in flight hands
+        // back the same ASSIGNED command: it is already being worked on.
+        if (this.active.has(a.id)) continue;
+        void this.track(a.id, takeAssignment(ctx, a));
+      }
+    }
+  }
+
+  /** Wait for the work in hand; past graceMs abort it, let it report briefly, and return. */
+  async drain(graceMs: number): Promise<void> {
+    if (this.active.size === 0) return;
+    this.ctx.log('finishing work in hand', { commands: [...this.active.keys()], graceMs });
+    if (await settles(this.active.values(), graceMs)) return;
+    this.ctx.log.error('grace period over: aborting work in hand', { commands: [...this.active.keys()] });
+    this.ctx.leases.abortAll(new WorkAborted('SHUTDOWN', 'SHUTDOWN: the agent stopped before the command finished'));
+    await settles(this.active.values(), REPORT_AFTER_ABORT_MS);
+  }
+}
+
+/** True if every promise settled within ms. */
+async function settles(work: Iterable<Promise<void>>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+  const all = Promise.all(work).then(() => true as const);
+  const ok = await Promise.race([all, timeout]);
+  clearTimeout(timer);
+  return ok;
+}
