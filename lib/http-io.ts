@@ -29,10 +29,17 @@ export async function readJsonObject(req: IncomingMessage, limit = MAX_BODY_BYTE
   if (declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge(limit);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge(limit);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    // The client hung up (or was cut off by requestTimeout) mid-body: its
+    // fault, not an internal error; nobody is left to read the answer.
+    throw new HttpError(400, `request body was cut off: ${(err as Error).message}`, { field: 'body' });
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') throw new HttpError(400, 'request body is empty; send a JSON object', { field: 'body' });
