@@ -1,0 +1,76 @@
+// agent.ts's command line and identity, without a server: usage, bad flags,
+// an id that survives restarts, and a clean exit on SIGTERM while the
+// server is unreachable.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { refusedPort } from './fixtures/agent-target.ts';
+import { cleanup, startAgent, tempDir, Proc } from './support/processes.ts';
+
+const test = suite('agent command line');
+test.after(cleanup);
+
+test('--help prints the usage and exits 0', async () => {
+  const p = new Proc('agent', ['agent.ts', '--help']);
+  const { code } = await p.exited;
+  assert.is(code, 0);
+  assert.match(p.stdout, /^usage: node --import tsx agent.ts/);
+  for (const flag of ['--server', '--state-dir', '--id', '--concurrency', '--token', '--kill-after', '--random-failures', '--seed', '--supervise', '--http-timeout', '--max-body']) {
+    assert.ok(p.stdout.includes(flag), `usage lacks ${flag}`);
+  }
+});
+
+for (const [args, pattern] of [
+  [['--bogus'], /bogus/],
+  [['--concurrency', '0'], /--concurrency must be an integer from 1/],
+  [['--http-timeout', 'soon'], /--http-timeout must be a duration/],
+  [['--max-body', '12 parsecs'], /--max-body must be a size/],
+  [['--random-failures=2'], /--random-failures must be a probability/],
+  [['--kill-after', 'later'], /--kill-after must be seconds/],
+  [['--server', 'ftp://x'], /--server must be an http/],
+] as const) {
+  test(`bad flag ${args.join(' ')}: exit 2, one line and the usage`, async () => {
+    const p = new Proc('agent', ['agent.ts', ...args]);
+    const { code } = await p.exited;
+    assert.is(code, 2);
+    const [first, blank, usage] = p.stderr.split('\n');
+    assert.match(first!, /^error: /);
+    assert.match(first!, pattern);
+    assert.is(blank, '');
+    assert.match(usage!, /^usage: /);
+  });
+}
+
+test('the id is generated once and kept in the ledger; SIGTERM exits 0 with the server down', async () => {
+  const server = `http://127.0.0.1:${await refusedPort()}`;
+  const dir = tempDir();
+  const first = startAgent(server, dir);
+  const ready = await first.waitForMsg('agent ready');
+  assert.match(String(ready.agentId), /^agent-[0-9a-f]{12}$/);
+  await first.waitForMsg('server unreachable; retrying with backoff');
+  await first.kill('SIGTERM');
+  assert.equal(await first.exited, { code: 0, signal: null });
+
+  const second = startAgent(server, dir);
+  assert.is((await second.waitForMsg('agent ready')).agentId, ready.agentId);
+  await second.kill('SIGTERM');
+  assert.is((await second.exited).code, 0);
+
+  const other = startAgent(server, dir, ['--id', 'someone-else']);
+  const { code } = await other.exited;
+  assert.is(code, 1);
+  assert.match(other.stderr, new RegExp(`belongs to agent ${String(ready.agentId)}, not someone-else`));
+});
+
+test('a second agent on the same state directory exits at once', async () => {
+  const server = `http://127.0.0.1:${await refusedPort()}`;
+  const dir = tempDir();
+  const first = startAgent(server, dir, ['--id', 'a1']);
+  await first.waitForMsg('agent ready');
+  const second = startAgent(server, dir, ['--id', 'a1']);
+  const { code } = await second.exited;
+  assert.is(code, 1);
+  assert.match(second.stderr, /in use by agent pid/);
+  await first.kill('SIGTERM');
+});
+
+test.run();
