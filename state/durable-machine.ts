@@ -76,14 +76,27 @@ export class DurableMachine<R> {
    * Apply records to the in-memory state now and resolve once they are on
    * disk. Callers acknowledge a transition only after this resolves; readers
    * that must not see unacknowledged state await sync() first.
+   * If a record does not follow, the ones before it are already applied, so
+   * they are journaled anyway (memory must never hold what replay would not)
+   * and the promise rejects with that record's error once they are durable.
    */
   commit(recs: readonly R[]): Promise<void> {
-    for (const r of recs) this.machine.apply(r);
-    const done = this.journal.append(recs);
+    let applied = 0;
+    let refused: { err: unknown } | undefined;
+    try {
+      for (const r of recs) {
+        this.machine.apply(r);
+        applied++;
+      }
+    } catch (err) {
+      refused = { err };
+    }
+    if (refused && applied === 0) return Promise.reject(refused.err);
+    const done = this.journal.append(refused ? recs.slice(0, applied) : recs);
     if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.snapshotBytes) {
       this.compacting = this.compact().finally(() => (this.compacting = undefined));
     }
-    return done;
+    return refused ? done.then(() => Promise.reject(refused.err)) : done;
   }
 
   sync(): Promise<void> {
