@@ -1,0 +1,65 @@
+// Kill the agent (KEEL_CRASH_AT) at each crash point before a command starts
+// executing, restart it on the same ledger, and check the command ends in
+// the documented state with the remote reached at most once.
+//   after-claim    nothing journaled: the retried claim hands back the same lease
+//   after-claimed  `claimed`: start answers ok, so it runs
+//   after-start    `claimed` (the server has it RUNNING): start is a retry, it runs once
+//   canceled       `claimed`, canceled while the agent was down: start refused, dropped
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { HttpGetJsonResult } from '../lib/protocol.ts';
+import { about, crashAndRestart, waitFinal } from './fixtures/agent-harness.ts';
+import { startTarget, type Target } from './fixtures/agent-target.ts';
+import { call } from './support/http.ts';
+import { cleanup, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+
+const test = suite('agent crash before execution');
+let target: Target;
+let server: ServerHandle;
+
+// Long enough that a restarted agent (about 2 s of stale lock) is back before it runs out.
+const LEASE = '6s';
+
+test.before(async () => {
+  target = await startTarget();
+  server = await startServer(tempDir(), ['--lease-timeout', LEASE]);
+});
+test.after(async () => {
+  await cleanup();
+  await target.close();
+});
+
+for (const point of ['agent:after-claim', 'agent:after-claimed', 'agent:after-start']) {
+  test(`${point}: the command runs once after the restart`, async () => {
+    const path = `/json?${point}`;
+    const { id, restarted } = await crashAndRestart(server.url, point, 'HTTP_GET_JSON', { url: target.url + path });
+    assert.is(target.hits(path), 0, 'nothing was sent before the crash');
+    const v = await waitFinal(server.url, id);
+    assert.is(v.status, 'COMPLETED');
+    assert.is((v.result as HttpGetJsonResult).status, 200);
+    assert.is(v.attempt, 1, 'the same lease throughout');
+    assert.is(target.hits(path), 1);
+    if (point !== 'agent:after-claim') {
+      const r = await restarted.waitFor(about('reconcile', id), 5000);
+      assert.is(r.step, 'claimed');
+    }
+    await restarted.waitFor(about('reported', id), 5000);
+    await restarted.kill('SIGTERM');
+  });
+}
+
+test('claimed, then canceled while the agent was down: start is refused and the entry dropped', async () => {
+  const path = '/json?canceled-while-down';
+  const { id, restarted } = await crashAndRestart(server.url, 'agent:after-claimed', 'HTTP_GET_JSON', { url: target.url + path }, async (id) => {
+    const c = await call(server.url, 'POST', `/commands/${id}/cancel`);
+    assert.is(c.status, 200, c.text);
+  });
+  const dropped = await restarted.waitFor(about('dropped', id), 10_000);
+  assert.match(String(dropped.reason), /^WRONG_STATE|^STALE_LEASE/);
+  const v = await waitFinal(server.url, id);
+  assert.is(v.error, 'CANCELED');
+  assert.is(target.hits(path), 0);
+  await restarted.kill('SIGTERM');
+});
+
+test.run();
