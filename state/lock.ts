@@ -39,7 +39,12 @@ export interface StateLock {
  */
 export async function lockStateDir(dir: string, role: string, onCompromised?: (err: Error) => void): Promise<StateLock> {
   const ownerFile = path.join(dir, 'lock.owner.json');
-  const deadline = Date.now() + STALE_MS + 1500;
+  // A dead holder's lock goes stale STALE_MS after its last mtime, and
+  // proper-lockfile first stamps that mtime up to 1 s in the future (its
+  // precision probe), so a holder killed in its first second needs ~3 s.
+  // Give up only well after that, so a loaded machine does not refuse a
+  // restart in the name of a dead pid.
+  const deadline = Date.now() + STALE_MS + 1000 + 2000;
   for (;;) {
     try {
       const release = await lockfile.lock(dir, {
