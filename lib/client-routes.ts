@@ -44,6 +44,8 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
   if (!cmd) throw new HttpError(404, `no command ${id}`, { field: 'id' });
   if (waitMs > 0 && !isFinal(cmd.state)) {
     await ctx.finalWaiters.wait(id, waitMs, closedSignal(res));
+    // The wait may end while a transition is applied but not yet durable.
+    await ctx.store.readBarrier();
     cmd = ctx.store.get(id)!;
   }
   sendJson(res, 200, commandView(cmd));
