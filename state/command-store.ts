@@ -89,11 +89,15 @@ export class CommandStore {
       if (cmd.state === 'ASSIGNED' && out.length < max) out.push(cmd);
     }
     const recs: CommandRecord[] = [];
+    // Replay does not shift the queue as live claims do, so after a restart an
+    // id given back (release, expiry) is queued twice: take it only once.
+    const taken = new Set<string>();
     while (out.length + recs.length < max) {
       const id = this.table.pending.shift();
       if (id === undefined) break;
       const cmd = this.get(id)!;
-      if (cmd.state !== 'PENDING') continue; // canceled or claimed since it was queued
+      if (cmd.state !== 'PENDING' || taken.has(id)) continue; // canceled or claimed since it was queued
+      taken.add(id);
       recs.push(this.record(cmd, { type: 'claim', agentId, lease: cmd.attempt + 1, at: this.now() }));
     }
     const claimed = recs.length > 0 ? await this.commit(recs) : [];
