@@ -214,7 +214,7 @@ function decodeSegment(s: string): string {
 
 function authorized(req: IncomingMessage, token: string): boolean {
   const header = req.headers.authorization ?? '';
-  const m = /^Bearer (.+)$/.exec(header);
+  const m = /^Bearer (.+)$/i.exec(header); // the scheme is case-insensitive (RFC 9110 11.1)
   if (!m) return false;
   // Compare digests: equal length, and no early exit on the first differing byte.
   const a = createHash('sha256').update(m[1]!).digest();
