@@ -1,0 +1,320 @@
+// Server benchmark (npm run bench:server):
+//  1. Durable submits/s: `clients` keep-alive clients POST /commands back to
+//     back for `seconds`, against (a) keel (server.ts as a child process, temp
+//     state dir, every 201 after fdatasync) and (b) a bare node:http server
+//     that parses the body and answers 201 without persisting, run in turn.
+//     Goal: keel >= 50% of bare.
+//  2. Submit -> claim latency: an agent's long-polling claim is already
+//     parked when a command is submitted; time from sending the submit to the
+//     claim's answer, p50 and p99 over `latency-n` commands. Goal: p50 < 5 ms.
+// Servers run in their own processes; the clients (node:http with a
+// keep-alive Agent) in this one.
+//   node --import tsx bench/server.ts [--seconds 5] [--clients 64] [--rounds 3] [--latency-n 1000] [--warmup 1] [--profile DIR]
+//   node --import tsx bench/server.ts --serve-bare      (the bare server; prints {"port"})
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
+
+if (process.argv.includes('--serve-bare')) serveBare();
+else await main();
+
+// --- (b) the bare server ------------------------------------------------------
+
+function serveBare(): void {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let status = 201;
+      let body: string;
+      try {
+        const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown };
+        if (typeof parsed !== 'object' || parsed === null || typeof parsed.type !== 'string') throw new Error('bad body');
+        body = JSON.stringify({ commandId: randomUUID() });
+      } catch {
+        status = 400;
+        body = '{"error":"bad body"}';
+      }
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`${JSON.stringify({ msg: 'listening', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })}\n`);
+  });
+}
+
+// --- child processes -------------------------------------------------------------
+
+interface Child {
+  proc: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+function spawnServer(args: string[], nodeArgs: string[] = []): Promise<Child> {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    let found = false;
+    // Keep reading (and dropping) the child's log lines for the whole run, as a
+    // log collector on a pipe would: the cost of logging is part of the figure.
+    proc.stdout!.on('data', (d: Buffer) => {
+      if (found) return;
+      buf += d;
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const l = JSON.parse(line) as { msg?: string; url?: string };
+          if (l.msg === 'listening' && l.url) {
+            found = true;
+            resolve({
+              proc,
+              url: l.url,
+              async stop() {
+                // SIGTERM: keel shuts down cleanly (and --cpu-prof gets written).
+                proc.kill('SIGTERM');
+                const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+                await exited;
+                clearTimeout(timer);
+              },
+            });
+            return;
+          }
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    void exited.then(() => reject(new Error(`${args.join(' ')} exited before listening`)));
+  });
+}
+
+// --- load ---------------------------------------------------------------------------
+
+interface LoadResult {
+  ok: number;
+  other: number;
+  errors: number;
+  seconds: number;
+  perSec: number;
+  p50: number;
+  p99: number;
+  clientCpu: number; // fraction of one core this process used
+  serverCpu: number; // fraction of one core the server process used
+}
+
+function post(agent: http.Agent, url: URL, p: string, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { agent, host: url.hostname, port: url.port, method: 'POST', path: p, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function get(agent: http.Agent, url: URL, p: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ agent, host: url.hostname, port: url.port, path: p }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      })
+      .on('error', reject);
+  });
+}
+
+/** CPU seconds (user + system) a process has used so far; Linux only, NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+
+async function load(base: string, clients: number, seconds: number, serverPid?: number): Promise<LoadResult> {
+  const url = new URL(base);
+  const server0 = cpuSeconds(serverPid);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
+  const lat: number[] = [];
+  let ok = 0;
+  let other = 0;
+  let errors = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < end) {
+        const s = performance.now();
+        try {
+          const r = await post(agent, url, '/commands', SUBMIT_BODY);
+          if (r.status === 201) {
+            ok++;
+            lat.push(performance.now() - s);
+          } else other++;
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const took = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const serverCpu = (cpuSeconds(serverPid) - server0) / took;
+  agent.destroy();
+  lat.sort((a, b) => a - b);
+  return {
+    ok,
+    other,
+    errors,
+    seconds: took,
+    perSec: ok / took,
+    p50: pct(lat, 0.5),
+    p99: pct(lat, 0.99),
+    clientCpu: (cpu.user + cpu.system) / 1e6 / took,
+    serverCpu,
+  };
+}
+
+function pct(sorted: number[], q: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+// --- submit -> claim latency ---------------------------------------------------------
+
+async function claimLatency(base: string, n: number): Promise<{ p50: number; p99: number; max: number; n: number }> {
+  const url = new URL(base);
+  const agentHttp = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const clientHttp = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const lat: number[] = [];
+  for (let i = 0; i < n; i++) {
+    // A new agent id each round, so GET /agents says when this claim has
+    // been read and parked (the registry notes the agent just before it waits).
+    const agentId = `bench-${i}`;
+    const claimed = post(agentHttp, url, '/agent/claim', JSON.stringify({ agentId, waitMs: 30_000 }));
+    for (;;) {
+      const agents = await get(clientHttp, url, '/agents');
+      if (agents.text.includes(`"${agentId}"`)) break;
+    }
+    const t = performance.now();
+    const sub = post(clientHttp, url, '/commands', SUBMIT_BODY);
+    const c = await claimed;
+    const took = performance.now() - t;
+    const id = (JSON.parse((await sub).text) as { commandId: string }).commandId;
+    const got = (JSON.parse(c.text) as { commands: Array<{ id: string }> }).commands;
+    if (got.length !== 1 || got[0]!.id !== id) throw new Error(`claim got ${c.text}, expected ${id}`);
+    if (i >= 20) lat.push(took); // the first few warm the JIT
+  }
+  agentHttp.destroy();
+  clientHttp.destroy();
+  lat.sort((a, b) => a - b);
+  return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), max: lat[lat.length - 1]!, n: lat.length };
+}
+
+// --- main -------------------------------------------------------------------------------
+
+function metric(text: string, name: string): number {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '5' },
+      clients: { type: 'string', default: '64' },
+      'latency-n': { type: 'string', default: '1000' },
+      warmup: { type: 'string', default: '1' },
+      // Alternate bare and keel this many times and report the median: on a
+      // shared machine one 5 s run can be off by 2x either way.
+      rounds: { type: 'string', default: '3' },
+      // Write a V8 CPU profile of the keel server's load run into this directory.
+      profile: { type: 'string' },
+    },
+  });
+  const seconds = Number(values.seconds);
+  const clients = Number(values.clients);
+  const latencyN = Number(values['latency-n']);
+  const warmup = Number(values.warmup);
+  const rounds = Number(values.rounds);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-'));
+  const f = (x: number): string => x.toFixed(2);
+  const keelArgs = (dir: string): string[] => ['server.ts', '--state-dir', dir, '--port', '0', '--max-pending', '1000000000'];
+  let child: Child | undefined;
+  try {
+    console.log(`node ${process.version}, ${os.cpus().length} CPUs, state dir under ${tmp}; ${clients} keep-alive clients, ${warmup}s warm-up + ${seconds}s each`);
+
+    const row = (name: string, r: LoadResult): string =>
+      `  ${name.padEnd(6)} ${r.perSec.toFixed(0).padStart(7)} submits/s  (${r.ok} in ${f(r.seconds)} s; latency p50 ${f(r.p50)} ms, p99 ${f(r.p99)} ms; ` +
+      `non-201 ${r.other}, errors ${r.errors}; CPU: server ${(r.serverCpu * 100).toFixed(0)}% of a core = ${((r.serverCpu / r.perSec) * 1e6).toFixed(0)} us/submit, clients ${(r.clientCpu * 100).toFixed(0)}%)`;
+    const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(values.profile)] : [];
+    const ratios: number[] = [];
+    const bares: number[] = [];
+    const keels: number[] = [];
+    console.log('\ndurable submits/s');
+    for (let round = 1; round <= rounds; round++) {
+      child = await spawnServer(['bench/server.ts', '--serve-bare']);
+      await load(child.url, clients, warmup);
+      const bare = await load(child.url, clients, seconds, child.proc.pid);
+      await child.stop();
+      child = undefined;
+
+      child = await spawnServer(keelArgs(path.join(tmp, `load-${round}`)), round === 1 ? prof : []);
+      const metricsAgent = new http.Agent();
+      await load(child.url, clients, warmup);
+      const before = (await get(metricsAgent, new URL(child.url), '/metrics')).text;
+      const keel = await load(child.url, clients, seconds, child.proc.pid);
+      const after = (await get(metricsAgent, new URL(child.url), '/metrics')).text;
+      metricsAgent.destroy();
+      await child.stop();
+      child = undefined;
+      const d = (name: string): number => metric(after, name) - metric(before, name);
+      const fsyncs = d('keel_journal_fsyncs_total');
+
+      console.log(`round ${round}/${rounds}`);
+      console.log(row('bare', bare));
+      console.log(row('keel', keel));
+      console.log(`  ratio  keel / bare = ${((keel.perSec / bare.perSec) * 100).toFixed(0)}%`);
+      console.log(`  keel journal: ${d('keel_journal_records_total')} records in ${fsyncs} fdatasyncs (${f(d('keel_journal_records_total') / fsyncs)} per group commit), ${f((d('keel_journal_fsync_seconds_total') / fsyncs) * 1000)} ms per fdatasync`);
+      ratios.push(keel.perSec / bare.perSec);
+      bares.push(bare.perSec);
+      keels.push(keel.perSec);
+    }
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`median of ${rounds}: bare ${median(bares).toFixed(0)}/s, keel ${median(keels).toFixed(0)}/s, keel / bare = ${(median(ratios) * 100).toFixed(0)}% (goal >= 50%)`);
+
+    child = await spawnServer(keelArgs(path.join(tmp, 'latency')));
+    const lat = await claimLatency(child.url, latencyN);
+    await child.stop();
+    child = undefined;
+    console.log('\nsubmit -> claim latency (long-polling agent already waiting)');
+    console.log(`  p50 ${f(lat.p50)} ms, p99 ${f(lat.p99)} ms, max ${f(lat.max)} ms over ${lat.n} commands (goal p50 < 5 ms)`);
+  } finally {
+    await child?.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
