@@ -71,19 +71,25 @@ export interface ScannedRecord {
 
 export interface SegmentScan {
   firstSeq: number;
-  records: ScannedRecord[];
+  /** The seq of the last record handed to visit; firstSeq - 1 if none. */
+  lastSeq: number;
   // Where the first bad line starts, if any; everything before it is sound.
   bad?: { offset: number; reason: string; isLastLine: boolean };
   goodEnd: number;
 }
 
-/** Parse one segment file's bytes; stop at the first bad line. */
-export function scanSegment(buf: Buffer, expectFirstSeq: number): SegmentScan {
-  const records: ScannedRecord[] = [];
+/**
+ * Parse one segment file's bytes, handing each sound record to `visit` in
+ * order; stop at the first bad line, or when visit returns false. Records are
+ * not collected: a segment can hold millions, and keeping them all alive until
+ * the end costs more in GC than parsing them does.
+ */
+export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: ScannedRecord) => boolean): SegmentScan {
+  let seq = expectFirstSeq;
   const headerEnd = buf.indexOf(10);
   const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
     firstSeq: expectFirstSeq,
-    records,
+    lastSeq: seq - 1,
     bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= buf.length },
     goodEnd: offset,
   });
@@ -100,7 +106,6 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number): SegmentScan {
   }
   if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
 
-  let seq = expectFirstSeq;
   let pos = headerEnd + 1;
   while (pos < buf.length) {
     const end = buf.indexOf(10, pos);
@@ -115,11 +120,11 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number): SegmentScan {
     } catch {
       return fail(pos, 'record is not JSON', end);
     }
-    records.push({ seq, rec, offset: pos });
+    if (!visit({ seq, rec, offset: pos })) break;
     seq++;
     pos = end + 1;
   }
-  return { firstSeq: expectFirstSeq, records, goodEnd: pos };
+  return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: pos };
 }
 
 export interface JournalStats {

@@ -47,18 +47,19 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
       return damaged(dir, segs, i, 0, reason, opts, lastSeq, log);
     }
     const buf = fs.readFileSync(seg.file);
-    const scan = scanSegment(buf, seg.firstSeq);
-    for (const r of scan.records) {
-      if (r.seq > opts.afterSeq) {
-        try {
-          opts.onRecord(r.rec, r.seq);
-        } catch (err) {
-          const reason = `record ${r.seq} does not follow: ${err instanceof Error ? err.message : String(err)}`;
-          return damaged(dir, segs, i, r.offset, reason, opts, r.seq - 1, log);
-        }
+    let refused: { offset: number; reason: string; seq: number } | undefined;
+    const scan = scanSegment(buf, seg.firstSeq, (r) => {
+      if (r.seq <= opts.afterSeq) return true;
+      try {
+        opts.onRecord(r.rec, r.seq);
+        return true;
+      } catch (err) {
+        refused = { offset: r.offset, seq: r.seq, reason: `record ${r.seq} does not follow: ${err instanceof Error ? err.message : String(err)}` };
+        return false;
       }
-      lastSeq = r.seq;
-    }
+    });
+    if (refused) return damaged(dir, segs, i, refused.offset, refused.reason, opts, refused.seq - 1, log);
+    lastSeq = scan.lastSeq;
     if (scan.bad) {
       if (isLast && scan.bad.isLastLine && scan.bad.offset > 0) {
         truncateDurably(seg.file, scan.bad.offset);
