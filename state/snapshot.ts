@@ -14,11 +14,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
-import { syncDir } from './fsio.ts';
+import { readChunks, readLines, syncDir } from './fsio.ts';
 
 export const SNAPSHOT_FILE = 'snapshot.jsonl';
 const FORMAT = 1;
 const CHUNK = 1 << 20;
+// How much of each end of the file is read to find the header and the trailer.
+const EDGE = 64 * 1024;
 
 /**
  * Phase 1: write and fsync snapshot.jsonl.tmp holding `entries` as of `seq`.
@@ -69,20 +71,37 @@ export function readSnapshot(dir: string, machine: string, onEntry: (e: unknown)
   const file = path.join(dir, SNAPSHOT_FILE);
   // A tmp file is a snapshot that never got renamed in: not part of the state.
   fs.rmSync(`${file}.tmp`, { force: true });
-  let buf: Buffer;
+  let fd: number;
   try {
-    buf = fs.readFileSync(file);
+    fd = fs.openSync(file, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
     throw err;
   }
+  try {
+    return readOpenSnapshot(fd, file, machine, onEntry);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// The file is read in chunks, twice: once to check the crc, once to load, so
+// no entry reaches the machine before the whole file has proved sound.
+function readOpenSnapshot(fd: number, file: string, machine: string, onEntry: (e: unknown) => void): number {
   const bad = (offset: number, why: string): Error =>
     new Error(`${file}: damaged snapshot at byte ${offset}: ${why}. Snapshots are written whole before they are renamed in, so this is disk damage; restore the state directory from a backup.`);
+  const size = fs.fstatSync(fd).size;
+  const edge = (from: number): Buffer => {
+    const b = Buffer.alloc(Math.min(EDGE, size - from));
+    fs.readSync(fd, b, 0, b.length, from);
+    return b;
+  };
 
-  const headerEnd = buf.indexOf(10);
+  const head = edge(0);
+  const headerEnd = head.indexOf(10);
   let header: { keel?: unknown; format?: unknown; machine?: unknown; seq?: unknown };
   try {
-    header = JSON.parse(buf.toString('utf8', 0, headerEnd < 0 ? buf.length : headerEnd));
+    header = JSON.parse(head.toString('utf8', 0, headerEnd < 0 ? head.length : headerEnd));
   } catch {
     throw bad(0, 'unreadable header');
   }
@@ -91,24 +110,26 @@ export function readSnapshot(dir: string, machine: string, onEntry: (e: unknown)
   if (header.machine !== machine) throw new Error(`${file}: this is a ${String(header.machine)} snapshot, not ${machine}; is --state-dir pointing at the right directory?`);
   if (typeof header.seq !== 'number') throw bad(0, 'header has no seq');
 
-  const trailerStart = buf.lastIndexOf(10, buf.length - 2) + 1;
+  const tailAt = Math.max(0, size - EDGE);
+  const tail = edge(tailAt);
+  const trailerStart = tailAt + tail.lastIndexOf(10, tail.length - 2) + 1;
   let trailer: { end?: unknown; count?: unknown; crc?: unknown };
   try {
-    trailer = JSON.parse(buf.toString('utf8', trailerStart));
+    trailer = JSON.parse(tail.toString('utf8', trailerStart - tailAt));
   } catch {
     throw bad(trailerStart, 'unreadable trailer');
   }
-  if (trailer.end !== true || trailerStart <= headerEnd) throw bad(trailerStart, 'missing trailer');
-  const crc = crc32(buf.subarray(headerEnd + 1, trailerStart)).toString(16).padStart(8, '0');
-  if (crc !== trailer.crc) throw bad(headerEnd + 1, 'checksum mismatch');
+  if (trailer.end !== true || headerEnd < 0 || trailerStart <= headerEnd) throw bad(trailerStart, 'missing trailer');
+
+  let crc = 0;
+  readChunks(fd, headerEnd + 1, trailerStart, (chunk) => (crc = crc32(chunk, crc)));
+  if (crc.toString(16).padStart(8, '0') !== trailer.crc) throw bad(headerEnd + 1, 'checksum mismatch');
 
   let count = 0;
-  for (let pos = headerEnd + 1; pos < trailerStart; ) {
-    const end = buf.indexOf(10, pos);
-    onEntry(JSON.parse(buf.toString('utf8', pos, end)));
+  readLines(fd, headerEnd + 1, trailerStart, (line) => {
+    onEntry(JSON.parse(line));
     count++;
-    pos = end + 1;
-  }
+  });
   if (count !== trailer.count) throw bad(trailerStart, `trailer says ${String(trailer.count)} entries, file has ${count}`);
   return header.seq;
 }
