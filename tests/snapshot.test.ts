@@ -88,6 +88,39 @@ test('a damaged snapshot is refused, not half-trusted', async () => {
   await rejects(CommandStore.open(dir), /damaged snapshot at byte \d+: checksum mismatch/);
 });
 
+test('a snapshot cut short is refused', async () => {
+  const dir = tempDir();
+  const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES });
+  await runFrom(store, 0);
+  await store.close();
+  const file = path.join(dir, SNAPSHOT_FILE);
+  fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2));
+  await rejects(CommandStore.open(dir), /damaged snapshot at byte \d+/);
+});
+
+test('an entry longer than the read chunk, and an empty snapshot, reopen as they were', async () => {
+  const dir = tempDir();
+  const store = await CommandStore.open(dir, { noLock: true });
+  const big = 'x'.repeat(9 << 20);
+  await store.transition('big', { type: 'submit', id: 'big', cmdType: 'DELAY', payload: { ms: 1 }, at: 1 });
+  await store.transition('big', { type: 'claim', agentId: 'a1', lease: 1, at: 2 });
+  await store.transition('big', { type: 'start', agentId: 'a1', lease: 1, at: 3 });
+  await store.finish('a1', 'big', 1, 'COMPLETED', { big }, null);
+  await store.durable.compact();
+  await store.close();
+  const again = await CommandStore.open(dir, { noLock: true });
+  assert.is((again.get('big')?.result as { big: string }).big, big);
+  await again.close();
+
+  const empty = tempDir();
+  const ledger = await Ledger.open(empty, { noLock: true });
+  await ledger.durable.compact();
+  await ledger.close();
+  const reopened = await Ledger.open(empty, { noLock: true });
+  assert.equal([reopened.agentId, reopened.open()], [undefined, []]);
+  await reopened.close();
+});
+
 test("another machine's snapshot is refused", async () => {
   const dir = tempDir();
   const store = await CommandStore.open(dir, { snapshotBytes: SNAPSHOT_BYTES });
