@@ -1,0 +1,166 @@
+// Journal benchmark: durable append rates (1 and 64 writers) against the raw
+// write+fdatasync rate of this disk, then open times for a journal of
+// 1,000,000 transitions and for a snapshot of 1,000,000 commands.
+//   npm run bench:journal        (node --import tsx bench/journal.ts)
+//   npm run bench:journal -- append|replay|snapshot     (one part only)
+// Env: BENCH_SECONDS (default 3) per append run; BENCH_RECORDS (1000000).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Command } from '../state/command-fsm.ts';
+import { CommandTable, type CommandRecord, type TrailEntry } from '../state/command-table.ts';
+import { DurableMachine } from '../state/durable-machine.ts';
+import { encodeRecord, Journal } from '../state/journal.ts';
+import { openJournal } from '../state/replay.ts';
+import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const N = Number(process.env.BENCH_RECORDS ?? 1_000_000);
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-'));
+const at = 1_700_000_000_000;
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const print = (label: string, value: string): void => console.log(`${label.padEnd(44)} ${value}`);
+
+/** The four records of one command's life, as the store would journal them. */
+function lifeOf(i: number): CommandRecord[] {
+  const id = `cmd-${String(i).padStart(8, '0')}-4f6c-9a1e-2b7d3c8e5f01`;
+  const agentId = `agent-${i % 16}`;
+  return [
+    { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: at + i } },
+    { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: at + i + 1 } },
+    { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: at + i + 2 } },
+    { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: at + i + 3 } },
+  ];
+}
+
+function freshJournal(): Journal {
+  const dir = fs.mkdtempSync(path.join(root, 'j-'));
+  return openJournal(dir, { afterSeq: 0, onRecord: () => {} });
+}
+
+async function appendRun(writers: number, rec: CommandRecord): Promise<{ perSec: number; fsyncsPerSec: number; perFsync: number }> {
+  const journal = freshJournal();
+  const end = performance.now() + SECONDS * 1000;
+  const t0 = performance.now();
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: writers }, async () => {
+      while (performance.now() < end) {
+        await journal.append([rec]);
+        n++;
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  journal.close();
+  return { perSec: n / secs, fsyncsPerSec: journal.stats.fsyncs / secs, perFsync: journal.stats.records / journal.stats.fsyncs };
+}
+
+function rawRate(bytes: number): number {
+  const file = path.join(root, 'raw');
+  const fd = fs.openSync(file, 'a');
+  const buf = Buffer.alloc(bytes, 'x');
+  const end = performance.now() + SECONDS * 1000;
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() < end) {
+    fs.writeSync(fd, buf);
+    fs.fdatasyncSync(fd);
+    n++;
+  }
+  const rate = n / ((performance.now() - t0) / 1000);
+  fs.closeSync(fd);
+  return rate;
+}
+
+async function timed<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
+  const t0 = performance.now();
+  const v = await fn();
+  return [v, (performance.now() - t0) / 1000];
+}
+
+async function appends(): Promise<void> {
+  const rec = lifeOf(1)[3]!;
+  const bytes = Buffer.byteLength(encodeRecord(1, rec));
+  console.log(`\n# durable appends (${bytes}-byte records, ${SECONDS} s each, ${os.cpus().length} cpus)`);
+  const raw = rawRate(bytes);
+  print('raw write+fdatasync loop', `${fmt(raw)} /s`);
+  for (const writers of [1, 64]) {
+    const r = await appendRun(writers, rec);
+    print(`journal, ${writers} writer${writers > 1 ? 's' : ''}`, `${fmt(r.perSec)} appends/s, ${fmt(r.fsyncsPerSec)} fsyncs/s, ${r.perFsync.toFixed(1)} records/fsync, ${(r.perSec / raw).toFixed(1)}x raw`);
+  }
+}
+
+async function replay(): Promise<void> {
+  console.log(`\n# open a journal of ${fmt(N)} transitions (${fmt(N / 4)} commands x submit, claim, start, finish)`);
+  const dir = fs.mkdtempSync(path.join(root, 'replay-'));
+  const [, build] = await timed(async () => {
+    const journal = openJournal(dir, { afterSeq: 0, onRecord: () => {} });
+    const BATCH = 10_000;
+    for (let i = 0; i < N / 4; i += BATCH / 4) {
+      const recs: CommandRecord[] = [];
+      for (let k = i; k < Math.min(i + BATCH / 4, N / 4); k++) recs.push(...lifeOf(k));
+      await journal.append(recs);
+    }
+    journal.close();
+  });
+  const bytes = fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+  print('built in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
+  const [m, secs] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
+  print('opened in', `${secs.toFixed(2)} s (${fmt(N / secs)} records/s, ${fmt((m.machine as CommandTable).byId.size)} commands)`);
+  await m.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+async function snapshotOpen(kind: 'pending' | 'completed'): Promise<void> {
+  const what = kind === 'pending' ? 'PENDING, just submitted' : 'COMPLETED, with a 4-entry trail';
+  console.log(`\n# open after a snapshot of ${fmt(N)} commands (${what})`);
+  const dir = fs.mkdtempSync(path.join(root, 'snap-'));
+  const [, build] = await timed(() => {
+    writeSnapshotTmp(dir, 'commands', N * 4, commands(N, kind));
+    installSnapshot(dir);
+    Journal.createSegment(dir, N * 4 + 1);
+  });
+  const bytes = fs.statSync(path.join(dir, 'snapshot.jsonl')).size;
+  print('written in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
+  const [m, secs] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
+  print('opened in', `${secs.toFixed(2)} s (goal < 3 s; ${fmt((m.machine as CommandTable).byId.size)} commands)`);
+  await m.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Snapshot entries of `n` commands, generated without a table in memory. */
+function* commands(n: number, kind: 'pending' | 'completed'): Iterable<{ cmd: Command; trail: TrailEntry[] }> {
+  for (let i = 0; i < n; i++) {
+    const id = lifeOf(i)[0]!.id;
+    const agentId = `agent-${i % 16}`;
+    const t = at + i;
+    const base: Command = { id, type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null };
+    if (kind === 'pending') {
+      yield { cmd: base, trail: [{ event: 'submit', to: 'PENDING', at: t }] };
+      continue;
+    }
+    yield {
+      cmd: { ...base, state: 'COMPLETED', version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3 },
+      trail: [
+        { event: 'submit', to: 'PENDING', at: t },
+        { event: 'claim', to: 'ASSIGNED', at: t + 1, agentId, lease: 1 },
+        { event: 'start', to: 'RUNNING', at: t + 2, agentId, lease: 1 },
+        { event: 'finish', to: 'COMPLETED', at: t + 3, agentId, lease: 1 },
+      ],
+    };
+  }
+}
+
+try {
+  const only = process.argv[2];
+  if (!only || only === 'append') await appends();
+  if (!only || only === 'replay') await replay();
+  if (!only || only === 'snapshot') {
+    await snapshotOpen('pending');
+    await snapshotOpen('completed');
+  }
+} finally {
+  fs.rmSync(root, { recursive: true, force: true });
+}
