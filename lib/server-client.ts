@@ -140,5 +140,6 @@ export class ServerClient {
 function describe(err: unknown): string {
   const e = err as Error & { cause?: { code?: string; message?: string } };
   if (e.cause?.code) return `${e.cause.code}: ${e.cause.message ?? ''}`.trim();
+  if (e.cause?.message) return `${e.message}: ${e.cause.message}`;
   return e.message ?? String(err);
 }

@@ -8,7 +8,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { HttpGetJsonResult } from '../lib/protocol.ts';
-import { about, crashAndRestart, waitFinal } from './fixtures/agent-harness.ts';
+import { about, crashAndRestart, thenStop, waitFinal } from './fixtures/agent-harness.ts';
 import { startTarget, type Target } from './fixtures/agent-target.ts';
 import { call } from './support/http.ts';
 import { cleanup, startServer, tempDir, type ServerHandle } from './support/processes.ts';
@@ -17,8 +17,10 @@ const test = suite('agent crash before execution');
 let target: Target;
 let server: ServerHandle;
 
-// Long enough that a restarted agent (about 2 s of stale lock) is back before it runs out.
-const LEASE = '6s';
+// Far longer than a restart (about 2 s of stale lock, plus startup on a busy
+// machine), so no lease runs out while its agent is down: the outcomes below
+// are the ledger's doing, not a race with lease expiry.
+const LEASE = '30s';
 
 test.before(async () => {
   target = await startTarget();
@@ -32,34 +34,33 @@ test.after(async () => {
 for (const point of ['agent:after-claim', 'agent:after-claimed', 'agent:after-start']) {
   test(`${point}: the command runs once after the restart`, async () => {
     const path = `/json?${point}`;
-    const { id, restarted } = await crashAndRestart(server.url, point, 'HTTP_GET_JSON', { url: target.url + path });
-    assert.is(target.hits(path), 0, 'nothing was sent before the crash');
-    const v = await waitFinal(server.url, id);
-    assert.is(v.status, 'COMPLETED');
-    assert.is((v.result as HttpGetJsonResult).status, 200);
-    assert.is(v.attempt, 1, 'the same lease throughout');
-    assert.is(target.hits(path), 1);
-    if (point !== 'agent:after-claim') {
-      const r = await restarted.waitFor(about('reconcile', id), 5000);
-      assert.is(r.step, 'claimed');
-    }
-    await restarted.waitFor(about('reported', id), 5000);
-    await restarted.kill('SIGTERM');
+    const run = await crashAndRestart(server.url, point, 'HTTP_GET_JSON', { url: target.url + path });
+    await thenStop(run, async ({ id, restarted }) => {
+      assert.is(target.hits(path), 0, 'nothing was sent before the crash');
+      const v = await waitFinal(server.url, id);
+      assert.is(v.status, 'COMPLETED');
+      assert.is((v.result as HttpGetJsonResult).status, 200);
+      assert.is(v.attempt, 1, 'the same lease throughout');
+      assert.is(target.hits(path), 1);
+      if (point !== 'agent:after-claim') assert.is((await restarted.waitFor(about('reconcile', id), 5000)).step, 'claimed');
+      await restarted.waitFor(about('reported', id), 5000);
+    });
   });
 }
 
 test('claimed, then canceled while the agent was down: start is refused and the entry dropped', async () => {
   const path = '/json?canceled-while-down';
-  const { id, restarted } = await crashAndRestart(server.url, 'agent:after-claimed', 'HTTP_GET_JSON', { url: target.url + path }, async (id) => {
+  const run = await crashAndRestart(server.url, 'agent:after-claimed', 'HTTP_GET_JSON', { url: target.url + path }, async (id) => {
     const c = await call(server.url, 'POST', `/commands/${id}/cancel`);
     assert.is(c.status, 200, c.text);
   });
-  const dropped = await restarted.waitFor(about('dropped', id), 10_000);
-  assert.match(String(dropped.reason), /^WRONG_STATE|^STALE_LEASE/);
-  const v = await waitFinal(server.url, id);
-  assert.is(v.error, 'CANCELED');
-  assert.is(target.hits(path), 0);
-  await restarted.kill('SIGTERM');
+  await thenStop(run, async ({ id, restarted }) => {
+    const dropped = await restarted.waitFor(about('dropped', id), 10_000);
+    assert.match(String(dropped.reason), /^WRONG_STATE|^STALE_LEASE/);
+    const v = await waitFinal(server.url, id);
+    assert.is(v.error, 'CANCELED');
+    assert.is(target.hits(path), 0);
+  });
 });
 
 test.run();

@@ -1,0 +1,57 @@
+// More than one agent process: two agents sharing a server run every command
+// exactly once; a supervised agent that is SIGKILLed every second keeps
+// restarting and the commands still complete.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { DelayResult } from '../lib/protocol.ts';
+import { linesAbout, submit, waitFinal } from './fixtures/agent-harness.ts';
+import { startTarget, type Target } from './fixtures/agent-target.ts';
+import { cleanup, startAgent, startServer, tempDir } from './support/processes.ts';
+
+const test = suite('agent fleet');
+let target: Target;
+
+test.before(async () => {
+  target = await startTarget();
+});
+test.after(async () => {
+  await cleanup();
+  await target.close();
+});
+
+test('two agents on one server: every command executed once', async () => {
+  const server = await startServer(tempDir(), ['--lease-timeout', '2s']);
+  const agents = [startAgent(server.url, tempDir(), ['--concurrency', '3']), startAgent(server.url, tempDir(), ['--concurrency', '3'])];
+  await Promise.all(agents.map((a) => a.waitForMsg('agent ready')));
+  const ids: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    ids.push(await submit(server.url, 'HTTP_GET_JSON', { url: `${target.url}/json?fleet=${i}` }));
+    ids.push(await submit(server.url, 'DELAY', { ms: 20 }));
+  }
+  for (const id of ids) assert.is((await waitFinal(server.url, id)).status, 'COMPLETED', id);
+  for (let i = 0; i < 30; i++) assert.is(target.hits(`/json?fleet=${i}`), 1, `fleet=${i}`);
+  for (const id of ids) assert.is(linesAbout(agents, 'executing', id).length, 1, `${id} executed once`);
+  const perAgent = agents.map((a) => a.lines.filter((l) => l.msg === 'executing').length);
+  assert.ok(perAgent.every((n) => n > 0), `both agents worked: ${perAgent.join(', ')}`);
+});
+
+test('--supervise --kill-after=1: the agent keeps restarting and the commands complete', async () => {
+  // Leases outlive a restart even on a busy machine: a command cut short is
+  // resumed by the next child, not lost to lease expiry.
+  const server = await startServer(tempDir(), ['--lease-timeout', '30s']);
+  const supervisor = startAgent(server.url, tempDir(), ['--supervise', '--kill-after=1']);
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await submit(server.url, 'DELAY', { ms: 300 }));
+  for (const id of ids) {
+    const v = await waitFinal(server.url, id, 40_000);
+    assert.is(v.status, 'COMPLETED', `${id}: ${v.error}`);
+    assert.ok((v.result as DelayResult).tookMs >= 300);
+  }
+  const kills = supervisor.lines.filter((l) => l.msg === 'agent child died; restarting');
+  assert.ok(kills.length >= 1, 'a child was killed and restarted');
+  assert.ok(kills.every((l) => l.signal === 'SIGKILL'));
+  supervisor.child.kill('SIGTERM');
+  assert.equal(await supervisor.exited, { code: 0, signal: null });
+});
+
+test.run();
