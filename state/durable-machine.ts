@@ -93,9 +93,7 @@ export class DurableMachine<R> {
     }
     if (refused && applied === 0) return Promise.reject(refused.err);
     const done = this.journal.append(refused ? recs.slice(0, applied) : recs);
-    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.snapshotBytes) {
-      this.compacting = this.compact().finally(() => (this.compacting = undefined));
-    }
+    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.snapshotBytes) void this.compact();
     return refused ? done.then(() => Promise.reject(refused.err)) : done;
   }
 
@@ -106,9 +104,16 @@ export class DurableMachine<R> {
   /**
    * Snapshot the state as of the last appended record, then drop the journal
    * segments it covers. Each step leaves a directory that reopens to the same
-   * state: see the crash points.
+   * state: see the crash points. Waits for a compaction already under way,
+   * since both would write and rename the same snapshot.jsonl.tmp.
    */
   async compact(): Promise<void> {
+    while (this.compacting) await this.compacting.catch(() => {});
+    this.compacting = this.compactNow().finally(() => (this.compacting = undefined));
+    return this.compacting;
+  }
+
+  private async compactNow(): Promise<void> {
     const seq = this.journal.lastSeq;
     writeSnapshotTmp(this.dir, this.machine.name, seq, this.machine.dump());
     // rotate() first flushes every record up to seq: the snapshot never
