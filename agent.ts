@@ -11,7 +11,10 @@ import { exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts
 import { WorkLoop } from './lib/agent/work-loop.ts';
 
 const cfg = parseOrExit(USAGE, () => parseAgentConfig(process.argv.slice(2), process.env));
-if (cfg.help) process.exit((process.stdout.write(USAGE), 0));
+if (cfg.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 const log = createLogger({ role: cfg.supervise ? 'supervisor' : 'agent' });
 if (cfg.supervise) process.exit(await supervise(process.argv.slice(2).filter((a) => a !== '--supervise'), log));
 exitWithSupervisor(log);

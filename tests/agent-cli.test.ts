@@ -19,7 +19,7 @@ test('--help prints the usage and exits 0', async () => {
   }
 });
 
-for (const [args, pattern] of [
+const BAD_FLAGS: Array<[string[], RegExp]> = [
   [['--bogus'], /bogus/],
   [['--concurrency', '0'], /--concurrency must be an integer from 1/],
   [['--http-timeout', 'soon'], /--http-timeout must be a duration/],
@@ -27,18 +27,32 @@ for (const [args, pattern] of [
   [['--random-failures=2'], /--random-failures must be a probability/],
   [['--kill-after', 'later'], /--kill-after must be seconds/],
   [['--server', 'ftp://x'], /--server must be an http/],
-] as const) {
-  test(`bad flag ${args.join(' ')}: exit 2, one line and the usage`, async () => {
-    const p = new Proc('agent', ['agent.ts', ...args]);
-    const { code } = await p.exited;
-    assert.is(code, 2);
-    const [first, blank, usage] = p.stderr.split('\n');
-    assert.match(first!, /^error: /);
-    assert.match(first!, pattern);
-    assert.is(blank, '');
-    assert.match(usage!, /^usage: /);
-  });
-}
+];
+
+test('bad flags: exit 2, one line naming the flag, then the usage', async () => {
+  // One process per case, all at once: each is a full Node start-up.
+  await Promise.all(
+    BAD_FLAGS.map(async ([args, pattern]) => {
+      const p = new Proc('agent', ['agent.ts', ...args]);
+      const { code } = await p.exited;
+      const what = args.join(' ');
+      assert.is(code, 2, what);
+      const [first, blank, usage] = p.stderr.split('\n');
+      assert.match(first!, /^error: /, what);
+      assert.match(first!, pattern, what);
+      assert.is(blank, '', what);
+      assert.match(usage!, /^usage: /, what);
+    }),
+  );
+});
+
+test('--random-failures=1 dies at the first crash point it reaches, by SIGKILL', async () => {
+  const server = `http://127.0.0.1:${await refusedPort()}`;
+  const p = startAgent(server, tempDir(), ['--random-failures=1', '--seed', 'fixed']);
+  assert.equal(await p.exited, { code: null, signal: 'SIGKILL' });
+  assert.match(p.stderr, /"msg":"crash point","point":"journal:written"/); // the identity record
+  assert.ok(p.lines.some((l) => l.msg === 'random failures armed' && l.seed === 'fixed'));
+});
 
 test('the id is generated once and kept in the ledger; SIGTERM exits 0 with the server down', async () => {
   const server = `http://127.0.0.1:${await refusedPort()}`;

@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { DelayResult } from '../lib/protocol.ts';
-import { linesAbout, submit, waitFinal } from './fixtures/agent-harness.ts';
+import { about, linesAbout, submit, waitFinal } from './fixtures/agent-harness.ts';
 import { startTarget, type Target } from './fixtures/agent-target.ts';
 import { cleanup, startAgent, startServer, tempDir } from './support/processes.ts';
 
@@ -19,16 +19,22 @@ test.after(async () => {
   await target.close();
 });
 
+const TOKEN = 'fleet-secret';
+
 test('two agents on one server: every command executed once', async () => {
-  const server = await startServer(tempDir(), ['--lease-timeout', '2s']);
-  const agents = [startAgent(server.url, tempDir(), ['--concurrency', '3']), startAgent(server.url, tempDir(), ['--concurrency', '3'])];
+  const server = await startServer(tempDir(), ['--lease-timeout', '2s', '--token', TOKEN]);
+  // The token both ways: by flag and by environment.
+  const agents = [
+    startAgent(server.url, tempDir(), ['--concurrency', '3', '--token', TOKEN]),
+    startAgent(server.url, tempDir(), ['--concurrency', '3'], { KEEL_TOKEN: TOKEN }),
+  ];
   await Promise.all(agents.map((a) => a.waitForMsg('agent ready')));
   const ids: string[] = [];
   for (let i = 0; i < 30; i++) {
-    ids.push(await submit(server.url, 'HTTP_GET_JSON', { url: `${target.url}/json?fleet=${i}` }));
-    ids.push(await submit(server.url, 'DELAY', { ms: 20 }));
+    ids.push(await submit(server.url, 'HTTP_GET_JSON', { url: `${target.url}/json?fleet=${i}` }, TOKEN));
+    ids.push(await submit(server.url, 'DELAY', { ms: 20 }, TOKEN));
   }
-  for (const id of ids) assert.is((await waitFinal(server.url, id)).status, 'COMPLETED', id);
+  for (const id of ids) assert.is((await waitFinal(server.url, id, 20_000, TOKEN)).status, 'COMPLETED', id);
   for (let i = 0; i < 30; i++) assert.is(target.hits(`/json?fleet=${i}`), 1, `fleet=${i}`);
   for (const id of ids) assert.is(linesAbout(agents, 'executing', id).length, 1, `${id} executed once`);
   const perAgent = agents.map((a) => a.lines.filter((l) => l.msg === 'executing').length);
@@ -52,6 +58,15 @@ test('--supervise --kill-after=1: the agent keeps restarting and the commands co
   assert.ok(kills.every((l) => l.signal === 'SIGKILL'));
   supervisor.child.kill('SIGTERM');
   assert.equal(await supervisor.exited, { code: 0, signal: null });
+});
+
+test('--kill-after=1polls: one claim cycle, then SIGKILL before the next claim', async () => {
+  const server = await startServer(tempDir(), ['--lease-timeout', '30s']);
+  const id = await submit(server.url, 'DELAY', { ms: 50 });
+  const agent = startAgent(server.url, tempDir(), ['--kill-after=1polls']);
+  assert.equal(await agent.exited, { code: null, signal: 'SIGKILL' });
+  assert.ok(agent.lines.some(about('reported', id)), 'the first cycle ran its command to the end');
+  assert.is((await waitFinal(server.url, id)).status, 'COMPLETED');
 });
 
 test.run();
