@@ -7,6 +7,7 @@ import { armCrashFlags } from './lib/agent/crash-flags.ts';
 import { openLedger, settleIdentity, StartupError } from './lib/agent/identity.ts';
 import { LeaseKeeper } from './lib/agent/leases.ts';
 import { reconcile } from './lib/agent/reconcile.ts';
+import { untilAborted } from './lib/agent/signals.ts';
 import { exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts';
 import { WorkLoop } from './lib/agent/work-loop.ts';
 
@@ -20,6 +21,7 @@ if (cfg.supervise) process.exit(await supervise(process.argv.slice(2).filter((a)
 exitWithSupervisor(log);
 
 const stopping = new AbortController();
+const halt = new AbortController();
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {
   process.on(sig, () => {
     if (!stopping.signal.aborted) log('stopping: no new claims', { signal: sig, graceMs: cfg.graceMs });
@@ -34,16 +36,17 @@ try {
   const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, log });
   const leases = new LeaseKeeper(client, log);
   const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes };
-  const ctx = { ledger, client, leases, log, http, stopping: stopping.signal };
+  const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };
   const loop = new WorkLoop(ctx, { concurrency: cfg.concurrency, claimWaitMs: 10_000, beforeClaim: crash.beforeClaim });
 
   const reconciled = reconcile(ctx, (id, work) => loop.track(id, work));
-  await Promise.race([reconciled, new Promise((r) => stopping.signal.addEventListener('abort', r))]);
+  await Promise.race([reconciled, untilAborted(stopping.signal)]);
   if (!stopping.signal.aborted) {
     log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency });
     await loop.run();
   }
   await loop.drain(cfg.graceMs);
+  halt.abort();
   leases.stop();
   await ledger.close();
   log('agent stopped', { agentId });

@@ -100,4 +100,25 @@ test('SIGTERM: no new claims, the command in hand finishes, exit 0', async () =>
   assert.is(r.body.status, 'PENDING');
 });
 
+test('SIGTERM with the server down: past the grace period the work is aborted, kept in the ledger, reported on the next start', async () => {
+  const dir = tempDir();
+  const second = startAgent(server.url, dir, ['--grace', '300ms']);
+  await second.waitForMsg('agent ready');
+  const d = await submit(server.url, 'DELAY', { ms: 60_000 });
+  await second.waitFor(about('executing', d), 5000);
+  await server.proc.kill('SIGKILL');
+  second.child.kill('SIGTERM');
+  await second.waitForMsg('grace period over: aborting work in hand', 5000);
+  await second.waitFor(about('done', d), 5000);
+  assert.equal(await second.exited, { code: 0, signal: null }, 'exit 0 though the report could not be sent');
+  assert.not.ok(second.lines.some(about('reported', d)));
+
+  server = await startServer(serverDir, ['--lease-timeout', '2s'], {}, server.port);
+  const third = startAgent(server.url, dir);
+  assert.is((await third.waitFor(about('reconcile', d), 10_000)).step, 'done');
+  const v = await waitFinal(server.url, d);
+  assert.is(v.status, 'FAILED');
+  assert.match(v.error!, /^SHUTDOWN/);
+});
+
 test.run();

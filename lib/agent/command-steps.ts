@@ -21,6 +21,11 @@ export interface AgentContext {
   http: HttpGetOptions;
   /** Aborts when shutdown begins: work not yet started is released, not started. */
   stopping: AbortSignal;
+  /**
+   * Aborts just before the process exits: server calls still retrying give
+   * up, and the ledger keeps their entries for the next start to reconcile.
+   */
+  halt: AbortSignal;
 }
 
 /** A fresh assignment from claim: journal it, then start and run it. */
@@ -42,7 +47,7 @@ export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promi
   const signal = ctx.leases.hold(entry);
   if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
   if (signal.aborted) return drop(ctx, entry, (signal.reason as Error).message);
-  const [r] = await ctx.client.start([{ id, lease }]).catch((err: unknown) => {
+  const [r] = await ctx.client.start([{ id, lease }], ctx.halt).catch((err: unknown) => {
     if (err instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: err.message }];
     throw err;
   });
@@ -93,13 +98,13 @@ export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<voi
   const item = { id, lease, outcome: entry.outcome!, result: entry.result, error: entry.error ?? null };
   let results;
   try {
-    results = await ctx.client.finish([item]);
+    results = await ctx.client.finish([item], ctx.halt);
   } catch (err) {
     if (!(err instanceof RequestRejectedError)) throw err;
     // The server will not take this result (too large, say); report that instead.
     const error = `RESULT_REJECTED: ${err.message}`;
     ctx.log.error('finish rejected; reporting the rejection instead', { id, lease, error });
-    results = await ctx.client.finish([{ id, lease, outcome: 'FAILED', result: { error }, error }]).catch((e2: unknown) => {
+    results = await ctx.client.finish([{ id, lease, outcome: 'FAILED', result: { error }, error }], ctx.halt).catch((e2: unknown) => {
       if (e2 instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: e2.message }];
       throw e2;
     });
@@ -114,7 +119,10 @@ export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<voi
 
 /** Give back a claimed command that was never started (shutdown). */
 async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
-  const [r] = await ctx.client.release([{ id: entry.id, lease: entry.lease }]).catch(() => [undefined]);
+  const [r] = await ctx.client.release([{ id: entry.id, lease: entry.lease }], ctx.halt).catch((err: unknown) => {
+    if (ctx.halt.aborted) throw err;
+    return [undefined];
+  });
   await drop(ctx, entry, r?.ok ? 'released at shutdown' : `release refused at shutdown: ${r?.error ?? 'NO_ANSWER'}`);
 }
 

@@ -4,6 +4,7 @@
 import { Backoff, pause } from './backoff.ts';
 import { takeAssignment, type AgentContext } from './command-steps.ts';
 import { WorkAborted } from './leases.ts';
+import { untilAborted } from './signals.ts';
 
 export interface WorkLoopOptions {
   concurrency: number;
@@ -31,7 +32,9 @@ export class WorkLoop {
   track(id: string, work: Promise<void>): Promise<void> {
     const p = work
       .catch((err: unknown) => {
-        // Only the ledger can throw here (a failed write or fsync): the journal
+        // Halted at exit: the entry stays in the ledger for the next start.
+        if (this.ctx.halt.aborted) return;
+        // Otherwise only the ledger can throw here (a failed write or fsync): the journal
         // refuses further appends, so the process must restart and recover.
         this.ctx.log.error('fatal: cannot continue', { id, error: (err as Error).stack ?? String(err) });
         process.exit(1);
@@ -45,7 +48,7 @@ export class WorkLoop {
   async run(): Promise<void> {
     const { ctx, opts } = this;
     const backoff = new Backoff();
-    const stopped = new Promise<void>((r) => ctx.stopping.addEventListener('abort', () => r(), { once: true }));
+    const stopped = untilAborted(ctx.stopping);
     let claims = 0;
     while (!ctx.stopping.aborted) {
       const free = opts.concurrency - this.active.size;
