@@ -9,8 +9,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { durationFlag, intFlag, parseFlags, parseOrExit } from '../lib/flags.ts';
-import type { CommandList, CommandStatus, CommandView } from '../lib/protocol.ts';
+import type { CommandList, CommandView } from '../lib/protocol.ts';
 import { call } from './support/http.ts';
+import { StatusWatch } from './support/status-watch.ts';
 import { cleanup, Proc, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 
 const USAGE = `usage: npm run chaos -- [--duration 60s] [--agents 3] [--seed N] [--lease-timeout 2s]\n`;
@@ -72,22 +73,15 @@ const kills: Record<string, number> = { server: 0, agent: 0 };
 interface Sent {
   id: string;
   token?: string;
-  last: CommandStatus;
   final?: CommandView;
 }
 const sent = new Map<string, Sent>();
-let regressions = 0;
-const RANK: Record<CommandStatus, number> = { PENDING: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2 };
+const watch = new StatusWatch();
 
 function observe(v: CommandView): void {
   const s = sent.get(v.id);
   if (!s) return;
-  const wentBack = RANK[v.status] < RANK[s.last] || (RANK[s.last] === 2 && v.status !== s.last);
-  if (wentBack) {
-    regressions++;
-    process.stderr.write(`status regression: ${v.id} ${s.last} -> ${v.status}\n`);
-  }
-  s.last = v.status;
+  watch.observe(v);
   if (v.status === 'COMPLETED' || v.status === 'FAILED') s.final = v;
 }
 
@@ -102,7 +96,8 @@ async function submitOne(): Promise<void> {
     try {
       const r = await call(base, 'POST', '/commands', body, { 'idempotency-key': key });
       if (r.status === 201 || r.status === 200) {
-        sent.set(r.body.commandId, { id: r.body.commandId, token, last: 'PENDING' });
+        sent.set(r.body.commandId, { id: r.body.commandId, token });
+        watch.track([r.body.commandId]);
         return;
       }
     } catch {
@@ -218,10 +213,11 @@ const report = {
   lost,
   executedTwice: twice,
   notFinal,
-  statusRegressions: regressions,
+  statusRegressions: watch.regressions.length,
   wallSeconds: Math.round((Date.now() - started) / 100) / 10,
 };
 process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 target.close();
 await cleanup();
-process.exit(lost + twice + notFinal + regressions > 0 ? 1 : 0);
+for (const r of watch.regressions) process.stderr.write(`status regression: ${r}\n`);
+process.exit(lost + twice + notFinal + watch.regressions.length > 0 ? 1 : 0);
