@@ -158,15 +158,45 @@ const POINTS = [
   'journal:synced',
 ];
 
+// The crash children are independent: run a few at a time from the start of
+// the file, so they overlap with each other and with the tests above.
+const POOL = 3;
+let running = 0;
+const queued: Array<() => void> = [];
+async function inPool<T>(fn: () => Promise<T>): Promise<T> {
+  if (running >= POOL) await new Promise<void>((r) => queued.push(r));
+  running++;
+  try {
+    return await fn();
+  } finally {
+    running--;
+    queued.shift()?.();
+  }
+}
+
+const crashes = new Map<string, Promise<{ dir: string; child: Proc }>>();
+test.before(() => {
+  for (const point of POINTS) {
+    for (const hit of [1, 6]) {
+      const spec = `${point}#${hit}`;
+      crashes.set(
+        spec,
+        inPool(async () => {
+          const dir = tempDir();
+          const child = new Proc(`crash ${spec}`, ['tests/fixtures/store-workload.ts', dir, String(SNAPSHOT_BYTES), String(GROUPS)], { KEEL_CRASH_AT: spec });
+          await child.exited;
+          return { dir, child };
+        }),
+      );
+    }
+  }
+});
+
 for (const point of POINTS) {
   for (const hit of [1, 6]) {
     test(`SIGKILL at ${point}#${hit}: reopens to the acknowledged prefix, then carries on`, async () => {
-      const dir = tempDir();
-      const child = new Proc(`crash ${point}#${hit}`, ['tests/fixtures/store-workload.ts', dir, String(SNAPSHOT_BYTES), String(GROUPS)], {
-        KEEL_CRASH_AT: `${point}#${hit}`,
-      });
-      const { signal } = await child.exited;
-      assert.is(signal, 'SIGKILL', `the child did not die at the crash point\n${child.stderr}`);
+      const { dir, child } = await crashes.get(`${point}#${hit}`)!;
+      assert.is(child.child.signalCode, 'SIGKILL', `the child did not die at the crash point\n${child.stderr}`);
       assert.match(child.stderr, `"point":"${point}"`);
 
       const acked = child.lines.filter((l) => l.msg === 'ack').map((l) => Number(l.i));
