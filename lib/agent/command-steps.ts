@@ -46,7 +46,6 @@ export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promi
   const { id, lease } = entry;
   const signal = ctx.leases.hold(entry);
   if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
-  if (signal.aborted) return drop(ctx, entry, (signal.reason as Error).message);
   const [r] = await ctx.client.start([{ id, lease }], ctx.halt).catch((err: unknown) => {
     if (err instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: err.message }];
     throw err;
