@@ -95,16 +95,17 @@ test('after a restart, a command given back is handed out once', async () => {
 });
 
 for (const seed of [1, 2, 3]) {
-  test(`seed ${seed}: 2,000 random operations, reopened after each, equal the state in memory`, async () => {
+  test(`seed ${seed}: 2,000 random operations, reopened after each step, equal the state in memory`, async () => {
     const rng = prng(seed);
     const dir = tempDir();
     let { store } = await reopen(dir);
     const ids: string[] = [];
     let written = 0;
     let snapshots = 0;
+    const seen = new Set<string>();
     for (let n = 0; n < 2000; ) {
       // One op, or a burst of concurrent ones that share group commits.
-      const burst = rng.next() < 0.2 ? 2 + rng.int(7) : 1;
+      const burst = rng.next() < 0.5 ? 2 + rng.int(7) : 1;
       const ops: Op[] = [];
       for (let k = 0; k < burst; k++, n++) {
         const op = randomOp(rng, store, ids, 1_700_000_000_000 + n);
@@ -115,6 +116,7 @@ for (const seed of [1, 2, 3]) {
       const counts = await Promise.all(ops.map((op) => run(store, op)));
       written += counts.reduce((a, b) => a + b, 0);
 
+      for (const [state, count] of Object.entries(store.table.countByState)) if (count > 0) seen.add(state);
       const before = tableView(store.table);
       assert.is(store.durable.journal.lastSeq, written, 'exactly the moves were journaled');
       await store.close();
@@ -127,8 +129,7 @@ for (const seed of [1, 2, 3]) {
     assert.ok(written > 600, `only ${written} of the operations moved a command`);
     console.log(`seed ${seed}: ${written} records, ${snapshots} snapshots, ${store.table.byId.size} commands`);
     assert.ok(snapshots >= 3, `only ${snapshots} snapshots`);
-    const states = new Set([...store.table.byId.values()].map((c) => c.state));
-    assert.equal([...states].sort(), ['ASSIGNED', 'COMPLETED', 'FAILED', 'PENDING', 'RUNNING']);
+    assert.equal([...seen].sort(), ['ASSIGNED', 'COMPLETED', 'FAILED', 'PENDING', 'RUNNING'], 'every state was reached');
 
     // Every PENDING command is still queued after all those reopens: a claim drains exactly them.
     const pending = [...store.table.byId.values()].filter((c) => c.state === 'PENDING').map((c) => c.id);
