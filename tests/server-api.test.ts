@@ -78,6 +78,15 @@ post('both command types are accepted, DELAY at both ends of its range', async (
   }
 });
 
+post('plain curl is enough: a form content type (curl -d) or none at all is still read as JSON', async () => {
+  for (const headers of [{ 'content-type': 'application/x-www-form-urlencoded' }, { 'content-type': 'text/plain' }]) {
+    const r = await call(s.url, 'POST', '/commands', '{"type":"DELAY","payload":{"ms":3}}', headers);
+    assert.is(r.status, 201, `${headers['content-type']}: ${r.text}`);
+  }
+  const bare = await rawRequest(s.port, 'POST /commands HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\n{"type":"DELAY","payload":{"ms":3}}', 5000, { endAfterResponse: true });
+  assert.is(bare.status, 201, bare.text);
+});
+
 post('Idempotency-Key: same key and body -> same id with 200, nothing new journaled', async () => {
   const body = { type: 'DELAY', payload: { ms: 7 } };
   const first = await call(s.url, 'POST', '/commands', body, { 'idempotency-key': 'order-17' });

@@ -95,6 +95,10 @@ flags('durations: 250ms, 2s, 2m and bare milliseconds; defaults as documented', 
     [defaults.port, defaults.host, defaults.stateDir, defaults.leaseTimeoutMs, defaults.token, defaults.headersTimeoutMs, defaults.requestTimeoutMs],
     [3000, '127.0.0.1', './data/server', 15_000, undefined, 10_000, 30_000],
   );
+  // The hidden slow-client timeouts (tests shorten them) parse as durations too.
+  const quick = parseServerFlags(['--headers-timeout', '300ms', '--request-timeout', '1s'], {});
+  assert.equal(quick === 'help' ? quick : [quick.headersTimeoutMs, quick.requestTimeoutMs], [300, 1000]);
+  assert.not.match(SERVER_USAGE, /--headers-timeout|--request-timeout/);
   // And through the process: the lease timeout is what agents are told.
   const srv = await startServer(tempDir(), ['--lease-timeout', '2s']);
   assert.is(srv.proc.lines.find((l) => l.msg === 'listening')!.leaseTimeoutMs, 2000);
