@@ -235,6 +235,18 @@ async function claimedStore(): Promise<string> {
   return dir;
 }
 
+test('a store whose last record is torn reopens without it and logs the cut', async () => {
+  const dir = await claimedStore();
+  const seg = listSegments(dir)[0]!.file;
+  const [start, end] = lines(fs.readFileSync(seg)).at(-1)!;
+  fs.truncateSync(seg, end - 5);
+  const logs: Array<[string, unknown]> = [];
+  const store = await CommandStore.open(dir, { noLock: true, log: (msg, f) => logs.push([msg, f?.offset]) });
+  assert.equal(logs, [['journal: cut a torn last record', start]]);
+  assert.equal([store.get('c1')?.state, store.durable.journal.lastSeq], ['PENDING', 1]);
+  await store.close();
+});
+
 for (const [what, bad, reason] of CAS_BREAKS) {
   for (const last of [true, false]) {
     test(`a record with ${what} is refused as corruption (${last ? 'last line' : 'followed by a valid one'})`, async () => {
