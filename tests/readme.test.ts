@@ -1,0 +1,65 @@
+// The README cannot go stale: every sh block of its walkthrough runs here, in
+// order, in one bash session against a real server and agent; and every flag
+// each program's --help prints is documented in its README table.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { AGENT_USAGE_FLAGS, SERVER_USAGE_FLAGS } from './support/usage.ts';
+import { cleanup, ROOT, startAgent, startServer, tempDir } from './support/processes.ts';
+
+const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+const test = suite('README');
+test.after(cleanup);
+
+function section(title: string): string {
+  const start = readme.indexOf(`\n## ${title}\n`);
+  assert.ok(start >= 0, `README has no "## ${title}" section`);
+  const end = readme.indexOf('\n## ', start + 4);
+  return readme.slice(start, end < 0 ? undefined : end);
+}
+
+function shBlocks(text: string): string[] {
+  return [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+}
+
+test('the two commands: install+run and install+test', () => {
+  const blocks = shBlocks(section('Quick start')).map((b) => b.trim());
+  assert.ok(blocks.includes('npm ci && (npm start & npm run agent & wait)'), 'install+run command');
+  assert.ok(blocks.includes('npm ci && npm test'), 'install+test command');
+  const scripts = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts;
+  assert.is(scripts.start, 'node --import tsx server.ts');
+  assert.is(scripts.agent, 'node --import tsx agent.ts');
+});
+
+test('the curl walkthrough runs as written', async () => {
+  const server = await startServer(tempDir());
+  startAgent(server.url, tempDir());
+  const hostPort = new URL(server.url).host;
+  const script = shBlocks(section('Walkthrough with curl'))
+    .join('\n')
+    .replaceAll('localhost:3000', hostPort)
+    .replaceAll('127.0.0.1:3000', hostPort);
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(run.status, 0, `walkthrough failed:\n${run.stdout}\n${run.stderr}`);
+  const out = run.stdout;
+  // What each step promises, as the reader will see it.
+  assert.match(out, /"status":"COMPLETED".*"result":\{"ok":true,"tookMs":\d+\}/, 'the DELAY completes');
+  assert.match(out, /"events":\[\{"seq":1,"event":"submit"/, 'events, oldest first');
+  const keyed = [...out.matchAll(/\{"commandId":"([0-9a-f-]{36})"\}/g)].map((m) => m[1]);
+  assert.ok(keyed.length >= 3 && keyed.at(-1) === keyed.at(-2), 'the same Idempotency-Key gives the same id');
+  assert.match(out, /"status":"FAILED".*"error":"CANCELED"/, 'the canceled command is FAILED CANCELED');
+  assert.match(out, /"agents":\[\{"id":"[^"]+","status":"online"/, 'the agent is online');
+  assert.match(out, /keel_commands\{state="COMPLETED"\} \d+/, 'metrics');
+  assert.match(out, /\{"error":"payload.ms must be an integer from 0 to 86400000","field":"payload.ms"\}/, 'bad input names the field');
+});
+
+for (const [title, flags] of [['Server flags', SERVER_USAGE_FLAGS], ['Agent flags', AGENT_USAGE_FLAGS]] as const) {
+  test(`every flag in --help is in the README's "${title}" table`, () => {
+    const table = section(title);
+    for (const flag of flags) assert.ok(table.includes(`\`${flag}`), `${flag} is not documented under "${title}"`);
+  });
+}
+
+test.run();
