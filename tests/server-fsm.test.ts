@@ -467,12 +467,12 @@ expiry('RUNNING, no heartbeat: FAILED AGENT_LOST, never run again; the agent sho
 
 expiry('heartbeats keep ASSIGNED and RUNNING leases alive well past the timeout', async () => {
   // A longer lease here: a heartbeat delayed by a busy test machine must not look like a lost agent.
-  const LEASE_MS = 600;
+  const LEASE_MS = 1000;
   const s = await startTestServer({ leaseTimeoutMs: LEASE_MS });
   const run = await running(s, 'agent-beat');
   await submit(s.url);
   const held = await claimOne(s.url, 'agent-beat');
-  const until = Date.now() + 3 * LEASE_MS;
+  const until = Date.now() + 2 * LEASE_MS;
   while (Date.now() < until) {
     const hb = await heartbeat(s.url, 'agent-beat', [run, held]);
     assert.equal(hb.body.revoked, [], 'a heartbeat lease was revoked');
