@@ -104,11 +104,13 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       const held = holds(cmd, ev.agentId, ev.lease);
       if (held) return held;
       if (isFinal(cmd.state)) {
-        if (cmd.state === ev.outcome) return same(cmd);
-        return reject('CONFLICT', `command is already ${cmd.state}, cannot become ${ev.outcome}`);
+        // A retry carries the same outcome and error; anything else is news
+        // arriving too late (say, after AGENT_LOST), and the record stands.
+        if (cmd.state === ev.outcome && cmd.error === finishError(ev)) return same(cmd);
+        return reject('CONFLICT', `command is already ${cmd.state}${cmd.error ? ` (${cmd.error})` : ''}, cannot become ${ev.outcome}${finishError(ev) ? ` (${finishError(ev)})` : ''}`);
       }
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}; start it before finishing it`);
-      return moved(cmd, ev.at, { state: ev.outcome, result: ev.result, error: ev.outcome === 'FAILED' ? (ev.error ?? 'FAILED') : null });
+      return moved(cmd, ev.at, { state: ev.outcome, result: ev.result, error: finishError(ev) });
     }
 
     case 'release': {
@@ -132,6 +134,10 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       if (!to) return reject('WRONG_STATE', `command is already ${cmd.state}`);
       return moved(cmd, ev.at, { state: to, error: CANCELED, result: { error: CANCELED } });
   }
+}
+
+function finishError(ev: Extract<CommandEvent, { type: 'finish' }>): string | null {
+  return ev.outcome === 'FAILED' ? (ev.error ?? 'FAILED') : null;
 }
 
 // A lease check shared by start, finish and release: undefined when the
