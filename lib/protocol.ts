@@ -91,6 +91,9 @@ export interface ErrorBody {
 
 // --- agent API ------------------------------------------------------------
 
+/** What an agent id may be: the server refuses others, the agent's --id too. */
+export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
 export interface ClaimRequest {
   agentId: string;
   /** How many commands the agent can take now (its free slots). */

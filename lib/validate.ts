@@ -2,6 +2,7 @@
 // the journal: each check names the field it refuses, as a 400.
 import { HttpError } from './http-io.ts';
 import {
+  AGENT_ID_RE,
   COMMAND_TYPES,
   type ClaimRequest,
   type CommandType,
@@ -17,7 +18,6 @@ const MAX_URL_LENGTH = 2048;
 const MAX_BATCH = 1000;
 const MAX_RESULT_BYTES = 256 * 1024;
 export const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 type Obj = Record<string, unknown>;
 

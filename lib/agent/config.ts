@@ -1,5 +1,6 @@
 // agent.ts's command line: every flag, its default, and what a bad value says.
 import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from '../flags.ts';
+import { AGENT_ID_RE } from '../protocol.ts';
 
 export const USAGE = `usage: node --import tsx agent.ts [flags]
 
@@ -60,7 +61,7 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
   const server = stringFlag(v, 'server', 'http://127.0.0.1:3000');
   if (!/^https?:\/\/[^/]+/.test(server)) throw new UsageError(`--server must be an http:// or https:// URL; got ${JSON.stringify(server)}`);
   const id = v.id as string | undefined;
-  if (id !== undefined && !/^[A-Za-z0-9._:-]{1,128}$/.test(id)) throw new UsageError(`--id must be 1 to 128 of A-Z a-z 0-9 . _ : -; got ${JSON.stringify(id)}`);
+  if (id !== undefined && !AGENT_ID_RE.test(id)) throw new UsageError(`--id must be 1 to 128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit; got ${JSON.stringify(id)}`);
   return {
     server,
     stateDir: stringFlag(v, 'state-dir', './data/agent'),
