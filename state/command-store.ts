@@ -130,7 +130,9 @@ export class CommandStore {
     const cur = this.get(id);
     const r = step(cur, ev);
     if (r.kind === 'next') return { kind: 'next', cmd: (await this.commit([this.record(cur, ev, id)]))[0]! };
-    if (r.kind === 'same') await this.readBarrier(); // the original may still be in flight
+    // Same or rejected, the answer rests on state that may still be in flight:
+    // it goes out only once that state is durable.
+    await this.readBarrier();
     return r;
   }
 

@@ -64,6 +64,28 @@ post('the answer waits for fdatasync: an fsync held back holds back the 201', as
   assert.equal(order, ['fsync called', 'fsync returned', 'answer 201']);
 });
 
+post('a refusal waits for fdatasync too: a 409 never rests on a cancel that is not on disk yet', async () => {
+  const own = await startTestServer(); // an empty queue: the claim gets this command
+  const id = await submit(own.url);
+  const { lease } = await claimOne(own.url, 'agent-a');
+  assert.is((await getCommand(own.url, id)).state, 'ASSIGNED');
+  const order: string[] = [];
+  const real = fs.fdatasync;
+  (fs as { fdatasync: unknown }).fdatasync = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    setTimeout(() => real(fd, (err) => (order.push('fsync returned'), cb(err))), 100);
+  };
+  try {
+    const canceled = call(own.url, 'POST', `/commands/${id}/cancel`);
+    const started = start(own.url, 'agent-a', [{ id, lease }]).then((r) => (order.push(`start ${r.status}`), r));
+    const [c, st] = await Promise.all([canceled, started]);
+    assert.is(c.status, 200);
+    assert.is(st.status, 409);
+  } finally {
+    (fs as { fdatasync: unknown }).fdatasync = real;
+  }
+  assert.equal(order.slice(0, 2), ['fsync returned', 'start 409']);
+});
+
 post('both command types are accepted, DELAY at both ends of its range', async () => {
   for (const body of [
     { type: 'DELAY', payload: { ms: 0 } },
