@@ -190,6 +190,7 @@ test('expiry: ASSIGNED goes back to PENDING, RUNNING fails AGENT_LOST and is nev
   rejected(step(lost, expire(1)), 'STALE_LEASE');
   // The agent that was presumed lost reports success too late: the record stands.
   rejected(step(lost, finish('a1', 1)), 'CONFLICT');
+  rejected(step(lost, finish('a1', 1, 'FAILED')), 'CONFLICT');
   rejected(step(lost, finish('a1', 1, 'FAILED', 'HTTP timeout')), 'CONFLICT', /already FAILED \(AGENT_LOST\)/);
   rejected(step(inState('PENDING'), expire(0)), 'STALE_LEASE');
 });
