@@ -33,7 +33,7 @@ test('a second process is refused at once, told the directory and the holder', a
   assert.is(locked.owner?.pid, child.pid);
   assert.is(locked.owner?.role, 'server');
   assert.ok(locked.message.includes(`state directory ${dir} is in use by server pid ${child.pid}`), locked.message);
-  assert.ok(ms < 1000, `refusal took ${ms.toFixed(0)} ms`);
+  assert.ok(ms < 2000, `refusal took ${ms.toFixed(0)} ms`);
   await child.kill();
 });
 
@@ -78,7 +78,7 @@ test('a cleanly released directory is taken at once', async () => {
   await first.close();
   const t0 = performance.now();
   const second = await CommandStore.open(dir);
-  assert.ok(performance.now() - t0 < 1000);
+  assert.ok(performance.now() - t0 < 2000, "a released lock made the next holder wait");
   await second.close();
 });
 
