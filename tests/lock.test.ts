@@ -78,7 +78,7 @@ test('a cleanly released directory is taken at once', async () => {
   await first.close();
   const t0 = performance.now();
   const second = await CommandStore.open(dir);
-  assert.ok(performance.now() - t0 < 2000, "a released lock made the next holder wait");
+  assert.ok(performance.now() - t0 < 2000, 'a released lock made the next holder wait');
   await second.close();
 });
 
