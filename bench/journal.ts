@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from '../state/command-fsm.ts';
-import { CommandTable, type CommandRecord, type TrailEntry } from '../state/command-table.ts';
+import { CommandTable, encode, type CommandRecord } from '../state/command-table.ts';
 import { DurableMachine } from '../state/durable-machine.ts';
 import { encodeRecord, Journal } from '../state/journal.ts';
 import { openJournal } from '../state/replay.ts';
@@ -111,7 +111,7 @@ async function replay(): Promise<void> {
   const bytes = fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
   print('built in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
   const [m, secs, cpu] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
-  print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; ${fmt(N / secs)} records/s, ${fmt((m.machine as CommandTable).byId.size)} commands)`);
+  print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; ${fmt(N / secs)} records/s, ${fmt((m.machine as CommandTable).size)} commands)`);
   await m.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -128,31 +128,24 @@ async function snapshotOpen(kind: 'pending' | 'completed'): Promise<void> {
   const bytes = fs.statSync(path.join(dir, 'snapshot.jsonl')).size;
   print('written in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
   const [m, secs, cpu] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
-  print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; goal < 3 s; ${fmt((m.machine as CommandTable).byId.size)} commands)`);
+  print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; goal < 3 s; ${fmt((m.machine as CommandTable).size)} commands)`);
   await m.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-/** Snapshot entries of `n` commands, generated without a table in memory. */
-function* commands(n: number, kind: 'pending' | 'completed'): Iterable<{ cmd: Command; trail: TrailEntry[] }> {
+/** Snapshot lines of `n` commands, generated without a table in memory. */
+function* commands(n: number, kind: 'pending' | 'completed'): Iterable<string> {
   for (let i = 0; i < n; i++) {
     const id = lifeOf(i)[0]!.id;
     const agentId = `agent-${i % 16}`;
     const t = at + i;
-    const base: Command = { id, type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null };
+    const base: Command = { id, type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0' };
     if (kind === 'pending') {
-      yield { cmd: base, trail: [{ event: 'submit', to: 'PENDING', at: t }] };
+      yield encode(base);
       continue;
     }
-    yield {
-      cmd: { ...base, state: 'COMPLETED', version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3 },
-      trail: [
-        { event: 'submit', to: 'PENDING', at: t },
-        { event: 'claim', to: 'ASSIGNED', at: t + 1, agentId, lease: 1 },
-        { event: 'start', to: 'RUNNING', at: t + 2, agentId, lease: 1 },
-        { event: 'finish', to: 'COMPLETED', at: t + 3, agentId, lease: 1 },
-      ],
-    };
+    const trail = `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1`;
+    yield encode({ ...base, state: 'COMPLETED', version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3, trail });
   }
 }
 

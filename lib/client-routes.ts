@@ -73,8 +73,8 @@ export async function list(ctx: ServerContext, _req: IncomingMessage, res: Serve
   const commands = [];
   let i = end - 1;
   for (; i >= 0 && commands.length < limit; i--) {
-    const cmd = ctx.store.get(order[i]!)!;
-    if (status === null || shownStatus(cmd.state) === status) commands.push(commandView(cmd));
+    const id = order[i]!;
+    if (status === null || shownStatus(ctx.store.table.stateOf(id)!) === status) commands.push(commandView(ctx.store.get(id)!));
   }
   const body: CommandList = { commands, nextCursor: i >= 0 ? String(i + 1) : null };
   sendJson(res, 200, body);
@@ -95,7 +95,7 @@ export async function events(ctx: ServerContext, _req: IncomingMessage, res: Ser
   const id = commandId(params[0]);
   await ctx.store.readBarrier();
   if (!ctx.store.get(id)) throw new HttpError(404, `no command ${id}`, { field: 'id' });
-  sendJson(res, 200, { id, events: eventViews(ctx.store.table.trails.get(id) ?? []) });
+  sendJson(res, 200, { id, events: eventViews(ctx.store.table.trail(id) ?? []) });
 }
 
 export async function agents(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {

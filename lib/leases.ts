@@ -22,7 +22,7 @@ export class LeaseClock {
 
   /** Give every command held at startup a full timeout, then start sweeping. */
   start(): void {
-    for (const cmd of this.store.table.byId.values()) {
+    for (const cmd of this.store.table.liveCommands()) {
       if (cmd.state === 'ASSIGNED' || cmd.state === 'RUNNING') this.extend(cmd.id, cmd.attempt);
     }
     const every = Math.max(20, Math.min(1000, Math.floor(this.timeoutMs / 4)));

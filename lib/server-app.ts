@@ -115,7 +115,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
   });
   const c = store.table.countByState;
-  log('recovered', { stateDir: config.stateDir, commands: store.table.byId.size, ...c, seq: store.durable.journal.lastSeq });
+  log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
   ctx.leases.start();
 
   const headersTimeout = config.headersTimeoutMs ?? 10_000;

@@ -21,6 +21,8 @@ export interface Command {
   updatedAt: number;
   idemKey: string | null;
   bodyHash: string | null;
+  /** Every transition so far, compact (see command-table.ts); the FSM only carries it. */
+  trail: string;
 }
 
 export type CommandEvent =
@@ -80,6 +82,7 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       updatedAt: ev.at,
       idemKey: ev.idemKey ?? null,
       bodyHash: ev.bodyHash ?? null,
+      trail: '',
     });
   }
   if (!cmd) return reject('NOT_FOUND', 'no such command');

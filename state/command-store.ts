@@ -38,6 +38,7 @@ export class CommandStore {
   static async open(dir: string, opts: DurableOptions & { now?: () => number } = {}): Promise<CommandStore> {
     const table = new CommandTable();
     const durable = await DurableMachine.open(dir, table, { role: 'server', ...opts });
+    table.resetPendingQueue();
     return new CommandStore(table, durable, opts.now ?? Date.now);
   }
 
@@ -48,7 +49,7 @@ export class CommandStore {
   }
 
   get(id: string): Command | undefined {
-    return this.table.byId.get(id);
+    return this.table.get(id);
   }
 
   /** Resolves once every transition made so far is durable. */
@@ -89,15 +90,11 @@ export class CommandStore {
       if (cmd.state === 'ASSIGNED' && out.length < max) out.push(cmd);
     }
     const recs: CommandRecord[] = [];
-    // Replay does not shift the queue as live claims do, so after a restart an
-    // id given back (release, expiry) is queued twice: take it only once.
-    const taken = new Set<string>();
     while (out.length + recs.length < max) {
       const id = this.table.pending.shift();
       if (id === undefined) break;
       const cmd = this.get(id)!;
-      if (cmd.state !== 'PENDING' || taken.has(id)) continue; // canceled or claimed since it was queued
-      taken.add(id);
+      if (cmd.state !== 'PENDING') continue; // canceled since it was queued
       recs.push(this.record(cmd, { type: 'claim', agentId, lease: cmd.attempt + 1, at: this.now() }));
     }
     const claimed = recs.length > 0 ? await this.commit(recs) : [];

@@ -14,10 +14,10 @@ export interface Machine<R> {
   readonly name: string;
   /** Apply one record; throw (without mutating) if it does not follow the current state. */
   apply(rec: R): void;
-  /** The whole state as JSON-able entries, for a snapshot. */
-  dump(): Iterable<unknown>;
-  /** Restore one entry written by dump(). */
-  load(entry: unknown): void;
+  /** The whole state as snapshot lines (JSON text, no newline). */
+  dump(): Iterable<string>;
+  /** Restore one line written by dump(). */
+  load(line: string): void;
 }
 
 export interface DurableOptions {

@@ -73,13 +73,14 @@ export class LedgerState implements Machine<LedgerRecord> {
     }
   }
 
-  *dump(): Iterable<Snap> {
-    if (this.agentId !== undefined) yield { agentId: this.agentId };
-    for (const entry of this.entries.values()) yield { entry };
+  *dump(): Iterable<string> {
+    const lines: Snap[] = this.agentId !== undefined ? [{ agentId: this.agentId }] : [];
+    for (const entry of this.entries.values()) lines.push({ entry });
+    for (const l of lines) yield JSON.stringify(l);
   }
 
-  load(e: unknown): void {
-    const s = e as Snap;
+  load(line: string): void {
+    const s = JSON.parse(line) as Snap;
     if ('agentId' in s) this.agentId = s.agentId;
     else this.entries.set(s.entry.id, s.entry);
   }

@@ -27,7 +27,7 @@ const EDGE = 64 * 1024;
  * Synchronous on purpose: the entries are live state, and no transition may
  * interleave with the dump.
  */
-export function writeSnapshotTmp(dir: string, machine: string, seq: number, entries: Iterable<unknown>): number {
+export function writeSnapshotTmp(dir: string, machine: string, seq: number, lines: Iterable<string>): number {
   const tmp = path.join(dir, `${SNAPSHOT_FILE}.tmp`);
   let size = 0;
   const fd = fs.openSync(tmp, 'w');
@@ -41,8 +41,8 @@ export function writeSnapshotTmp(dir: string, machine: string, seq: number, entr
       size += fs.writeSync(fd, chunk);
       chunk = '';
     };
-    for (const e of entries) {
-      chunk += `${JSON.stringify(e)}\n`;
+    for (const line of lines) {
+      chunk += `${line}\n`;
       count++;
       if (chunk.length >= CHUNK) flush();
     }
@@ -67,7 +67,7 @@ export function installSnapshot(dir: string): void {
 }
 
 /** Reads the snapshot if there is one; returns the seq it covers (0 if none). */
-export function readSnapshot(dir: string, machine: string, onEntry: (e: unknown) => void): number {
+export function readSnapshot(dir: string, machine: string, onEntry: (line: string) => void): number {
   const file = path.join(dir, SNAPSHOT_FILE);
   // A tmp file is a snapshot that never got renamed in: not part of the state.
   fs.rmSync(`${file}.tmp`, { force: true });
@@ -87,7 +87,7 @@ export function readSnapshot(dir: string, machine: string, onEntry: (e: unknown)
 
 // The file is read in chunks, twice: once to check the crc, once to load, so
 // no entry reaches the machine before the whole file has proved sound.
-function readOpenSnapshot(fd: number, file: string, machine: string, onEntry: (e: unknown) => void): number {
+function readOpenSnapshot(fd: number, file: string, machine: string, onEntry: (line: string) => void): number {
   const bad = (offset: number, why: string): Error =>
     new Error(`${file}: damaged snapshot at byte ${offset}: ${why}. Snapshots are written whole before they are renamed in, so this is disk damage; restore the state directory from a backup.`);
   const size = fs.fstatSync(fd).size;
@@ -127,7 +127,7 @@ function readOpenSnapshot(fd: number, file: string, machine: string, onEntry: (e
 
   let count = 0;
   readLines(fd, headerEnd + 1, trailerStart, (line) => {
-    onEntry(JSON.parse(line));
+    onEntry(line);
     count++;
   });
   if (count !== trailer.count) throw bad(trailerStart, `trailer says ${String(trailer.count)} entries, file has ${count}`);

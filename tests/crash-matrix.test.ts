@@ -152,7 +152,7 @@ for (const row of ROWS) {
     await server.proc.kill('SIGTERM');
     const notes: string[] = [];
     const store = await CommandStore.open(serverDir, { log: (m) => notes.push(m) });
-    assert.is(store.table.byId.size, ids.length);
+    assert.is(store.table.size, ids.length);
     await store.close();
     const ledger = await Ledger.open(agentDir, { log: (m) => notes.push(m) });
     assert.equal(ledger.open(), [], 'ledger has unsettled entries');

@@ -127,12 +127,12 @@ for (const seed of [1, 2, 3]) {
       store = opened.store;
     }
     assert.ok(written > 600, `only ${written} of the operations moved a command`);
-    console.log(`seed ${seed}: ${written} records, ${snapshots} snapshots, ${store.table.byId.size} commands`);
+    console.log(`seed ${seed}: ${written} records, ${snapshots} snapshots, ${store.table.size} commands`);
     assert.ok(snapshots >= 3, `only ${snapshots} snapshots`);
     assert.equal([...seen].sort(), ['ASSIGNED', 'COMPLETED', 'FAILED', 'PENDING', 'RUNNING'], 'every state was reached');
 
     // Every PENDING command is still queued after all those reopens: a claim drains exactly them.
-    const pending = [...store.table.byId.values()].filter((c) => c.state === 'PENDING').map((c) => c.id);
+    const pending = [...store.table.liveCommands()].filter((c) => c.state === 'PENDING').map((c) => c.id);
     const claimed = await store.claim('drain', 1_000_000);
     assert.equal(claimed.map((c) => c.id).sort(), pending.sort());
     await store.close();
