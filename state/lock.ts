@@ -1,20 +1,30 @@
 // One process per state directory. proper-lockfile holds `<dir>/lock` (an
-// mkdir lock whose mtime the holder refreshes every second); beside it,
-// `lock.owner.json` says who holds it, for the message a second process prints.
+// mkdir lock whose mtime the holder refreshes every two seconds); beside it,
+// `lock.owner.json` says who holds it, and names the lock directory (inode and
+// birth time) it was written for, so an older owner's file is never taken for
+// the current holder's.
+//
+// Taking over from a dead holder: on this host a dead pid is known at once,
+// so a restart after SIGKILL waits for nothing. Otherwise (another host, or a
+// holder that died before naming itself) the lock is stale once its mtime is
+// STALE_MS old. STALE_MS is long on purpose: a holder whose event loop is
+// blocked (a large synchronous snapshot) must not be judged dead.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 
-// proper-lockfile's floor: a lock whose mtime is older than this is stale.
-const STALE_MS = 2000;
+const STALE_MS = 10_000;
+const UPDATE_MS = 2000;
 
 export interface LockOwner {
   pid: number;
   role: string;
   host: string;
   since: string;
+  /** The lock directory this owner created: inode and birth time. */
+  lock: string;
 }
 
 export class LockedError extends Error {
@@ -34,42 +44,59 @@ export interface StateLock {
 }
 
 /**
- * Take the directory's lock. Fails at once if a live process holds it; if the
- * holder is dead (SIGKILLed), waits the ~2 s until its lock goes stale.
+ * Take the directory's lock. Fails at once if a live process holds it; takes
+ * over at once from a dead holder on this host (see the top of this file).
  */
 export async function lockStateDir(dir: string, role: string, onCompromised?: (err: Error) => void): Promise<StateLock> {
+  const lockDir = path.join(dir, 'lock');
   const ownerFile = path.join(dir, 'lock.owner.json');
-  // A dead holder's lock goes stale STALE_MS after its last mtime, and
-  // proper-lockfile first stamps that mtime up to 1 s in the future (its
-  // precision probe), so a holder killed in its first second needs ~3 s.
-  // Give up only well after that, so a loaded machine does not refuse a
-  // restart in the name of a dead pid.
-  const deadline = Date.now() + STALE_MS + 1000 + 2000;
+  const deadline = Date.now() + STALE_MS + 3000;
   for (;;) {
     try {
       const release = await lockfile.lock(dir, {
-        lockfilePath: path.join(dir, 'lock'),
+        lockfilePath: lockDir,
         realpath: false,
         stale: STALE_MS,
-        update: STALE_MS / 2,
+        update: UPDATE_MS,
         retries: 0,
         onCompromised: onCompromised ?? ((err) => {
           process.stderr.write(`${JSON.stringify({ level: 'fatal', msg: 'lost the state directory lock', dir, error: err.message })}\n`);
           process.exit(1);
         }),
       });
-      const owner: LockOwner = { pid: process.pid, role, host: os.hostname(), since: new Date().toISOString() };
+      const owner: LockOwner = { pid: process.pid, role, host: os.hostname(), since: new Date().toISOString(), lock: identity(fs.statSync(lockDir)) };
       await writeFileAtomic(ownerFile, `${JSON.stringify(owner)}\n`);
       return { release };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
       const owner = readOwner(ownerFile);
-      if ((owner && owner.pid !== process.pid && isAlive(owner.pid)) || Date.now() > deadline) {
-        throw new LockedError(dir, owner);
+      const verdict = judge(lockDir, owner);
+      if (verdict === 'gone') {
+        fs.rmSync(lockDir, { recursive: true, force: true });
+        continue;
       }
-      await new Promise((r) => setTimeout(r, 100));
+      if (verdict === 'held' || Date.now() > deadline) throw new LockedError(dir, owner);
+      await new Promise((r) => setTimeout(r, 50)); // a holder between mkdir and naming itself
     }
   }
+}
+
+/** Is the lock's holder gone (take over), alive (refuse), or not yet known (wait)? */
+function judge(lockDir: string, owner: LockOwner | undefined): 'gone' | 'held' | 'unknown' {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(lockDir);
+  } catch {
+    return 'gone'; // released meanwhile
+  }
+  if (Date.now() - st.mtimeMs > STALE_MS) return 'gone';
+  if (!owner || owner.lock !== identity(st)) return 'unknown';
+  if (owner.host === os.hostname() && owner.pid !== process.pid && !isAlive(owner.pid)) return 'gone';
+  return 'held';
+}
+
+function identity(st: fs.Stats): string {
+  return `${st.ino}@${st.birthtimeMs}`;
 }
 
 function readOwner(file: string): LockOwner | undefined {
@@ -80,11 +107,17 @@ function readOwner(file: string): LockOwner | undefined {
   }
 }
 
+/** Alive and not a zombie (a SIGKILLed child its parent has not reaped yet). */
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc: trust kill(0)
   }
 }

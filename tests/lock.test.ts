@@ -1,6 +1,6 @@
 // One process per state directory: a second one is refused at once with a
 // message naming the directory and the holder; a SIGKILLed holder's lock is
-// taken over once it goes stale (about two seconds; the times are printed).
+// taken over at once, its pid being dead (the times are printed).
 import fs from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
