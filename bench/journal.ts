@@ -120,8 +120,8 @@ async function snapshotOpen(kind: 'pending' | 'completed'): Promise<void> {
   const what = kind === 'pending' ? 'PENDING, just submitted' : 'COMPLETED, with a 4-entry trail';
   console.log(`\n# open after a snapshot of ${fmt(N)} commands (${what})`);
   const dir = fs.mkdtempSync(path.join(root, 'snap-'));
-  const [, build] = await timed(() => {
-    writeSnapshotTmp(dir, 'commands', N * 4, commands(N, kind));
+  const [, build] = await timed(async () => {
+    await writeSnapshotTmp(dir, 'commands', N * 4, commands(N, kind));
     installSnapshot(dir);
     Journal.createSegment(dir, N * 4 + 1);
   });

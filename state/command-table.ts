@@ -58,6 +58,8 @@ export class CommandTable implements Machine<CommandRecord> {
   private readonly live = new Map<string, Command>();
   /** Final commands, as their snapshot line. */
   private readonly final = new Map<string, string>();
+  /** While a dump is read: the line, as of the dump, of each command changed since. */
+  private frozen: Map<string, string> | undefined;
   /** Ids in submission order, for newest-first listing. */
   readonly order: string[] = [];
   readonly pending = new IdQueue();
@@ -113,8 +115,25 @@ export class CommandTable implements Machine<CommandRecord> {
     this.transitions++;
   }
 
-  *dump(): Iterable<string> {
-    for (const id of this.order) yield this.final.get(id) ?? encode(this.live.get(id)!);
+  /**
+   * The table as of now, readable over many ticks: commands are replaced,
+   * never mutated, so it is enough to keep the old line of each command that
+   * changes while the dump is read (copy on write).
+   */
+  dump(): { lines: Iterable<string>; done(): void } {
+    const upTo = this.order.length;
+    const frozen = new Map<string, string>();
+    this.frozen = frozen;
+    const lineOf = (id: string): string => frozen.get(id) ?? this.final.get(id) ?? encode(this.live.get(id)!);
+    const order = this.order;
+    return {
+      lines: (function* () {
+        for (let i = 0; i < upTo; i++) yield lineOf(order[i]!);
+      })(),
+      done: () => {
+        if (this.frozen === frozen) this.frozen = undefined;
+      },
+    };
   }
 
   load(line: string): void {
@@ -145,6 +164,7 @@ export class CommandTable implements Machine<CommandRecord> {
   }
 
   private put(cmd: Command, prev: Command | undefined): void {
+    if (prev && this.frozen && !this.frozen.has(prev.id)) this.frozen.set(prev.id, encode(prev));
     if (prev) {
       this.countByState[prev.state]--;
       if (prev.agentId && holding(prev.state)) this.heldBy.get(prev.agentId)?.delete(prev.id);

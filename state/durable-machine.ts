@@ -14,8 +14,12 @@ export interface Machine<R> {
   readonly name: string;
   /** Apply one record; throw (without mutating) if it does not follow the current state. */
   apply(rec: R): void;
-  /** The whole state as snapshot lines (JSON text, no newline). */
-  dump(): Iterable<string>;
+  /**
+   * The whole state as of now, as snapshot lines (JSON text, no newline).
+   * The lines may be read over many ticks while transitions go on: they must
+   * still be those of this moment. done() is called when they have been read.
+   */
+  dump(): { lines: Iterable<string>; done(): void };
   /** Restore one line written by dump(). */
   load(line: string): void;
 }
@@ -114,11 +118,20 @@ export class DurableMachine<R> {
   }
 
   private async compactNow(): Promise<void> {
+    // The cut, the dump and the rotation are taken in one tick: the snapshot
+    // is exactly the state after record `seq`, and later records go to the
+    // new segment. Then the file is written in the background.
     const seq = this.journal.lastSeq;
-    writeSnapshotTmp(this.dir, this.machine.name, seq, this.machine.dump());
+    const dump = this.machine.dump();
     // rotate() first flushes every record up to seq: the snapshot never
     // covers a record that is not durable in the journal too.
-    await this.journal.rotate();
+    const rotated = this.journal.rotate();
+    try {
+      await writeSnapshotTmp(this.dir, this.machine.name, seq, dump.lines);
+    } finally {
+      dump.done();
+    }
+    await rotated;
     crashPoint('snapshot:rotated');
     installSnapshot(this.dir);
     const old = listSegments(this.dir).filter((s) => s.firstSeq <= seq);

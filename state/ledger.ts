@@ -73,10 +73,11 @@ export class LedgerState implements Machine<LedgerRecord> {
     }
   }
 
-  *dump(): Iterable<string> {
-    const lines: Snap[] = this.agentId !== undefined ? [{ agentId: this.agentId }] : [];
-    for (const entry of this.entries.values()) lines.push({ entry });
-    for (const l of lines) yield JSON.stringify(l);
+  dump(): { lines: Iterable<string>; done(): void } {
+    // Small: copied out now, which is all a consistent dump needs.
+    const snaps: Snap[] = this.agentId !== undefined ? [{ agentId: this.agentId }] : [];
+    for (const entry of this.entries.values()) snaps.push({ entry });
+    return { lines: snaps.map((s) => JSON.stringify(s)), done() {} };
   }
 
   load(line: string): void {

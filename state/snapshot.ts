@@ -23,11 +23,11 @@ const CHUNK = 1 << 20;
 const EDGE = 64 * 1024;
 
 /**
- * Phase 1: write and fsync snapshot.jsonl.tmp holding `entries` as of `seq`.
- * Synchronous on purpose: the entries are live state, and no transition may
- * interleave with the dump.
+ * Phase 1: write and fsync snapshot.jsonl.tmp holding `lines` as of `seq`.
+ * Yields to the event loop after each chunk, so a large snapshot does not
+ * stall the process; the caller's lines stay those of `seq` meanwhile.
  */
-export function writeSnapshotTmp(dir: string, machine: string, seq: number, lines: Iterable<string>): number {
+export async function writeSnapshotTmp(dir: string, machine: string, seq: number, lines: Iterable<string>): Promise<number> {
   const tmp = path.join(dir, `${SNAPSHOT_FILE}.tmp`);
   let size = 0;
   const fd = fs.openSync(tmp, 'w');
@@ -44,12 +44,15 @@ export function writeSnapshotTmp(dir: string, machine: string, seq: number, line
     for (const line of lines) {
       chunk += `${line}\n`;
       count++;
-      if (chunk.length >= CHUNK) flush();
+      if (chunk.length >= CHUNK) {
+        flush();
+        await new Promise((r) => setImmediate(r));
+      }
     }
     flush();
     fs.writeSync(fd, `${JSON.stringify({ end: true, count, crc: crc.toString(16).padStart(8, '0') })}\n`);
     crashPoint('snapshot:tmp-written');
-    fs.fsyncSync(fd);
+    await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
   } finally {
     fs.closeSync(fd);
   }

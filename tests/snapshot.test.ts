@@ -10,7 +10,8 @@ import { listSegments } from '../state/journal.ts';
 import { Ledger } from '../state/ledger.ts';
 import { SNAPSHOT_FILE } from '../state/snapshot.ts';
 import { cleanup, Proc, tempDir } from './support/processes.ts';
-import { tableAfter, tableView, workloadWaves, type Step } from './fixtures/workload.ts';
+import { recordFor, tableAfter, tableView, workloadWaves, type Step } from './fixtures/workload.ts';
+import { CommandTable } from '../state/command-table.ts';
 
 const test = suite('snapshot');
 test.after(cleanup);
@@ -73,6 +74,26 @@ test('a store that snapshots and rotates reopens to the same state', async () =>
   assert.is(again.durable.journal.lastSeq, steps.length);
   assert.equal(logs, []);
   await again.close();
+});
+
+test('a dump read while transitions go on is the table as of the moment it was taken', () => {
+  // Every prefix of the workload is a cut; the rest of it runs between the
+  // dump and the reading of its lines (copy on write in CommandTable).
+  for (const cut of [1, Math.floor(steps.length / 3), steps.length - 5]) {
+    const table = tableAfter(steps.slice(0, cut));
+    const expected = tableView(table);
+    const dump = table.dump();
+    const lines = dump.lines[Symbol.iterator]();
+    const firstLine = lines.next(); // read part of it before the changes, part after
+    for (const s of steps.slice(cut)) table.apply(recordFor(table, s));
+    const read = [firstLine.value as string, ...{ [Symbol.iterator]: () => lines }];
+    dump.done();
+    const restored = new CommandTable();
+    for (const line of read) restored.load(line);
+    restored.resetPendingQueue();
+    assert.equal(tableView(restored), expected, `cut at ${cut}`);
+    assert.equal(tableView(table), tableView(tableAfter(steps)), 'the live table moved on');
+  }
 });
 
 test('a damaged snapshot is refused, not half-trusted', async () => {
