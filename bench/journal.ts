@@ -13,6 +13,7 @@ import { DurableMachine } from '../state/durable-machine.ts';
 import { encodeRecord, Journal } from '../state/journal.ts';
 import { openJournal } from '../state/replay.ts';
 import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
+import { emitResults, result } from './report.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const N = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -89,9 +90,11 @@ async function appends(): Promise<void> {
   console.log(`\n# durable appends (${bytes}-byte records, ${SECONDS} s each, ${os.cpus().length} cpus, load average ${os.loadavg()[0]!.toFixed(1)})`);
   const raw = rawRate(bytes);
   print('raw write+fdatasync loop', `${fmt(raw)} /s`);
+  result('journal: raw write+fdatasync', `${fmt(raw)}/s`);
   for (const writers of [1, 64]) {
     const r = await appendRun(writers, rec);
     print(`journal, ${writers} writer${writers > 1 ? 's' : ''}`, `${fmt(r.perSec)} appends/s, ${fmt(r.fsyncsPerSec)} fsyncs/s, ${r.perFsync.toFixed(1)} records/fsync, ${(r.perSec / raw).toFixed(1)}x raw`);
+    result(`journal: durable appends, ${writers} writer${writers > 1 ? 's' : ''}`, `${fmt(r.perSec)}/s (${r.perFsync.toFixed(1)} per fsync, ${(r.perSec / raw).toFixed(1)}x raw)`, writers > 1 ? '>= 10x raw' : undefined);
   }
 }
 
@@ -112,6 +115,7 @@ async function replay(): Promise<void> {
   print('built in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
   const [m, secs, cpu] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
   print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; ${fmt(N / secs)} records/s, ${fmt((m.machine as CommandTable).size)} commands)`);
+  result(`journal: open ${fmt(N)} transitions (${(bytes / 1e6).toFixed(0)} MB)`, `${secs.toFixed(2)} s`);
   await m.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -129,6 +133,7 @@ async function snapshotOpen(kind: 'pending' | 'completed'): Promise<void> {
   print('written in', `${build.toFixed(1)} s (${(bytes / 1e6).toFixed(0)} MB)`);
   const [m, secs, cpu] = await timed(() => DurableMachine.open(dir, new CommandTable(), { noLock: true }));
   print('opened in', `${secs.toFixed(2)} s (cpu ${cpu.toFixed(2)} s; goal < 3 s; ${fmt((m.machine as CommandTable).size)} commands)`);
+  result(`journal: open snapshot of ${fmt(N)} ${kind} commands (${(bytes / 1e6).toFixed(0)} MB)`, `${secs.toFixed(2)} s`, '< 3 s');
   await m.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -157,6 +162,7 @@ try {
     await snapshotOpen('pending');
     await snapshotOpen('completed');
   }
+  emitResults('journal');
 } finally {
   fs.rmSync(root, { recursive: true, force: true });
 }

@@ -19,6 +19,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { emitResults, result } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
@@ -306,6 +307,7 @@ async function main(): Promise<void> {
     }
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     console.log(`median of ${rounds}: bare ${median(bares).toFixed(0)}/s, keel ${median(keels).toFixed(0)}/s, keel / bare = ${(median(ratios) * 100).toFixed(0)}% (goal >= 50%)`);
+    result('server: durable submits/s, 64 clients (bare node:http)', `${median(keels).toFixed(0)}/s (${median(bares).toFixed(0)}/s), ${(median(ratios) * 100).toFixed(0)}%`, '>= 50% of bare');
 
     child = await spawnServer(keelArgs(path.join(tmp, 'latency')));
     const lat = await claimLatency(child.url, latencyN);
@@ -313,6 +315,8 @@ async function main(): Promise<void> {
     child = undefined;
     console.log('\nsubmit -> claim latency (long-polling agent already waiting)');
     console.log(`  p50 ${f(lat.p50)} ms, p99 ${f(lat.p99)} ms, max ${f(lat.max)} ms over ${lat.n} commands (goal p50 < 5 ms)`);
+    result('server: submit -> claim, waiting agent', `p50 ${f(lat.p50)} ms, p99 ${f(lat.p99)} ms`, 'p50 < 5 ms');
+    emitResults('server');
   } finally {
     await child?.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
