@@ -10,6 +10,7 @@ import { startServer as startInProcess, type KeelServer } from '../lib/server-ap
 import { createLogger } from '../lib/log.ts';
 import { call } from './support/http.ts';
 import { cleanup, Proc, tempDir } from './support/processes.ts';
+import { mulberry32 } from '../lib/prng.ts';
 
 const test = suite('bad input');
 let keel: KeelServer;
@@ -113,20 +114,9 @@ test('garbage that is not HTTP gets a 400 from the HTTP parser', async () => {
   assert.match(reply, /^HTTP\/1\.1 400/);
 });
 
-// mulberry32: a seeded PRNG so a failing fuzz case can be replayed.
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('fuzz: 3000 random and mutated bodies, no 5xx, nothing written for a rejected one', async () => {
-  const rand = prng(20261123);
+  const rand = mulberry32(20261123); // seeded: a failing case can be replayed
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const seeds = [
     '{"type":"DELAY","payload":{"ms":5}}',

@@ -13,6 +13,7 @@ import type { CommandList, CommandView } from '../lib/protocol.ts';
 import { call } from './support/http.ts';
 import { StatusWatch } from './support/status-watch.ts';
 import { cleanup, Proc, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+import { mulberry32 } from '../lib/prng.ts';
 
 const USAGE = `usage: npm run chaos -- [--duration 60s] [--agents 3] [--seed N] [--lease-timeout 2s]\n`;
 const flags = parseOrExit(USAGE, () => {
@@ -30,18 +31,7 @@ const flags = parseOrExit(USAGE, () => {
   };
 });
 
-// mulberry32: small, seedable, good enough to make a run reproducible in its choices.
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(flags.seed);
+const rand = mulberry32(flags.seed);
 const between = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo));
 
 // --- the remote that HTTP_GET_JSON commands call: counts hits per token ---

@@ -7,6 +7,7 @@ import { isFinal, type Command, type CommandEvent, type StepResult } from '../st
 import { CommandStore } from '../state/command-store.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 import { tableView } from './fixtures/workload.ts';
+import { mulberry32 } from '../lib/prng.ts';
 
 const test = suite('property');
 test.after(cleanup);
@@ -14,16 +15,9 @@ test.after(cleanup);
 const AGENTS = ['a1', 'a2', 'a3'];
 const SNAPSHOT_BYTES = 16 * 1024;
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
+/** A seeded PRNG with a helper for integers below n. */
 function prng(seed: number): { next(): number; int(n: number): number } {
-  let s = seed >>> 0;
-  const next = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   return { next, int: (n) => Math.floor(next() * n) };
 }
 
