@@ -49,7 +49,7 @@ try {
   halt.abort();
   leases.stop();
   await ledger.close();
-  log('agent stopped', { agentId });
+  log('agent stopped', { agentId, ledger: ledger.durable.journal.stats });
   process.exit(0);
 } catch (err) {
   if (!(err instanceof StartupError)) throw err;
