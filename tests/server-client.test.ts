@@ -1,0 +1,231 @@
+// The agent's ServerClient: start, finish and release calls made together
+// (the same tick, or while a request of that route is out) go as one batch
+// request, and each caller gets the results of its own items; a down server
+// is still waited out; a refusal reaches only the caller that caused it; a
+// caller that gives up is answered at once and its items are not sent.
+// A scripted server in this process answers as each test tells it.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createLogger } from '../lib/log.ts';
+import type { ItemResult, LeaseRef } from '../lib/protocol.ts';
+import { RequestRejectedError, ServerClient } from '../lib/server-client.ts';
+import { claim, closeAll, LogBuffer, startTestServer, submit } from './support/server-harness.ts';
+
+interface Received {
+  route: string;
+  body: { agentId: string; items: Array<LeaseRef & Record<string, unknown>> };
+  answer(status: number, body: unknown): void;
+  /** Drop the connection without an answer. */
+  cut(): void;
+  /** Resolves if the connection closes before an answer was sent. */
+  abandoned: Promise<void>;
+}
+
+/** A server that hands each request to the test, which answers it when it likes. */
+class ScriptedServer {
+  readonly received: Received[] = [];
+  /** Answers requests as they arrive unless a test answers by hand. */
+  auto: ((r: Received) => void) | undefined;
+  private readonly server: http.Server;
+  private waiters: Array<{ n: number; resolve: () => void }> = [];
+  url = '';
+
+  constructor() {
+    this.server = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (d: Buffer) => (text += d));
+      req.on('end', () => {
+        const r: Received = {
+          route: req.url ?? '',
+          body: JSON.parse(text),
+          answer(status, body) {
+            const out = JSON.stringify(body);
+            res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+            res.end(out);
+          },
+          cut: () => req.socket.destroy(),
+          abandoned: new Promise((resolve) => res.once('close', () => !res.writableFinished && resolve())),
+        };
+        this.received.push(r);
+        this.waiters = this.waiters.filter((w) => (this.received.length >= w.n ? (w.resolve(), false) : true));
+        this.auto?.(r);
+      });
+    });
+  }
+
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  /** Resolves once n requests in all have arrived. */
+  requests(n: number): Promise<void> {
+    if (this.received.length >= n) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ n, resolve }));
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** The message a promise rejects with; fails the test if it resolves. */
+async function reason(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  assert.unreachable('resolved, expected a rejection');
+  return '';
+}
+
+const okAll = (r: Received): ItemResult[] => r.body.items.map((it) => ({ id: it.id, ok: true }));
+const ref = (n: number): LeaseRef => ({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, lease: n });
+
+let server: ScriptedServer;
+let logs: LogBuffer;
+let client: ServerClient;
+
+function fresh(): void {
+  logs = new LogBuffer();
+  client = new ServerClient({ baseUrl: server.url, agentId: 'a1', log: createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream) });
+}
+
+const test = suite('ServerClient: batching start, finish and release');
+test.before.each(async () => {
+  server = new ScriptedServer();
+  await server.listen();
+  fresh();
+});
+test.after.each(async () => {
+  client.close();
+  await server.close();
+});
+
+test('calls made in the same tick go as one request; each caller gets its own results', async () => {
+  server.auto = (r) => r.answer(200, { results: r.body.items.map((it) => ({ id: it.id, ok: true, reason: `lease ${it.lease}` })) });
+  const [a, b, c] = await Promise.all([client.start([ref(1)]), client.start([ref(2), ref(3)]), client.start([ref(4)])]);
+  assert.is(server.received.length, 1);
+  assert.is(server.received[0]!.route, '/agent/start');
+  assert.equal(server.received[0]!.body, { agentId: 'a1', items: [ref(1), ref(2), ref(3), ref(4)] });
+  assert.equal(a, [{ id: ref(1).id, ok: true, reason: 'lease 1' }]);
+  assert.equal(b!.map((r) => r.reason), ['lease 2', 'lease 3']);
+  assert.equal(c!.map((r) => r.reason), ['lease 4']);
+});
+
+test('each route batches on its own: start, finish and release in one tick make three requests', async () => {
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  const finishItem = { ...ref(2), outcome: 'COMPLETED' as const, result: { ok: true, tookMs: 0 }, error: null };
+  await Promise.all([client.start([ref(1)]), client.finish([finishItem]), client.release([ref(3)])]);
+  assert.equal(server.received.map((r) => r.route).sort(), ['/agent/finish', '/agent/release', '/agent/start']);
+  assert.equal(server.received.find((r) => r.route === '/agent/finish')!.body.items, [finishItem]);
+});
+
+test('calls made while a request is out wait for it, then go together in the next', async () => {
+  const first = client.finish([{ ...ref(1), outcome: 'COMPLETED', result: null }]);
+  await server.requests(1);
+  const second = client.finish([{ ...ref(2), outcome: 'COMPLETED', result: null }]);
+  const third = client.finish([{ ...ref(3), outcome: 'FAILED', result: null, error: 'boom' }]);
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  server.received[0]!.answer(200, { results: okAll(server.received[0]!) });
+  await Promise.all([first, second, third]);
+  assert.is(server.received.length, 2);
+  assert.equal(server.received[1]!.body.items.map((it) => it.id), [ref(2).id, ref(3).id]);
+});
+
+test('a 409 answer routes each refusal to its caller', async () => {
+  server.auto = (r) => r.answer(409, { results: r.body.items.map((it) => (it.lease === 2 ? { id: it.id, ok: false, error: 'STALE_LEASE', reason: 'old' } : { id: it.id, ok: true })) });
+  const [a, b] = await Promise.all([client.start([ref(1)]), client.start([ref(2)])]);
+  assert.equal(a, [{ id: ref(1).id, ok: true }]);
+  assert.equal(b, [{ id: ref(2).id, ok: false, error: 'STALE_LEASE', reason: 'old' }]);
+});
+
+test('no answer (5xx, cut connection): the batch is sent again until answered, the outage logged once', async () => {
+  let n = 0;
+  server.auto = (r) => {
+    n++;
+    if (n === 1) r.answer(503, { error: 'not ready' });
+    else if (n === 2) r.cut();
+    else r.answer(200, { results: okAll(r) });
+  };
+  const [a, b] = await Promise.all([client.start([ref(1)]), client.start([ref(2)])]);
+  assert.equal([a, b], [[{ id: ref(1).id, ok: true }], [{ id: ref(2).id, ok: true }]]);
+  assert.is(server.received.length, 3);
+  for (const r of server.received) assert.equal(r.body.items.map((it) => it.id), [ref(1).id, ref(2).id]);
+  await logs.waitFor((l) => l.msg === 'server reachable again');
+  assert.is(logs.lines.filter((l) => l.msg === 'server unreachable; retrying with backoff').length, 1);
+});
+
+test('a batch the server refuses (400) is sent again caller by caller: only the culprit gets the refusal', async () => {
+  server.auto = (r) => {
+    if (r.body.items.some((it) => it.lease === 2)) r.answer(400, { error: 'items[1].result is too large', field: 'items[1].result' });
+    else r.answer(200, { results: okAll(r) });
+  };
+  const good = client.finish([{ ...ref(1), outcome: 'COMPLETED', result: null }]);
+  const bad = client.finish([{ ...ref(2), outcome: 'COMPLETED', result: 'huge' }]).then(
+    () => assert.unreachable('the refused call resolved'),
+    (err: unknown) => err,
+  );
+  assert.equal(await good, [{ id: ref(1).id, ok: true }]);
+  const err = await bad;
+  assert.instance(err, RequestRejectedError);
+  assert.match((err as Error).message, /too large/);
+  // The pair, then each alone.
+  assert.equal(server.received.map((r) => r.body.items.length), [2, 1, 1]);
+});
+
+test('a caller whose signal aborts is answered with its reason at once; its queued items are never sent', async () => {
+  const first = client.release([ref(1)]);
+  await server.requests(1);
+  const gaveUp = new AbortController();
+  const leaving = client.release([ref(2)], gaveUp.signal);
+  const staying = client.release([ref(3)]);
+  gaveUp.abort(new Error('halted'));
+  assert.match(await reason(leaving), /halted/);
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  server.received[0]!.answer(200, { results: okAll(server.received[0]!) });
+  await Promise.all([first, staying]);
+  assert.equal(server.received.map((r) => r.body.items.map((it) => it.lease)), [[1], [3]]);
+});
+
+test('a request whose every caller gave up is cut; the next batch goes out', async () => {
+  const gaveUp = new AbortController();
+  const leaving = client.start([ref(1)], gaveUp.signal);
+  await server.requests(1);
+  gaveUp.abort(new Error('halted'));
+  assert.match(await reason(leaving), /halted/);
+  await server.received[0]!.abandoned;
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  assert.equal(await client.start([ref(2)]), [{ id: ref(2).id, ok: true }]);
+});
+
+test.run();
+
+// --- against a real server ------------------------------------------------------
+
+const real = suite('ServerClient against the keel server');
+real.after(closeAll);
+
+real('concurrent starts of claimed commands are one request, one group commit, each answered', async () => {
+  const s = await startTestServer();
+  const ids = [await submit(s.url), await submit(s.url), await submit(s.url)];
+  const claimed = await claim(s.url, 'a1', { max: 3 });
+  assert.is(claimed.body.commands.length, 3);
+  const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
+  const journal = s.keel.ctx.store.durable.journal.stats;
+  const fsyncsBefore = journal.fsyncs;
+  const results = await Promise.all(claimed.body.commands.map((c) => agentClient.start([{ id: c.id, lease: c.lease }])));
+  agentClient.close();
+  assert.equal(results.map((r) => r.map((x) => x.ok)), [[true], [true], [true]]);
+  assert.equal(results.map((r) => r[0]!.id).sort(), [...ids].sort());
+  assert.is(journal.fsyncs - fsyncsBefore, 1, 'one group commit for the batch');
+  const metrics = await (await fetch(`${s.url}/metrics`)).text();
+  assert.match(metrics, /keel_http_requests_total\{route="\/agent\/start",code="200"\} 1\n/);
+  for (const id of ids) assert.is(s.keel.ctx.store.get(id)!.state, 'RUNNING');
+});
+
+real.run();
