@@ -27,6 +27,8 @@ export class LeaseKeeper {
   private readonly client: ServerClient;
   private readonly log: Logger;
   private timeoutMs = ASSUMED_TIMEOUT_MS;
+  /** Whether the server has told us its lease timeout (a claim or heartbeat answer). */
+  private told = false;
   private timer: NodeJS.Timeout | undefined;
   private beating = false;
   private stopped = false;
@@ -36,11 +38,17 @@ export class LeaseKeeper {
     this.log = log;
   }
 
-  /** Start holding a lease; the signal aborts when it is revoked or canceled. */
+  /**
+   * Start holding a lease; the signal aborts when it is revoked or canceled.
+   * Leases held before the server has said its timeout (reconciling after a
+   * restart) are beaten at once: their deadline has run since before the
+   * crash. A fresh claim's lease was just granted in full, so it waits for
+   * the next regular beat; beating per claim cost a request per command.
+   */
   hold(ref: LeaseRef): AbortSignal {
     const ctl = new AbortController();
     this.held.set(ref.id, { lease: ref.lease, ctl });
-    if (this.timer === undefined && !this.stopped) this.schedule(0);
+    if (this.timer === undefined && !this.stopped) this.schedule(this.told ? this.interval() : 0);
     return ctl.signal;
   }
 
@@ -56,7 +64,9 @@ export class LeaseKeeper {
 
   /** The server's lease timeout, from a claim or heartbeat answer. */
   setTimeoutMs(ms: number): void {
-    if (ms > 0) this.timeoutMs = ms;
+    if (ms <= 0) return;
+    this.timeoutMs = ms;
+    this.told = true;
   }
 
   get size(): number {
@@ -77,15 +87,18 @@ export class LeaseKeeper {
     this.timer = undefined;
     if (this.held.size === 0 || this.stopped || this.beating) return;
     this.beating = true;
-    const interval = Math.max(50, Math.floor(this.timeoutMs / 3));
     try {
       const leases = [...this.held].map(([id, h]) => ({ id, lease: h.lease }));
-      const answer = await this.client.heartbeat(leases, interval);
+      const answer = await this.client.heartbeat(leases, this.interval());
       if (answer) this.apply(answer.leaseTimeoutMs, answer.revoked, answer.cancel);
     } finally {
       this.beating = false;
-      if (this.held.size > 0 && !this.stopped) this.schedule(Math.max(50, Math.floor(this.timeoutMs / 3)));
+      if (this.held.size > 0 && !this.stopped) this.schedule(this.interval());
     }
+  }
+
+  private interval(): number {
+    return Math.max(50, Math.floor(this.timeoutMs / 3));
   }
 
   private apply(timeoutMs: number, revoked: Array<LeaseRef & { reason: string }>, cancel: string[]): void {
