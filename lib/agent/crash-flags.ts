@@ -3,7 +3,7 @@
 // in each child, never in the supervisor.
 import { createHash } from 'node:crypto';
 import { setRandomCrash } from '../../state/crash-points.ts';
-import type { Logger } from '../log.ts';
+import { flushLogs, type Logger } from '../log.ts';
 import type { AgentConfig } from './config.ts';
 
 export interface CrashFlags {
@@ -38,6 +38,7 @@ export function armCrashFlags(cfg: AgentConfig, run: number, log: Logger): Crash
 
 function die(log: Logger, why: string): never {
   log('killing myself', { why, pid: process.pid });
+  flushLogs();
   process.kill(process.pid, 'SIGKILL');
   // SIGKILL is delivered asynchronously; never run past this point meanwhile.
   for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
