@@ -63,10 +63,19 @@ test('--supervise --kill-after=1: the agent keeps restarting and the commands co
 test('--kill-after=1polls: one claim cycle, then SIGKILL before the next claim', async () => {
   const server = await startServer(tempDir(), ['--lease-timeout', '30s']);
   const id = await submit(server.url, 'DELAY', { ms: 50 });
-  const agent = startAgent(server.url, tempDir(), ['--kill-after=1polls']);
+  const dir = tempDir();
+  const agent = startAgent(server.url, dir, ['--kill-after=1polls']);
   assert.equal(await agent.exited, { code: null, signal: 'SIGKILL' });
-  assert.ok(agent.lines.some(about('reported', id)), 'the first cycle ran its command to the end');
-  assert.is((await waitFinal(server.url, id)).status, 'COMPLETED');
+  // The next claim waits for the execution to end, not for its report.
+  assert.ok(agent.lines.some(about('executing', id)), 'the first cycle ran its command');
+  assert.ok(agent.lines.some((l) => l.msg === 'killing myself'), 'killed by the flag, before the second claim');
+  // Reported before the kill or not, the next start settles it.
+  const again = startAgent(server.url, dir);
+  try {
+    assert.is((await waitFinal(server.url, id)).status, 'COMPLETED');
+  } finally {
+    await again.kill('SIGTERM');
+  }
 });
 
 test.run();

@@ -4,6 +4,10 @@
 // Each step is journaled (fsync) before the agent acts on it, so a crash
 // between any two leaves a ledger entry that reconcile.ts knows how to finish.
 // The crash points name those gaps.
+// The way splits in two where execution ends: up to there the command holds
+// one of the agent's execution slots (takeAssignment); journaling its outcome
+// and reporting it (settle) need no slot, so the work loop claims the next
+// command meanwhile. Each command's own steps keep their order.
 import { crashPoint } from '../../state/crash-points.ts';
 import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from '../executors/index.ts';
@@ -28,21 +32,30 @@ export interface AgentContext {
   halt: AbortSignal;
 }
 
-/** A fresh assignment from claim: journal it, then start and run it. */
-export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<void> {
+/** A command whose execution has ended, its outcome not yet journaled: settle() it. */
+export interface Executed {
+  entry: LedgerEntry;
+  exec: Execution;
+}
+
+/**
+ * A fresh assignment from claim: journal it, then start and run it. Resolves
+ * when execution ends, or with undefined if the command was dropped.
+ */
+export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<Executed | undefined> {
   crashPoint('agent:after-claim');
   const at = Date.now();
   await ctx.ledger.write({ t: 'claimed', id: a.id, lease: a.lease, type: a.type, payload: a.payload, at });
   ctx.log('claimed', { id: a.id, lease: a.lease, type: a.type });
   crashPoint('agent:after-claimed');
-  await startClaimed(ctx, ctx.ledger.get(a.id)!);
+  return startClaimed(ctx, ctx.ledger.get(a.id)!);
 }
 
 /**
  * A `claimed` entry: execute only once the server confirms the lease is still
- * ours (start answers ok); otherwise the entry is dropped.
+ * ours (start answers ok); otherwise the entry is dropped (undefined).
  */
-export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<Executed | undefined> {
   const { id, lease } = entry;
   const signal = ctx.leases.hold(entry);
   if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
@@ -55,11 +68,11 @@ export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promi
   const startedAt = Date.now();
   await ctx.ledger.write({ t: 'executing', id, lease, startedAt });
   ctx.log('executing', { id, lease, type: entry.type });
-  await runExecuting(ctx, { ...entry, step: 'executing', startedAt }, signal);
+  return runExecuting(ctx, { ...entry, step: 'executing', startedAt }, signal);
 }
 
-/** Execute an `executing` entry (fresh, or a DELAY resumed after a crash), then finish it. */
-export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal): Promise<void> {
+/** Execute an `executing` entry (fresh, or a DELAY resumed after a crash). */
+export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal): Promise<Executed> {
   let exec: Execution;
   try {
     exec = await execute(entry.type, entry.payload, entry.startedAt!, ctx.http, signal);
@@ -67,19 +80,20 @@ export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal
     if (!(err instanceof WorkAborted)) throw err;
     exec = aborted(entry, err);
   }
-  await finishWith(ctx, entry, exec);
+  return { entry, exec };
 }
 
 /**
  * An HTTP_GET_JSON found `executing` after a crash: the request may have
  * reached the remote, so it is never sent again.
  */
-export function failInterrupted(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+export function failInterrupted(entry: LedgerEntry): Executed {
   const error = 'INTERRUPTED: the agent stopped while this request was in flight; it may have reached the remote, so it was not sent again';
-  return finishWith(ctx, entry, noResponse(error));
+  return { entry, exec: noResponse(error) };
 }
 
-async function finishWith(ctx: AgentContext, entry: LedgerEntry, exec: Execution): Promise<void> {
+/** Journal an execution's outcome (`done`), then report it. */
+export async function settle(ctx: AgentContext, { entry, exec }: Executed): Promise<void> {
   const { id, lease } = entry;
   await ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
   ctx.log('done', { id, lease, outcome: exec.outcome, error: exec.error });
@@ -117,18 +131,19 @@ export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<voi
 }
 
 /** Give back a claimed command that was never started (shutdown). */
-async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<undefined> {
   const [r] = await ctx.client.release([{ id: entry.id, lease: entry.lease }], ctx.halt).catch((err: unknown) => {
     if (ctx.halt.aborted) throw err;
     return [undefined];
   });
-  await drop(ctx, entry, r?.ok ? 'released at shutdown' : `release refused at shutdown: ${r?.error ?? 'NO_ANSWER'}`);
+  return drop(ctx, entry, r?.ok ? 'released at shutdown' : `release refused at shutdown: ${r?.error ?? 'NO_ANSWER'}`);
 }
 
-async function drop(ctx: AgentContext, entry: LedgerEntry, reason: string): Promise<void> {
+async function drop(ctx: AgentContext, entry: LedgerEntry, reason: string): Promise<undefined> {
   await ctx.ledger.write({ t: 'dropped', id: entry.id, lease: entry.lease, reason });
   ctx.leases.forget(entry.id);
   ctx.log('dropped', { id: entry.id, lease: entry.lease, reason });
+  return undefined;
 }
 
 /** What an aborted command reports: FAILED with the abort's code as the error. */

@@ -1,8 +1,14 @@
 // The agent's main loop: long-poll claim for as many commands as there are
 // free slots, run each through command-steps.ts, and on shutdown stop
 // claiming and give what it holds a grace period to finish.
+//
+// A slot is the right to execute: a command holds one from its claim until
+// its execution ends. Journaling the outcome (`done`) and reporting it run
+// behind, off the slot (command-steps.ts settle), so at concurrency 1 the
+// next claim does not wait for the last command's fsync and finish round
+// trip; at most `concurrency` commands are settling at once.
 import { Backoff, pause } from './backoff.ts';
-import { takeAssignment, type AgentContext } from './command-steps.ts';
+import { settle, takeAssignment, type AgentContext } from './command-steps.ts';
 import { WorkAborted } from './leases.ts';
 import { untilAborted } from './signals.ts';
 
@@ -21,7 +27,11 @@ const REPORT_AFTER_ABORT_MS = 2000;
 export class WorkLoop {
   private readonly ctx: AgentContext;
   private readonly opts: WorkLoopOptions;
+  /** Every command in hand, from claim (or reconcile) until settled: what shutdown waits for. */
   private readonly active = new Map<string, Promise<void>>();
+  /** Commands holding a slot: claimed, execution not yet ended. */
+  private readonly running = new Set<string>();
+  private slotFreed: (() => void) | undefined;
 
   constructor(ctx: AgentContext, opts: WorkLoopOptions) {
     this.ctx = ctx;
@@ -39,7 +49,10 @@ export class WorkLoop {
         this.ctx.log.error('fatal: cannot continue', { id, error: (err as Error).stack ?? String(err) });
         process.exit(1);
       })
-      .finally(() => this.active.delete(id));
+      .finally(() => {
+        this.active.delete(id);
+        this.wake();
+      });
     this.active.set(id, p);
     return p;
   }
@@ -51,9 +64,12 @@ export class WorkLoop {
     const stopped = untilAborted(ctx.stopping);
     let claims = 0;
     while (!ctx.stopping.aborted) {
-      const free = opts.concurrency - this.active.size;
+      const free = Math.min(opts.concurrency - this.running.size, 2 * opts.concurrency - this.active.size);
       if (free <= 0) {
-        await Promise.race([...this.active.values(), stopped]);
+        await Promise.race([new Promise<void>((resolve) => (this.slotFreed = resolve)), stopped]);
+        // Slots free up in waves (a batch's executions end together): let
+        // the whole wave land so one claim asks for all of it.
+        await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
       opts.beforeClaim?.(claims++);
@@ -72,9 +88,21 @@ export class WorkLoop {
         // A claim retried while an earlier answer's start is in flight hands
         // back the same ASSIGNED command: it is already being worked on.
         if (this.active.has(a.id)) continue;
-        void this.track(a.id, takeAssignment(ctx, a));
+        this.running.add(a.id);
+        const executed = takeAssignment(ctx, a).finally(() => this.free(a.id));
+        void this.track(a.id, executed.then((x) => x && settle(ctx, x)));
       }
     }
+  }
+
+  private free(id: string): void {
+    this.running.delete(id);
+    this.wake();
+  }
+
+  private wake(): void {
+    this.slotFreed?.();
+    this.slotFreed = undefined;
   }
 
   /** Wait for the work in hand; past graceMs abort it, let it report briefly, and return. */

@@ -1,0 +1,207 @@
+// The agent's work loop against a scripted server: a slot is held from claim
+// until execution ends, so the next claim does not wait for the last
+// command's finish; at most `concurrency` commands are reporting behind;
+// every ledger step of each command still comes in order. And the lease
+// keeper's first heartbeat: at once when reconciling (the server has not
+// said its lease timeout), at a third of the timeout after a fresh claim.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { LeaseKeeper } from '../lib/agent/leases.ts';
+import { WorkLoop } from '../lib/agent/work-loop.ts';
+import type { AgentContext } from '../lib/agent/command-steps.ts';
+import { createLogger } from '../lib/log.ts';
+import type { Assignment, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult, LeaseRef } from '../lib/protocol.ts';
+import type { ServerClient } from '../lib/server-client.ts';
+import { Ledger, type LedgerRecord } from '../state/ledger.ts';
+import { LogBuffer } from './support/server-harness.ts';
+import { cleanup, tempDir } from './support/processes.ts';
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(v: T): void;
+}
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Just enough of ServerClient, each call recorded; finish answers when the test says. */
+class ScriptedClient {
+  readonly claims: number[] = [];
+  readonly heartbeats: LeaseRef[][] = [];
+  readonly finishes = new Map<string, Deferred<ItemResult[]>>();
+  private readonly work: Assignment[] = [];
+  private parked: Deferred<void> | undefined;
+  private events: Array<{ test: () => boolean; resolve: () => void }> = [];
+
+  give(...a: Assignment[]): void {
+    this.work.push(...a);
+    this.parked?.resolve();
+  }
+
+  /** Resolves once `test` holds after some call. */
+  until(test: () => boolean): Promise<void> {
+    if (test()) return Promise.resolve();
+    return new Promise((resolve) => this.events.push({ test, resolve }));
+  }
+
+  async claim(max: number, _waitMs: number, signal: AbortSignal): Promise<ClaimResponse> {
+    this.claims.push(max);
+    this.changed();
+    while (this.work.length === 0) {
+      this.parked = deferred();
+      const aborted = new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+      await Promise.race([this.parked.promise, aborted]);
+    }
+    return { leaseTimeoutMs: 30_000, commands: this.work.splice(0, max) };
+  }
+
+  async start(items: LeaseRef[]): Promise<ItemResult[]> {
+    return items.map((it) => ({ id: it.id, ok: true }));
+  }
+
+  async release(items: LeaseRef[]): Promise<ItemResult[]> {
+    return items.map((it) => ({ id: it.id, ok: true }));
+  }
+
+  finish(items: FinishItem[]): Promise<ItemResult[]> {
+    const d = deferred<ItemResult[]>();
+    this.finishes.set(items[0]!.id, d);
+    this.changed();
+    return d.promise;
+  }
+
+  async heartbeat(leases: LeaseRef[]): Promise<HeartbeatResponse> {
+    this.heartbeats.push(leases);
+    this.changed();
+    return { leaseTimeoutMs: 30_000, revoked: [], cancel: [] };
+  }
+
+  answerFinish(id: string): void {
+    this.finishes.get(id)!.resolve([{ id, ok: true }]);
+  }
+
+  private changed(): void {
+    this.events = this.events.filter((e) => (e.test() ? (e.resolve(), false) : true));
+  }
+}
+
+const assignment = (n: number): Assignment => ({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, type: 'DELAY', payload: { ms: 0 }, lease: 1 });
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+const test = suite('work loop');
+test.after(cleanup);
+
+test('concurrency 1: the next claim goes out while the last finish is unanswered; at most one reports behind', async () => {
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  const written: LedgerRecord[] = [];
+  const write = ledger.write.bind(ledger);
+  ledger.write = (...recs: LedgerRecord[]) => (written.push(...recs), write(...recs));
+  const client = new ScriptedClient();
+  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
+  const stopping = new AbortController();
+  const halt = new AbortController();
+  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
+  const ctx: AgentContext = {
+    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: halt.signal,
+  };
+  const loop = new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 });
+  const [c1, c2, c3] = [assignment(1), assignment(2), assignment(3)];
+  client.give(c1, c2, c3);
+  const running = loop.run();
+
+  // c1 ran and waits for its finish; c2 was claimed and ran meanwhile.
+  await client.until(() => client.finishes.has(c1.id) && client.finishes.has(c2.id));
+  assert.equal(client.claims, [1, 1]);
+  assert.is(ledger.get(c1.id)!.step, 'done');
+  assert.is(ledger.get(c2.id)!.step, 'done');
+  // Two unreported: the loop waits, though its one slot is free.
+  for (let i = 0; i < 5; i++) await nextTurn();
+  assert.equal(client.claims, [1, 1], 'no third claim while two finishes are out');
+
+  client.answerFinish(c1.id);
+  await client.until(() => client.finishes.has(c3.id));
+  assert.equal(client.claims, [1, 1, 1]);
+  assert.is(ledger.get(c1.id), undefined, 'c1 settled (reported)');
+  client.answerFinish(c2.id);
+  client.answerFinish(c3.id);
+
+  await client.until(() => client.claims.length === 4);
+  stopping.abort();
+  await running;
+  await loop.drain(5000);
+  halt.abort();
+  leases.stop();
+  await ledger.close();
+  assert.equal(ledger.open(), []);
+  for (const c of [c1, c2, c3]) {
+    assert.equal(written.filter((r) => 'id' in r && r.id === c.id).map((r) => r.t), ['claimed', 'executing', 'done', 'reported'], `ledger steps of ${c.id}`);
+  }
+});
+
+test('concurrency 4: one claim asks for every slot a finished wave frees', async () => {
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  const client = new ScriptedClient();
+  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
+  const stopping = new AbortController();
+  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
+  const ctx: AgentContext = {
+    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
+  };
+  const loop = new WorkLoop(ctx, { concurrency: 4, claimWaitMs: 10_000 });
+  const wave = [1, 2, 3, 4].map(assignment);
+  client.give(...wave);
+  const running = loop.run();
+  await client.until(() => wave.every((a) => client.finishes.has(a.id)) && client.claims.length === 2);
+  assert.equal(client.claims, [4, 4], 'the whole wave ended: all four slots asked for at once');
+  for (const a of wave) client.answerFinish(a.id);
+  stopping.abort();
+  await running;
+  await loop.drain(5000);
+  leases.stop();
+  await ledger.close();
+});
+
+test.run();
+
+// --- LeaseKeeper ----------------------------------------------------------------
+
+const beats = suite('lease keeper: the first heartbeat');
+
+/** The delays of the timers `fn` sets. */
+function timersSetBy(fn: () => void): number[] {
+  const delays: number[] = [];
+  const real = globalThis.setTimeout;
+  globalThis.setTimeout = ((cb: () => void, ms?: number) => (delays.push(ms ?? 0), real(cb, ms))) as typeof setTimeout;
+  try {
+    fn();
+  } finally {
+    globalThis.setTimeout = real;
+  }
+  return delays;
+}
+
+beats('before the server has said its lease timeout (reconciling), a held lease is beaten at once', async () => {
+  const client = new ScriptedClient();
+  const keeper = new LeaseKeeper(client as unknown as ServerClient, () => {});
+  assert.equal(timersSetBy(() => keeper.hold({ id: 'c1', lease: 3 })), [0]);
+  const alive = setInterval(() => {}, 1000); // the keeper's timers are unref'd
+  await client.until(() => client.heartbeats.length === 1);
+  clearInterval(alive);
+  assert.equal(client.heartbeats[0], [{ id: 'c1', lease: 3 }]);
+  keeper.stop();
+});
+
+beats('after a claim answer gave the timeout, a fresh lease is first beaten a third of it later', () => {
+  const client = new ScriptedClient();
+  const keeper = new LeaseKeeper(client as unknown as ServerClient, () => {});
+  keeper.setTimeoutMs(30_000);
+  assert.equal(timersSetBy(() => keeper.hold({ id: 'c1', lease: 1 })), [10_000]);
+  assert.equal(timersSetBy(() => keeper.hold({ id: 'c2', lease: 1 })), [], 'one timer for all leases');
+  keeper.stop();
+});
+
+beats.run();
