@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
-import { datasync, writeAll, writeFileDurably } from './fsio.ts';
+import { datasync, writeFileDurably } from './fsio.ts';
 
 export const JOURNAL_FORMAT = 1;
 const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
@@ -250,7 +250,7 @@ export class Journal {
       try {
         if (batch.lines.length > 0) {
           const buf = Buffer.from(batch.lines.join(''));
-          await writeAll(this.fd, buf);
+          writeFully(this.fd, buf);
           crashPoint('journal:written');
           const t0 = process.hrtime.bigint();
           await datasync(this.fd);
@@ -282,4 +282,12 @@ export class Journal {
     }
     this.flushing = false;
   }
+}
+
+// The write is synchronous: a batch lands in the page cache in microseconds,
+// where an async write costs a threadpool round trip (about 0.1 ms on the test
+// machine) on the path of every acknowledgement. The fdatasync, which waits
+// for the disk, stays async so other work goes on meanwhile.
+function writeFully(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
 }
