@@ -16,7 +16,9 @@
  *
  * append() resolves once the write and the fdatasync holding its records have
  * returned. Appends that arrive while a flush is in flight are group-committed:
- * one write and one fdatasync for the whole batch.
+ * one write and one fdatasync for the whole batch. Records the owner marks
+ * `deferrable` start no flush of their own: they go with the next one, or
+ * deferMs later, and their append still resolves only once they are durable.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -138,7 +140,12 @@ interface Batch {
   lines: string[];
   waiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
   rotate?: { firstSeq: number; resolve: () => void; reject: (e: Error) => void };
+  /** Something in it wants a flush now (not only deferrable records). */
+  urgent: boolean;
 }
+
+/** How long deferrable records wait for a flush to ride along with, by default. */
+export const DEFER_MS = 10;
 
 /** An open journal, positioned to append after its last record. */
 export class Journal {
@@ -151,6 +158,14 @@ export class Journal {
   private batches: Batch[] = [];
   private flushing = false;
   private failed: Error | undefined;
+  private deferTimer: NodeJS.Timeout | undefined;
+  /**
+   * Records this accepts may wait for a later flush (see the top of this
+   * file): for records whose loss in a crash costs a repeated, idempotent
+   * step and no guarantee, such as the agent ledger's `reported`.
+   */
+  deferrable: ((rec: unknown) => boolean) | undefined;
+  deferMs = DEFER_MS;
 
   constructor(dir: string, lastSeq: number, segmentFirst: number, segmentBytes: number) {
     this.dir = dir;
@@ -187,18 +202,15 @@ export class Journal {
   /** Queue records; resolves when they are written and fdatasynced. */
   append(recs: readonly unknown[]): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    let batch = this.batches[this.batches.length - 1];
-    if (!batch || batch.rotate) {
-      batch = { lines: [], waiters: [] };
-      this.batches.push(batch);
-    }
+    const batch = this.openBatch();
     for (const rec of recs) {
       const line = encodeRecord(++this.seq, rec);
       batch.lines.push(line);
       this.segmentBytes += line.length;
     }
     const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
-    this.kick();
+    if (recs.length > 0 && this.deferrable !== undefined && recs.every(this.deferrable)) this.deferFlush();
+    else this.kick(batch);
     return done;
   }
 
@@ -217,26 +229,33 @@ export class Journal {
   rotate(): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
     const cut = this.seq;
-    let batch = this.batches[this.batches.length - 1];
-    if (!batch || batch.rotate) {
-      batch = { lines: [], waiters: [] };
-      this.batches.push(batch);
-    }
-    const b = batch;
+    const b = this.openBatch();
     const done = new Promise<void>((resolve, reject) => (b.rotate = { firstSeq: cut + 1, resolve, reject }));
     this.segmentFirst = cut + 1;
     this.segmentBytes = 0;
-    this.kick();
+    this.kick(b);
     return done.then(() => cut);
   }
 
   close(): void {
+    clearTimeout(this.deferTimer);
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
     this.failed ??= new Error('journal closed');
   }
 
-  private kick(): void {
+  /** The batch new records join: the last one, unless a rotation closes it. */
+  private openBatch(): Batch {
+    let batch = this.batches[this.batches.length - 1];
+    if (!batch || batch.rotate) {
+      batch = { lines: [], waiters: [], urgent: false };
+      this.batches.push(batch);
+    }
+    return batch;
+  }
+
+  private kick(batch: Batch): void {
+    batch.urgent = true;
     if (!this.flushing) {
       this.flushing = true;
       // Let the rest of this tick's appends join the batch.
@@ -244,8 +263,18 @@ export class Journal {
     }
   }
 
+  /** Deferrable records wait for the next flush, or deferMs at most. */
+  private deferFlush(): void {
+    this.deferTimer ??= setTimeout(() => {
+      this.deferTimer = undefined;
+      if (this.batches.length > 0 && !this.failed) this.kick(this.batches[this.batches.length - 1]!);
+    }, this.deferMs);
+  }
+
   private async flush(): Promise<void> {
-    while (this.batches.length > 0) {
+    // Deferrable-only batches are left for a later flush (deferFlush's timer
+    // is armed); anything urgent behind them takes them along, in order.
+    while (this.batches.some((b) => b.urgent)) {
       const batch = this.batches.shift()!;
       try {
         if (batch.lines.length > 0) {
@@ -275,12 +304,17 @@ export class Journal {
         }
         this.batches = [];
         this.flushing = false;
+        clearTimeout(this.deferTimer);
         return;
       }
       for (const w of batch.waiters) w.resolve();
       batch.rotate?.resolve();
     }
     this.flushing = false;
+    if (this.batches.length === 0) {
+      clearTimeout(this.deferTimer);
+      this.deferTimer = undefined;
+    }
   }
 }
 

@@ -89,6 +89,16 @@ export class LedgerState implements Machine<LedgerRecord> {
 
 export const DEFAULT_LEDGER_SNAPSHOT_BYTES = 1024 * 1024;
 
+/**
+ * Records that settle an entry start no fsync of their own: they ride with
+ * the next flush (state/journal.ts, deferrable). Nothing the agent does
+ * depends on them being on disk: if a crash loses one, the next start finds
+ * the entry `done` and reports it again (idempotent), or `claimed` and asks
+ * the server to start it, which refuses what was dropped. write() still
+ * resolves only once they are durable.
+ */
+const SETTLING: ReadonlySet<LedgerRecord['t']> = new Set(['reported', 'dropped']);
+
 export class Ledger {
   readonly state: LedgerState;
   readonly durable: DurableMachine<LedgerRecord>;
@@ -101,6 +111,7 @@ export class Ledger {
   static async open(dir: string, opts: DurableOptions = {}): Promise<Ledger> {
     const state = new LedgerState();
     const durable = await DurableMachine.open(dir, state, { role: 'agent', snapshotBytes: DEFAULT_LEDGER_SNAPSHOT_BYTES, ...opts });
+    durable.journal.deferrable = (rec) => SETTLING.has((rec as LedgerRecord).t);
     return new Ledger(state, durable);
   }
 
@@ -117,7 +128,7 @@ export class Ledger {
     return [...this.state.entries.values()];
   }
 
-  /** Journal records; resolves once they are fsynced. */
+  /** Journal records; resolves once they are fsynced (settling ones ride with the next flush). */
   write(...recs: LedgerRecord[]): Promise<void> {
     return this.durable.commit(recs);
   }
