@@ -2,7 +2,6 @@
 // Batches go through the store one item at a time but share its group commit.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { StepResult } from '../state/command-fsm.ts';
-import { closedSignal } from './client-routes.ts';
 import { readJsonObject, sendJson } from './http-io.ts';
 import type { Assignment, BatchResponse, ClaimResponse, HeartbeatResponse, ItemResult } from './protocol.ts';
 import type { ServerContext } from './server-app.ts';
@@ -14,10 +13,10 @@ export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { agentId, max, waitMs } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId);
-  const closed = closedSignal(res);
+  let closed: AbortSignal | undefined; // made only if the claim must wait: under load most are answered at once
   const deadline = Date.now() + waitMs;
   for (;;) {
-    if (closed.aborted) {
+    if (closed?.aborted) {
       ctx.claimWaiters.wakeOne(); // pass a wake-up on rather than claim for nobody
       return;
     }
@@ -29,8 +28,20 @@ export async function claim(ctx: ServerContext, req: IncomingMessage, res: Serve
       sendJson(res, 200, body);
       return;
     }
+    closed ??= whenGone(res);
     await ctx.claimWaiters.wait(deadline - Date.now(), closed);
   }
+}
+
+// A fixed reason: abort() without one builds a DOMException, stack and all.
+const GONE = new Error('the client went away');
+
+/** Aborts when the client goes away, so a parked claim stops waiting for nobody. */
+function whenGone(res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  if (!res.socket || res.socket.destroyed) ac.abort(GONE);
+  else res.once('close', () => ac.abort(GONE));
+  return ac.signal;
 }
 
 type ItemOp<T> = (ctx: ServerContext, agentId: string, item: T) => Promise<StepResult>;
