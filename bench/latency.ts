@@ -4,7 +4,8 @@
 //   submit -> RUNNING        this process reads the server's RUNNING transition line
 //   submit -> COMPLETED      ... and its COMPLETED line
 // Times are performance.now() in this process: from just before the POST is
-// written to the moment the server's log line arrives on its stdout pipe. A
+// written (children.ts PostConnection, a lean keep-alive socket) to the
+// moment the server's log line arrives on its stdout pipe. A
 // transition is logged only once it is durable, and the line travels through
 // a pipe after the fact, so the figures are upper bounds. Between commands
 // the bench waits until the agent has settled the last one and is back in its
@@ -19,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { median, metric, pct, request, startAgent, startServer } from './children.ts';
+import { median, metric, pct, PostConnection, request, startAgent, startServer } from './children.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
 // After the agent's `reported` line: time for its next claim to be parked
@@ -69,6 +70,7 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
 
     const base = new URL(url);
     const client = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const submitter = new PostConnection(base, '/commands');
     const ack: number[] = [];
     const running: number[] = [];
     const completed: number[] = [];
@@ -76,7 +78,7 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
     for (let i = 0; i < warmup + n; i++) {
       if (i === warmup) before = (await request(client, base, 'GET', '/metrics')).text;
       const t0 = performance.now();
-      const r = await request(client, base, 'POST', '/commands', SUBMIT_BODY);
+      const r = await submitter.post(SUBMIT_BODY);
       const acked = performance.now();
       if (r.status !== 201) throw new Error(`submit answered ${r.status}: ${r.text}`);
       const id = (JSON.parse(r.text) as { commandId: string }).commandId;
@@ -91,6 +93,7 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
     }
     const after = (await request(client, base, 'GET', '/metrics')).text;
     client.destroy();
+    submitter.close();
     const d = (name: string): number => metric(after, name) - metric(before, name);
     const stopped = agent.waitForMsg('agent stopped');
     await agent.stop();

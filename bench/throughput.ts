@@ -6,6 +6,8 @@
 // connections while the agents, already idle in their long-polls, drain.
 // The end is the moment this process reads the server's last COMPLETED
 // transition line; the server's /metrics then confirms all N COMPLETED.
+// The submitters are lean raw-socket keep-alive connections (children.ts
+// PostConnection): the driver shares the machine's two cores with keel.
 // Goals: >= 1,000/s with 4 agents at concurrency 1, >= 5,000/s with 4 at 16.
 //
 //   node --import tsx bench/throughput.ts [--n 20000] [--runs 3] [--configs 1x1,2x1,4x1,4x16]
@@ -18,7 +20,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Child, cpuSeconds, median, metric, request, startAgent, startServer } from './children.ts';
+import { Child, cpuSeconds, median, metric, PostConnection, request, startAgent, startServer } from './children.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
 // No progress at all for this long: the run is stuck, not slow.
@@ -51,7 +53,7 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
       )),
     );
     const base = new URL(url);
-    const http1 = new http.Agent({ keepAlive: true, maxSockets: clients });
+    const http1 = new http.Agent({ keepAlive: true });
     const before = (await request(http1, base, 'GET', '/metrics')).text;
 
     let completed = 0;
@@ -79,15 +81,17 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
     const t0 = performance.now();
     lastProgress = t0;
     let next = 0;
+    const conns = Array.from({ length: clients }, () => new PostConnection(base, '/commands'));
     await Promise.all(
-      Array.from({ length: clients }, async () => {
+      conns.map(async (conn) => {
         while (next < n) {
           next++;
-          const r = await request(http1, base, 'POST', '/commands', SUBMIT_BODY);
+          const r = await conn.post(SUBMIT_BODY);
           if (r.status !== 201) throw new Error(`submit answered ${r.status}: ${r.text}`);
         }
       }),
     );
+    for (const c of conns) c.close();
     const submitted = performance.now();
     await all;
     clearInterval(stall);
