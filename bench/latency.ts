@@ -21,6 +21,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { median, metric, pct, PostConnection, request, startAgent, startServer } from './children.ts';
+import { emitResults, result } from './report.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
 // After the agent's `reported` line: time for its next claim to be parked
@@ -149,6 +150,9 @@ async function main(): Promise<void> {
     console.log(`| submit -> RUNNING      | ${m((r) => r.running.p50).padStart(6)} | ${m((r) => r.running.p99).padStart(6)} |`);
     console.log(`| submit -> COMPLETED    | ${m((r) => r.completed.p50).padStart(6)} | ${m((r) => r.completed.p99).padStart(6)} |`);
     console.log(`mean fdatasync during the runs: server ${m((r) => r.serverFsyncMs)} ms, agent ${m((r) => r.agentFsyncMs)} ms`);
+    result('pickup latency, submit -> RUNNING (idle agent, DELAY 0)', `p50 ${m((r) => r.running.p50)} ms, p99 ${m((r) => r.running.p99)} ms`, 'p50 < 2 ms');
+    result('pickup latency, submit -> COMPLETED', `p50 ${m((r) => r.completed.p50)} ms, p99 ${m((r) => r.completed.p99)} ms`);
+    emitResults('latency');
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

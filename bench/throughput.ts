@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Child, cpuSeconds, median, metric, PostConnection, request, startAgent, startServer } from './children.ts';
+import { emitResults, result } from './report.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
 // No progress at all for this long: the run is stuck, not slow.
@@ -172,6 +173,12 @@ async function main(): Promise<void> {
         );
       }
       const m = (g: (r: RunResult) => number): number => median(results.map(g));
+      const goal = agents === 4 && concurrency === 1 ? '>= 1,000/s' : agents === 4 && concurrency === 16 ? '>= 5,000/s' : undefined;
+      result(
+        `throughput, ${agents} agent${agents > 1 ? 's' : ''} x concurrency ${concurrency} (${n} DELAY 0)`,
+        `${m((r) => r.perSec).toFixed(0)} commands/s; fsyncs/command: server ${f2(m((r) => r.server.fsyncs / n))}, agents ${f2(m((r) => r.agents.fsyncs / n))}`,
+        goal,
+      );
       table.push(
         `| ${agents} x ${concurrency} | ${m((r) => r.perSec).toFixed(0)} | ${results.map((r) => r.perSec.toFixed(0)).join(', ')} ` +
           `| ${f2(m((r) => r.server.fsyncs / n))} | ${f2(m((r) => r.agents.fsyncs / n))} ` +
@@ -182,6 +189,7 @@ async function main(): Promise<void> {
     console.log('| agents x concurrency | commands/s | each run | server fsyncs/command | agent fsyncs/command | CPU (of one core): server / agents / bench |');
     console.log('|---|---|---|---|---|---|');
     for (const row of table) console.log(row);
+    emitResults('throughput');
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
