@@ -2,6 +2,7 @@
 // replies, and HttpError, the one way a handler refuses a request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorBody } from './protocol.ts';
+import { flushLogs } from './log.ts';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -62,6 +63,9 @@ function tooLarge(limit: number): HttpError {
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
+  // What the answer acknowledges is logged before it: a SIGKILL after the
+  // answer must not take the transition's log line with it.
+  flushLogs();
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
@@ -69,6 +73,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 
 export function sendText(res: ServerResponse, status: number, text: string, contentType = 'text/plain; charset=utf-8'): void {
   if (res.headersSent || res.destroyed) return;
+  flushLogs();
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -3,11 +3,10 @@
 //
 // Lines are gathered and written once per tick (process.nextTick), and at
 // exit: under load a server logs thousands of transitions a second, and one
-// synchronous write per line was a seventh of its CPU. A group commit's
-// transitions are all logged in the tick its fsync completes, so they go out
-// in one write. Logs are not the durable state; only a SIGKILL can lose
-// lines, those of the tick it lands in (a process that kills itself calls
-// flushLogs() first). Lines logged before a journal flush is queued are
+// synchronous write per line was a seventh of its CPU. The server flushes
+// before each HTTP answer (lib/http-io.ts), so a transition's line is out
+// before the transition is acknowledged and a SIGKILL cannot take it; a
+// process that kills itself calls flushLogs() first. Lines logged before a journal flush is queued are
 // written before it runs (nextTick order), so before its crash points.
 
 export type LogFields = Record<string, unknown>;
