@@ -59,7 +59,7 @@ const BATCH_MAX_BYTES = 2 * 1024 * 1024;
 
 export class ServerClient {
   readonly agentId: string;
-  private readonly baseUrl: string;
+  private readonly target: { protocol: string; hostname: string; port: string; path: string };
   private readonly headers: Record<string, string>;
   private readonly log: Logger & { error: Logger };
   private readonly requestTimeoutMs: number;
@@ -70,13 +70,15 @@ export class ServerClient {
   private reachable = true;
 
   constructor(opts: ServerClientOptions) {
-    this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
+    const base = new URL(opts.baseUrl);
+    // Parsed once: a URL string would be parsed again for every request.
+    this.target = { protocol: base.protocol, hostname: base.hostname.replace(/^\[|\]$/g, ''), port: base.port, path: base.pathname.replace(/\/+$/, '') };
     this.agentId = opts.agentId;
     this.log = opts.log;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
     this.headers = { 'content-type': 'application/json' };
     if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
-    const tls = this.baseUrl.startsWith('https:');
+    const tls = base.protocol === 'https:';
     this.transport = tls ? https : http;
     this.keepAlive = new (tls ? https.Agent : http.Agent)({ keepAlive: true });
     for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
@@ -156,7 +158,8 @@ export class ServerClient {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const headers = { ...this.headers, 'content-length': String(Buffer.byteLength(body)) };
-      const req = this.transport.request(this.baseUrl + route, { method: 'POST', headers, agent: this.keepAlive }, (res) => {
+      const { protocol, hostname, port, path } = this.target;
+      const req = this.transport.request({ protocol, hostname, port, path: path + route, method: 'POST', headers, agent: this.keepAlive }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', fail);
