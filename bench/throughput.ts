@@ -13,7 +13,8 @@
 //   node --import tsx bench/throughput.ts [--n 20000] [--runs 3] [--configs 1x1,2x1,4x1,4x16]
 //                                         [--clients 64] [--profile DIR]
 // BENCH_N overrides the default --n for quick runs (record figures with 20,000).
-// --configs lists AxC: A agents at concurrency C. --profile writes V8 CPU
+// --configs lists AxC: A agents at concurrency C; 0x0 runs no agents and
+// times the submits alone (the ceiling for the rest). --profile writes V8 CPU
 // profiles of the server and agents of each configuration's first run.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -94,6 +95,12 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
     );
     for (const c of conns) c.close();
     const submitted = performance.now();
+    if (agents === 0) {
+      // The submit-only ceiling: nothing runs the commands; the end is the last 201.
+      finishedAt = submitted;
+      completed = n;
+      onAll();
+    }
     await all;
     clearInterval(stall);
     if (completed + failed < n) throw new Error(`stuck: ${completed} COMPLETED and ${failed} FAILED of ${n} after ${STALL_MS} ms without progress`);
@@ -105,7 +112,8 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
     };
     const after = (await request(http1, base, 'GET', '/metrics')).text;
     http1.destroy();
-    if (metric(after, 'keel_commands{state="COMPLETED"}') !== n) throw new Error(`/metrics: ${metric(after, 'keel_commands{state="COMPLETED"}')} COMPLETED, expected ${n}`);
+    const want = agents === 0 ? 'PENDING' : 'COMPLETED';
+    if (metric(after, `keel_commands{state="${want}"}`) !== n) throw new Error(`/metrics: ${metric(after, `keel_commands{state="${want}"}`)} ${want}, expected ${n}`);
     if (failed > 0) throw new Error(`${failed} commands FAILED`);
     const d = (name: string): number => metric(after, name) - metric(before, name);
 
@@ -168,14 +176,15 @@ async function main(): Promise<void> {
         console.log(
           `  ${agents} x ${concurrency}: ${r.perSec.toFixed(0).padStart(6)} commands/s (${f2(r.seconds)} s; submits done at ${f2(r.submitSeconds)} s) | ` +
             `fsyncs/command: server ${f2(r.server.fsyncs / n)} (${f1(r.server.records / r.server.fsyncs)} records, ${ms(r.server)} ms each), ` +
-            `agents ${f2(r.agents.fsyncs / n)} (${f1(r.agents.records / r.agents.fsyncs)} records, ${ms(r.agents)} ms each) | ` +
+            (agents === 0 ? '' : `agents ${f2(r.agents.fsyncs / n)} (${f1(r.agents.records / r.agents.fsyncs)} records, ${ms(r.agents)} ms each)`) +
+            ' | ' +
             `CPU: server ${pc(r.cpu.server)}, agents ${pc(r.cpu.agents)}, bench ${pc(r.cpu.bench)} | load ${f2(os.loadavg()[0]!)}`,
         );
       }
       const m = (g: (r: RunResult) => number): number => median(results.map(g));
       const goal = agents === 4 && concurrency === 1 ? '>= 1,000/s' : agents === 4 && concurrency === 16 ? '>= 5,000/s' : undefined;
       result(
-        `throughput, ${agents} agent${agents > 1 ? 's' : ''} x concurrency ${concurrency} (${n} DELAY 0)`,
+        agents === 0 ? `submits alone, ${clients} submitters (the ceiling of the rows below)` : `throughput, ${agents} agent${agents > 1 ? 's' : ''} x concurrency ${concurrency} (${n} DELAY 0)`,
         `${m((r) => r.perSec).toFixed(0)} commands/s; fsyncs/command: server ${f2(m((r) => r.server.fsyncs / n))}, agents ${f2(m((r) => r.agents.fsyncs / n))}`,
         goal,
       );
