@@ -1,21 +1,12 @@
-// Small promise wrappers over the fd-level calls the journal needs. The
-// callback API is used (not fs/promises FileHandle) because it is measurably
-// cheaper per call on the group-commit hot path.
+// The fd-level calls the state layer needs. The callback API is used (not
+// fs/promises FileHandle) because it is measurably cheaper per call on the
+// group-commit hot path.
 import fs from 'node:fs';
 
-export function writeAll(fd: number, buf: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let off = 0;
-    const next = (): void => {
-      fs.write(fd, buf, off, buf.length - off, null, (err, n) => {
-        if (err) return reject(err);
-        off += n;
-        if (off < buf.length) next();
-        else resolve();
-      });
-    };
-    next();
-  });
+// Synchronous: a batch lands in the page cache in microseconds, where an async
+// write costs a threadpool round trip on the path of every acknowledgement.
+export function writeAllSync(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
 }
 
 // fdatasync: the data and the file size reach the disk; the mtime need not.

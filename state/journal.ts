@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
-import { datasync, writeFileDurably } from './fsio.ts';
+import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
 
 export const JOURNAL_FORMAT = 1;
 const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
@@ -279,7 +279,7 @@ export class Journal {
       try {
         if (batch.lines.length > 0) {
           const buf = Buffer.from(batch.lines.join(''));
-          writeFully(this.fd, buf);
+          writeAllSync(this.fd, buf);
           crashPoint('journal:written');
           const t0 = process.hrtime.bigint();
           await datasync(this.fd);
@@ -316,12 +316,4 @@ export class Journal {
       this.deferTimer = undefined;
     }
   }
-}
-
-// The write is synchronous: a batch lands in the page cache in microseconds,
-// where an async write costs a threadpool round trip (about 0.1 ms on the test
-// machine) on the path of every acknowledgement. The fdatasync, which waits
-// for the disk, stays async so other work goes on meanwhile.
-function writeFully(fd: number, buf: Buffer): void {
-  for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
 }
