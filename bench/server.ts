@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { emitResults, result } from './report.ts';
+import { request } from './children.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
@@ -117,20 +118,7 @@ interface LoadResult {
 }
 
 function post(agent: http.Agent, url: URL, p: string, body: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { agent, host: url.hostname, port: url.port, method: 'POST', path: p, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  return request(agent, url, 'POST', p, body);
 }
 
 function get(agent: http.Agent, url: URL, p: string): Promise<{ status: number; text: string }> {

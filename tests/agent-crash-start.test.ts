@@ -17,8 +17,8 @@ const test = suite('agent crash before execution');
 let target: Target;
 let server: ServerHandle;
 
-// Far longer than a restart (about 2 s of stale lock, plus startup on a busy
-// machine), so no lease runs out while its agent is down: the outcomes below
+// Far longer than a restart (process start-up on a busy machine, and a stale
+// lock's takeover), so no lease runs out while its agent is down: the outcomes below
 // are the ledger's doing, not a race with lease expiry.
 const LEASE = '30s';
 
