@@ -40,6 +40,8 @@ interface RunResult {
   submitSeconds: number;
   server: JournalStats;
   agents: JournalStats;
+  /** Agent requests the server answered (claim, start, finish, release, heartbeat). */
+  agentRequests: number;
   cpu: { server: number; agents: number; bench: number }; // CPU seconds per second of run
 }
 
@@ -121,8 +123,10 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
     const stopped = workers.map((w) => w.waitForMsg('agent stopped'));
     await Promise.all(workers.map((w) => w.stop()));
     const ledgers = (await Promise.all(stopped)).map((l) => l.ledger as JournalStats);
+    const agentRequests = [...after.matchAll(/^keel_http_requests_total\{route="\/agent\/[^"]*",code="\d+"\} (\d+)$/gm)].reduce((s, m) => s + Number(m[1]), 0);
     return {
       perSec: n / seconds,
+      agentRequests,
       seconds,
       submitSeconds: (submitted - t0) / 1000,
       server: { fsyncs: d('keel_journal_fsyncs_total'), fsyncMicros: d('keel_journal_fsync_seconds_total') * 1e6, records: d('keel_journal_records_total') },
@@ -177,7 +181,7 @@ async function main(): Promise<void> {
           `  ${agents} x ${concurrency}: ${r.perSec.toFixed(0).padStart(6)} commands/s (${f2(r.seconds)} s; submits done at ${f2(r.submitSeconds)} s) | ` +
             `fsyncs/command: server ${f2(r.server.fsyncs / n)} (${f1(r.server.records / r.server.fsyncs)} records, ${ms(r.server)} ms each), ` +
             (agents === 0 ? '' : `agents ${f2(r.agents.fsyncs / n)} (${f1(r.agents.records / r.agents.fsyncs)} records, ${ms(r.agents)} ms each)`) +
-            ' | ' +
+            ` | agent requests/command ${f2(r.agentRequests / n)} | ` +
             `CPU: server ${pc(r.cpu.server)}, agents ${pc(r.cpu.agents)}, bench ${pc(r.cpu.bench)} | load ${f2(os.loadavg()[0]!)}`,
         );
       }
