@@ -13,24 +13,14 @@ export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { agentId, max, waitMs } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId);
-  let closed: AbortSignal | undefined; // made only if the claim must wait: under load most are answered at once
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    if (closed?.aborted) {
-      ctx.claimWaiters.wakeOne(); // pass a wake-up on rather than claim for nobody
-      return;
-    }
-    const cmds = await ctx.store.claim(agentId, max);
-    if (cmds.length > 0 || Date.now() >= deadline) {
-      for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
-      const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
-      const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
-      sendJson(res, 200, body);
-      return;
-    }
-    closed ??= whenGone(res);
-    await ctx.claimWaiters.wait(deadline - Date.now(), closed);
-  }
+  // The client is watched only if the claim must wait: under load most are answered at once.
+  const cmds = await ctx.claimWaiters.claim(agentId, max, waitMs, () => whenGone(res));
+  // Even if the client went away meanwhile: a lease nobody heard of expires
+  // like any other, and the command goes back to PENDING.
+  for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
+  const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
+  const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
+  sendJson(res, 200, body);
 }
 
 // A fixed reason: abort() without one builds a DOMException, stack and all.

@@ -103,7 +103,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     store,
     leases: new LeaseClock(store, config.leaseTimeoutMs, log),
     agents: new AgentRegistry(config.leaseTimeoutMs),
-    claimWaiters: new ClaimWaiters(),
+    claimWaiters: new ClaimWaiters(store),
     finalWaiters: new FinalWaiters(),
     metrics: new HttpMetrics(),
     log,
@@ -111,7 +111,6 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   };
   store.onChange((cmd, event) => {
     log('transition', { id: cmd.id, event, state: cmd.state, agentId: cmd.agentId, lease: cmd.attempt, error: cmd.error ?? undefined });
-    if (cmd.state === 'PENDING') ctx.claimWaiters.wakeOne();
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
   });
   const c = store.table.countByState;

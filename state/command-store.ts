@@ -2,6 +2,8 @@
 // transition() here, which runs the FSM, journals the record and resolves once
 // it is durable. Reads see only acknowledged state: they wait for the
 // in-flight group commit (readBarrier) before looking.
+// A command that becomes PENDING is announced the moment its record is queued
+// (onPendingQueued), so a parked claim can take it into the same group commit.
 import { randomUUID } from 'node:crypto';
 import type { CommandType, Outcome, Payload } from '../lib/protocol.ts';
 import { step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
@@ -11,6 +13,16 @@ import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 export type { Command } from './command-fsm.ts';
 
 export type ChangeListener = (cmd: Command, event: EventType) => void;
+
+/** Commands handed to an agent by claimNow(). */
+export interface Claimed {
+  /** Resolves once the claim records, and the state the held ones rest on, are durable. */
+  commands: Promise<Command[]>;
+  /** How many commands `commands` holds. */
+  count: number;
+  /** The journal seq of the last claim record queued, if any was. */
+  seq: number | undefined;
+}
 
 export interface SubmitInput {
   type: CommandType;
@@ -27,6 +39,7 @@ export class CommandStore {
   readonly table: CommandTable;
   readonly durable: DurableMachine<CommandRecord>;
   private readonly listeners = new Set<ChangeListener>();
+  private readonly pendingListeners = new Set<(cmd: Command) => void>();
   private readonly now: () => number;
 
   private constructor(table: CommandTable, durable: DurableMachine<CommandRecord>, now: () => number) {
@@ -46,6 +59,17 @@ export class CommandStore {
   onChange(fn: ChangeListener): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /**
+   * Called synchronously when a record that leaves a command PENDING is
+   * queued: applied in memory, not yet durable. Claim records made from here
+   * join the same group commit (the journal flushes on the next tick) and
+   * come after it in the journal.
+   */
+  onPendingQueued(fn: (cmd: Command) => void): () => void {
+    this.pendingListeners.add(fn);
+    return () => this.pendingListeners.delete(fn);
   }
 
   get(id: string): Command | undefined {
@@ -84,10 +108,22 @@ export class CommandStore {
    * (a retried claim gets the same lease back), then PENDING ones in FIFO order.
    */
   async claim(agentId: string, max: number): Promise<Command[]> {
+    return (await this.claimNow(agentId, max)?.commands) ?? [];
+  }
+
+  /**
+   * claim(), with its records queued before this returns (so they join the
+   * group commit of whatever is queued in this tick). Undefined if there is
+   * nothing to hand out. `held: false` skips the commands the agent already
+   * holds: for adding to a claim that has them already.
+   */
+  claimNow(agentId: string, max: number, opts: { held?: boolean } = {}): Claimed | undefined {
     const out: Command[] = [];
-    for (const id of this.table.heldBy.get(agentId) ?? []) {
-      const cmd = this.get(id)!;
-      if (cmd.state === 'ASSIGNED' && out.length < max) out.push(cmd);
+    if (opts.held !== false) {
+      for (const id of this.table.heldBy.get(agentId) ?? []) {
+        const cmd = this.get(id)!;
+        if (cmd.state === 'ASSIGNED' && out.length < max) out.push(cmd);
+      }
     }
     const recs: CommandRecord[] = [];
     while (out.length + recs.length < max) {
@@ -97,9 +133,11 @@ export class CommandStore {
       if (cmd.state !== 'PENDING') continue; // canceled since it was queued
       recs.push(this.record(cmd, { type: 'claim', agentId, lease: cmd.attempt + 1, at: this.now() }));
     }
-    const claimed = recs.length > 0 ? await this.commit(recs) : [];
-    if (out.length > 0 && claimed.length === 0) await this.readBarrier();
-    return [...out, ...claimed];
+    if (out.length === 0 && recs.length === 0) return undefined;
+    const claimed = recs.length > 0 ? this.commit(recs) : undefined;
+    const seq = claimed ? this.durable.journal.lastSeq : undefined;
+    const commands = claimed ? claimed.then((c) => [...out, ...c]) : this.readBarrier().then(() => out);
+    return { commands, count: out.length + recs.length, seq };
   }
 
   start(agentId: string, id: string, lease: number): Promise<StepResult> {
@@ -145,6 +183,13 @@ export class CommandStore {
   private async commit(recs: CommandRecord[]): Promise<Command[]> {
     const done = this.durable.commit(recs);
     const cmds = recs.map((r) => this.get(r.id)!);
+    // A record that was applied and left its command PENDING: announce it
+    // now, while claims can still join its batch. (Commands are replaced on
+    // every transition, never mutated: `cmds` keeps what these records made.)
+    cmds.forEach((cmd, i) => {
+      if (cmd?.state !== 'PENDING' || cmd.version !== recs[i]!.version + 1) return; // not applied, or not PENDING
+      for (const fn of this.pendingListeners) fn(cmd);
+    });
     await done;
     cmds.forEach((cmd, i) => {
       for (const fn of this.listeners) fn(cmd, recs[i]!.ev.type);

@@ -138,6 +138,8 @@ export interface JournalStats {
 
 interface Batch {
   lines: string[];
+  /** The seq of its first record, once it has one. */
+  firstSeq?: number;
   waiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
   rotate?: { firstSeq: number; resolve: () => void; reject: (e: Error) => void };
   /** Something in it wants a flush now (not only deferrable records). */
@@ -203,6 +205,7 @@ export class Journal {
   append(recs: readonly unknown[]): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     const batch = this.openBatch();
+    if (recs.length > 0) batch.firstSeq ??= this.seq + 1;
     for (const rec of recs) {
       const line = encodeRecord(++this.seq, rec);
       batch.lines.push(line);
@@ -212,6 +215,15 @@ export class Journal {
     if (recs.length > 0 && this.deferrable !== undefined && recs.every(this.deferrable)) this.deferFlush();
     else this.kick(batch);
     return done;
+  }
+
+  /**
+   * Whether a record appended now would share a write and fdatasync with
+   * record `seq`: that record is still queued, and no rotation closed its batch.
+   */
+  joinsBatchOf(seq: number): boolean {
+    const batch = this.batches[this.batches.length - 1];
+    return batch !== undefined && !batch.rotate && batch.firstSeq !== undefined && batch.firstSeq <= seq;
   }
 
   /** Resolves once everything appended so far is durable. */

@@ -1,0 +1,265 @@
+// A claim parked on the server is handed a command in the very group commit
+// that made the command PENDING (submit, release, expiry): one fdatasync for
+// both records, PENDING before ASSIGNED in the journal, and neither answer out
+// before that batch is durable. Then the edges: many commands and several
+// parked claims in one batch (each claim's max), a claim whose client went
+// away, a retried claim, a cancel in between, a failing journal, and a lost
+// answer over HTTP that the lease expiry takes back.
+// fdatasync is held at a gate where a test needs "written but not yet durable".
+import fs from 'node:fs';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { CommandStore, type Command } from '../state/command-store.ts';
+import { ClaimWaiters } from '../lib/waiters.ts';
+import { claim, cleanup, closeAll, getCommand, startTestServer, submit, waitUntil } from './support/server-harness.ts';
+import { tempDir } from './support/processes.ts';
+
+type Sync = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => void;
+
+/** Holds every fdatasync until released; `next()` resolves when one is held. */
+function fsyncGate() {
+  const real = fs.fdatasync;
+  const held: Array<() => void> = [];
+  let onHeld: (() => void) | undefined;
+  (fs as { fdatasync: Sync }).fdatasync = (fd, cb) => {
+    held.push(() => real(fd, cb));
+    onHeld?.();
+  };
+  return {
+    next: (): Promise<void> => (held.length > 0 ? Promise.resolve() : new Promise<void>((r) => (onHeld = r))),
+    releaseOne(): void {
+      onHeld = undefined;
+      held.shift()!();
+    },
+    restore(): void {
+      (fs as { fdatasync: Sync }).fdatasync = real;
+      for (const go of held.splice(0)) go();
+    },
+  };
+}
+
+const never = (): AbortSignal => new AbortController().signal;
+const DELAY = { type: 'DELAY', payload: { ms: 0 } } as const;
+const ids = (cmds: Command[]): string[] => cmds.map((c) => c.id);
+
+async function openStore(dir = tempDir('keel-handoff-')): Promise<{ store: CommandStore; waiters: ClaimWaiters; dir: string }> {
+  const store = await CommandStore.open(dir, { noLock: true });
+  return { store, waiters: new ClaimWaiters(store), dir };
+}
+
+/** Submit without awaiting: its record is queued when this returns. */
+function submitNow(store: CommandStore): { id: Promise<string> } {
+  return { id: store.submit(DELAY).then((r) => r.id) };
+}
+
+const store = suite('claim hand-off: store and waiters');
+store.after(cleanup);
+
+store('a parked claim gets a command submitted while it waits, in the same fdatasync, PENDING before ASSIGNED', async () => {
+  const { store, waiters, dir } = await openStore();
+  const parked = waiters.claim('a1', 1, 30_000, never);
+  assert.is(waiters.size, 1);
+  const stats = { ...store.durable.journal.stats };
+  const id = await submitNow(store).id;
+  const got = await parked;
+  assert.equal(got.map((c) => [c.id, c.state, c.agentId, c.attempt]), [[id, 'ASSIGNED', 'a1', 1]]);
+  assert.is(store.durable.journal.stats.fsyncs - stats.fsyncs, 1, 'submit and claim shared one fdatasync');
+  assert.is(store.durable.journal.stats.records - stats.records, 2);
+  assert.is(waiters.size, 0);
+  await store.close();
+  // Replay re-checks every record's from-state: PENDING must come first.
+  const again = await CommandStore.open(dir, { noLock: true });
+  assert.equal([again.get(id)!.state, again.get(id)!.agentId], ['ASSIGNED', 'a1']);
+  await again.close();
+});
+
+store('neither the submit nor the claim is answered before their batch is durable', async () => {
+  const { store, waiters } = await openStore();
+  const gate = fsyncGate();
+  try {
+    const answered: string[] = [];
+    const parked = waiters.claim('a1', 1, 30_000, never).then((c) => (answered.push('claim'), c));
+    const sub = submitNow(store).id.then((id) => (answered.push('submit'), id));
+    await gate.next();
+    // Give every continuation that could run a chance to: nothing may answer yet.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(answered, []);
+    gate.releaseOne();
+    const [id, got] = await Promise.all([sub, parked]);
+    assert.equal(ids(got), [id]);
+    assert.equal(answered.sort(), ['claim', 'submit']);
+  } finally {
+    gate.restore();
+    await store.close();
+  }
+});
+
+store('many commands in one batch: parked claims take them in order, each up to its max, in one fdatasync', async () => {
+  const { store, waiters } = await openStore();
+  const a = waiters.claim('a', 2, 30_000, never);
+  const b = waiters.claim('b', 1, 30_000, never);
+  const c = waiters.claim('c', 3, 30_000, never);
+  const fsyncs = store.durable.journal.stats.fsyncs;
+  const subs = [submitNow(store), submitNow(store), submitNow(store), submitNow(store)];
+  const [ia, ib, ic, id] = await Promise.all(subs.map((s) => s.id));
+  assert.equal(ids(await a), [ia, ib]);
+  assert.equal(ids(await b), [ic]);
+  assert.equal(ids(await c), [id], 'c answers with what its batch held, not waiting for more');
+  assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
+  assert.is(waiters.size, 0);
+  await store.close();
+});
+
+store('a claim takes no more once its batch is being written: a later command goes to the next claim', async () => {
+  const { store, waiters } = await openStore();
+  const gate = fsyncGate();
+  try {
+    const a = waiters.claim('a', 5, 30_000, never);
+    const x = submitNow(store);
+    await gate.next(); // x and a's claim are written, their fdatasync is out
+    const b = waiters.claim('b', 5, 30_000, never);
+    const y = submitNow(store);
+    gate.releaseOne();
+    assert.equal(ids(await a), [await x.id]);
+    await gate.next();
+    gate.releaseOne();
+    assert.equal(ids(await b), [await y.id]);
+  } finally {
+    gate.restore();
+    await store.close();
+  }
+});
+
+store('a claim whose client went away takes nothing: the command passes to the next claim', async () => {
+  const { store, waiters } = await openStore();
+  const ac = new AbortController();
+  const gone = waiters.claim('gone', 1, 30_000, () => ac.signal);
+  const here = waiters.claim('here', 1, 30_000, never);
+  ac.abort();
+  assert.equal(await gone, []);
+  const id = await submitNow(store).id;
+  assert.equal(ids(await here), [id]);
+  assert.is(store.get(id)!.agentId, 'here');
+  await store.close();
+});
+
+store('a claim retried while the hand-off is in flight gets the same lease, and no second record', async () => {
+  const { store, waiters } = await openStore();
+  const parked = waiters.claim('a1', 1, 30_000, never);
+  const records = store.durable.journal.lastSeq;
+  const x = submitNow(store);
+  const retried = waiters.claim('a1', 1, 30_000, never);
+  const [first, again] = await Promise.all([parked, retried]);
+  assert.equal(first.map((c) => [c.id, c.attempt]), [[await x.id, 1]]);
+  assert.equal(again.map((c) => [c.id, c.attempt]), [[await x.id, 1]]);
+  assert.is(store.durable.journal.lastSeq - records, 2, 'submit and one claim');
+  await store.close();
+});
+
+store('a claim that parks after a submit is queued, before it is durable, takes it at once', async () => {
+  const { store, waiters } = await openStore();
+  const fsyncs = store.durable.journal.stats.fsyncs;
+  const x = submitNow(store);
+  const got = await waiters.claim('late', 1, 30_000, never);
+  assert.equal(ids(got), [await x.id]);
+  assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
+  await store.close();
+});
+
+store('a cancel right after the hand-off: FAILED CANCELED, and the journal replays', async () => {
+  const { store, waiters, dir } = await openStore();
+  const parked = waiters.claim('a1', 1, 30_000, never);
+  const x = submitNow(store);
+  const id = await x.id;
+  const r = await store.cancel(id);
+  assert.is(r.kind, 'next');
+  // The claim was answered as it was made; the agent's start will be refused.
+  assert.equal(ids(await parked), [id]);
+  await store.close();
+  const again = await CommandStore.open(dir, { noLock: true });
+  assert.equal([again.get(id)!.state, again.get(id)!.error], ['FAILED', 'CANCELED']);
+  await again.close();
+});
+
+store('release and lease expiry make a command PENDING: a parked claim takes it in the same fdatasync', async () => {
+  const { store, waiters } = await openStore();
+  const id = await submitNow(store).id;
+  const [held] = await store.claim('a1', 1);
+  const parked = waiters.claim('a2', 1, 30_000, never);
+  let fsyncs = store.durable.journal.stats.fsyncs;
+  assert.is((await store.release('a1', id, held!.attempt)).kind, 'next');
+  const got = await parked;
+  assert.equal(got.map((c) => [c.id, c.agentId, c.attempt]), [[id, 'a2', 2]]);
+  assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
+
+  const parked3 = waiters.claim('a3', 1, 30_000, never);
+  fsyncs = store.durable.journal.stats.fsyncs;
+  assert.is((await store.expire(id, 2)).kind, 'next');
+  assert.equal((await parked3).map((c) => [c.id, c.agentId, c.attempt]), [[id, 'a3', 3]]);
+  assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
+  await store.close();
+});
+
+store('a failing journal: the submit and the parked claim both fail, neither is answered as a success', async () => {
+  const { store, waiters } = await openStore();
+  const real = fs.fdatasync;
+  (fs as { fdatasync: Sync }).fdatasync = (_fd, cb) => cb(Object.assign(new Error('EIO: injected'), { code: 'EIO' }));
+  try {
+    const parked = waiters.claim('a1', 1, 30_000, never);
+    const sub = submitNow(store).id;
+    const [s, c] = await Promise.allSettled([sub, parked]);
+    assert.is(s.status, 'rejected');
+    assert.is(c.status, 'rejected');
+    assert.match(String((c as PromiseRejectedResult).reason), /EIO/);
+    assert.is(waiters.size, 0);
+  } finally {
+    (fs as { fdatasync: Sync }).fdatasync = real;
+    await store.close();
+  }
+});
+
+// --- over HTTP ------------------------------------------------------------------
+
+const http = suite('claim hand-off: over HTTP');
+http.after(async () => {
+  await closeAll();
+  await cleanup();
+});
+
+http('a waiting agent is answered from the submit\'s own fdatasync, and its lease is timed', async () => {
+  const s = await startTestServer();
+  const waiting = claim(s.url, 'agent-lp', { waitMs: 30_000 });
+  await waitUntil(() => s.keel.ctx.claimWaiters.size === 1, 5000, 'the claim to park');
+  const fsyncs = s.keel.ctx.store.durable.journal.stats.fsyncs;
+  const id = await submit(s.url, DELAY);
+  const r = await waiting;
+  assert.equal(r.body.commands.map((c) => [c.id, c.lease]), [[id, 1]]);
+  assert.is(s.keel.ctx.store.durable.journal.stats.fsyncs - fsyncs, 1);
+  assert.is(s.keel.ctx.leases.size, 1);
+});
+
+http('an answer lost with its client: the lease expires, the command goes back to PENDING and to the next claim', async () => {
+  const s = await startTestServer({ leaseTimeoutMs: 300 });
+  const ac = new AbortController();
+  const gone = claim(s.url, 'agent-gone', { waitMs: 30_000, signal: ac.signal }).catch((e: Error) => e);
+  await waitUntil(() => s.keel.ctx.claimWaiters.size === 1, 5000, 'the claim to park');
+  const gate = fsyncGate();
+  let id: string;
+  try {
+    const sub = submit(s.url, DELAY);
+    await gate.next(); // handed to agent-gone, not yet durable
+    ac.abort();
+    assert.instance(await gone, Error);
+    gate.releaseOne();
+    id = await sub;
+  } finally {
+    gate.restore();
+  }
+  assert.is((await getCommand(s.url, id)).agentId, 'agent-gone');
+  await waitUntil(() => s.keel.ctx.store.get(id)?.state === 'PENDING', 5000, 'the lease to expire');
+  const next = await claim(s.url, 'agent-next', { waitMs: 30_000 });
+  assert.equal(next.body.commands.map((c) => [c.id, c.lease]), [[id, 2]]);
+});
+
+store.run();
+http.run();
