@@ -5,11 +5,15 @@
 //   submit -> COMPLETED      ... and its COMPLETED line
 // Times are performance.now() in this process: from just before the POST is
 // written (children.ts PostConnection, a lean keep-alive socket) to the
-// moment the server's log line arrives on its stdout pipe. A
-// transition is logged only once it is durable, and the line travels through
-// a pipe after the fact, so the figures are upper bounds. Between commands
-// the bench waits until the agent has settled the last one and is back in its
-// long-poll. Real server.ts and agent.ts processes, every step fsynced.
+// moment the server's log line arrives on its stdout pipe. The server logs a
+// transition once it is durable and writes the line at once (before the HTTP
+// answer that acknowledges it), so each figure is the true one plus one pipe
+// hop into this process: an upper bound, by about what a socket hop costs.
+// Before each command the bench waits until the agent has settled the last
+// one and its next claim is parked on the server (keel_claims_waiting, read
+// from /metrics), then leaves every process idle for IDLE_MS, as a queue that
+// is quiet when work arrives. Real server.ts and agent.ts processes, every
+// step fsynced; the fsyncs per command on each side are printed.
 // Goal: p50 submit -> RUNNING under 2 ms.
 //
 //   node --import tsx bench/latency.ts [--n 1000] [--warmup 50] [--runs 3]
@@ -24,9 +28,9 @@ import { median, metric, pct, PostConnection, request, startAgent, startServer }
 import { emitResults, result } from './report.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
-// After the agent's `reported` line: time for its next claim to be parked
-// (it was sent when the execution ended, before the report).
-const SETTLE_MS = 5;
+// Once the agent's next claim is parked: how long every process stays idle
+// before the next submit.
+const IDLE_MS = 5;
 
 interface Percentiles {
   p50: number;
@@ -40,6 +44,8 @@ interface RunResult {
   completed: Percentiles;
   serverFsyncMs: number;
   agentFsyncMs: number;
+  serverFsyncsPerCommand: number;
+  agentFsyncsPerCommand: number;
 }
 
 const ID_RE = /"id":"([^"]+)"/;
@@ -75,9 +81,18 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
     const ack: number[] = [];
     const running: number[] = [];
     const completed: number[] = [];
+    const parked = async (): Promise<void> => {
+      const deadline = performance.now() + 10_000;
+      while (metric((await request(client, base, 'GET', '/metrics')).text, 'keel_claims_waiting') < 1) {
+        if (performance.now() > deadline) throw new Error('the agent\'s claim did not park within 10 s');
+        await sleep(1);
+      }
+    };
     let before = '';
     for (let i = 0; i < warmup + n; i++) {
+      await parked();
       if (i === warmup) before = (await request(client, base, 'GET', '/metrics')).text;
+      await sleep(IDLE_MS);
       const t0 = performance.now();
       const r = await submitter.post(SUBMIT_BODY);
       const acked = performance.now();
@@ -90,7 +105,6 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
         completed.push(tCompleted! - t0);
       }
       for (const s of ['RUNNING', 'COMPLETED', 'reported']) seen.delete(`${id} ${s}`);
-      await sleep(SETTLE_MS);
     }
     const after = (await request(client, base, 'GET', '/metrics')).text;
     client.destroy();
@@ -109,6 +123,9 @@ async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
       completed: p(completed),
       serverFsyncMs: (d('keel_journal_fsync_seconds_total') / d('keel_journal_fsyncs_total')) * 1000,
       agentFsyncMs: ledger.fsyncMicros / ledger.fsyncs / 1000,
+      serverFsyncsPerCommand: d('keel_journal_fsyncs_total') / n,
+      // The ledger's count is known only at stop: it covers the warm-up too.
+      agentFsyncsPerCommand: ledger.fsyncs / (warmup + n),
     };
   } finally {
     await agent.stop();
@@ -137,7 +154,7 @@ async function main(): Promise<void> {
       const r = await run(n, Number(values.warmup), tmp);
       results.push(r);
       const row = (x: Percentiles): string => `p50 ${f(x.p50)} ms, p99 ${f(x.p99)} ms, max ${f(x.max)} ms`;
-      console.log(`run ${i + 1}/${runs} (load ${f(os.loadavg()[0]!)}; mean fdatasync: server ${f(r.serverFsyncMs)} ms, agent ${f(r.agentFsyncMs)} ms)`);
+      console.log(`run ${i + 1}/${runs} (load ${f(os.loadavg()[0]!)}; mean fdatasync: server ${f(r.serverFsyncMs)} ms, agent ${f(r.agentFsyncMs)} ms; fsyncs/command: server ${f(r.serverFsyncsPerCommand)}, agent ${f(r.agentFsyncsPerCommand)})`);
       console.log(`  submit -> acknowledged  ${row(r.ack)}`);
       console.log(`  submit -> RUNNING       ${row(r.running)}`);
       console.log(`  submit -> COMPLETED     ${row(r.completed)}`);

@@ -9,6 +9,7 @@ export interface MetricsSources {
   journalBytesOnDisk: number;
   agentsOnline: number;
   leases: number;
+  claimsWaiting: number;
 }
 
 export class HttpMetrics {
@@ -35,6 +36,7 @@ export class HttpMetrics {
     metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', src.journalBytesOnDisk]]);
     metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
     metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);
+    metric('keel_claims_waiting', 'gauge', 'Agent claims parked on the server, waiting for work.', [['', src.claimsWaiting]]);
     metric('keel_http_requests_total', 'counter', 'HTTP requests by route and status code.',
       [...this.requests].map(([k, n]) => {
         const [route, code] = k.split('\u0000');

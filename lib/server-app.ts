@@ -85,6 +85,7 @@ async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerRes
     journalBytesOnDisk: onDisk,
     agentsOnline: ctx.agents.online(),
     leases: ctx.leases.size,
+    claimsWaiting: ctx.claimWaiters.size,
   }), 'text/plain; version=0.0.4; charset=utf-8');
 }
 

@@ -11,7 +11,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CommandStore, type Command } from '../state/command-store.ts';
 import { ClaimWaiters } from '../lib/waiters.ts';
-import { claim, cleanup, closeAll, getCommand, startTestServer, submit, waitUntil } from './support/server-harness.ts';
+import { call, claim, cleanup, closeAll, getCommand, startTestServer, submit, waitUntil } from './support/server-harness.ts';
 import { tempDir } from './support/processes.ts';
 
 type Sync = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => void;
@@ -230,9 +230,12 @@ http('a waiting agent is answered from the submit\'s own fdatasync, and its leas
   const s = await startTestServer();
   const waiting = claim(s.url, 'agent-lp', { waitMs: 30_000 });
   await waitUntil(() => s.keel.ctx.claimWaiters.size === 1, 5000, 'the claim to park');
+  const scrape = async (): Promise<string> => (await call<string>(s.url, 'GET', '/metrics')).text;
+  assert.match(await scrape(), /^keel_claims_waiting 1$/m);
   const fsyncs = s.keel.ctx.store.durable.journal.stats.fsyncs;
   const id = await submit(s.url, DELAY);
   const r = await waiting;
+  assert.match(await scrape(), /^keel_claims_waiting 0$/m);
   assert.equal(r.body.commands.map((c) => [c.id, c.lease]), [[id, 1]]);
   assert.is(s.keel.ctx.store.durable.journal.stats.fsyncs - fsyncs, 1);
   assert.is(s.keel.ctx.leases.size, 1);
