@@ -1,4 +1,5 @@
 // keel agent: flags -> open ledger -> reconcile -> work loop.
+import { setMaxListeners } from 'node:events';
 import { parseOrExit } from './lib/flags.ts';
 import { createLogger } from './lib/log.ts';
 import { ServerClient } from './lib/server-client.ts';
@@ -22,6 +23,9 @@ exitWithSupervisor(log);
 
 const stopping = new AbortController();
 const halt = new AbortController();
+// Every server call in flight listens on these (one per command at high
+// concurrency): no leak, so no MaxListenersExceededWarning.
+setMaxListeners(0, stopping.signal, halt.signal);
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {
   process.on(sig, () => {
     if (!stopping.signal.aborted) log('stopping: no new claims', { signal: sig, graceMs: cfg.graceMs });

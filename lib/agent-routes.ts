@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { StepResult } from '../state/command-fsm.ts';
 import { readJsonObject, sendJson } from './http-io.ts';
-import type { Assignment, BatchResponse, ClaimResponse, HeartbeatResponse, ItemResult } from './protocol.ts';
+import type { Assignment, BatchResponse, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult } from './protocol.ts';
 import type { ServerContext } from './server-app.ts';
 import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './validate.ts';
 
@@ -11,15 +11,19 @@ import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './valid
 export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const { agentId, max, waitMs } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
+  const { agentId, max, waitMs, finish } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId);
+  // Outcomes riding along are queued first, in this tick: they share the
+  // claim's group commit. Their sender waits for their results, so no waiting for work.
+  const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;
   // The client is watched only if the claim must wait: under load most are answered at once.
-  const cmds = await ctx.claimWaiters.claim(agentId, max, waitMs, () => whenGone(res));
+  const cmds = await ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res));
   // Even if the client went away meanwhile: a lease nobody heard of expires
   // like any other, and the command goes back to PENDING.
   for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
   const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
   const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
+  if (finished) body.finished = await finished;
   sendJson(res, 200, body);
 }
 
@@ -40,16 +44,21 @@ function batchRoute<T extends { id: string; lease: number }>(parse: (b: Record<s
   return async (ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const { agentId, items } = parse(await readJsonObject(req, AGENT_BODY_LIMIT));
     ctx.agents.seen(agentId);
-    const results: ItemResult[] = await Promise.all(
-      items.map(async (item) => {
-        const r = await op(ctx, agentId, item);
-        if (r.kind === 'rejected') return { id: item.id, ok: false, error: r.error, reason: r.reason };
-        return { id: item.id, ok: true };
-      }),
-    );
+    const results = await runItems(ctx, agentId, items, op);
     const body: BatchResponse = { results };
     sendJson(res, results.every((r) => r.ok) ? 200 : 409, body);
   };
+}
+
+/** Each item through op; all their records are queued in this tick, so they share one group commit. */
+function runItems<T extends { id: string }>(ctx: ServerContext, agentId: string, items: T[], op: ItemOp<T>): Promise<ItemResult[]> {
+  return Promise.all(
+    items.map(async (item): Promise<ItemResult> => {
+      const r = await op(ctx, agentId, item);
+      if (r.kind === 'rejected') return { id: item.id, ok: false, error: r.error, reason: r.reason };
+      return { id: item.id, ok: true };
+    }),
+  );
 }
 
 export const start = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) => {
@@ -58,11 +67,13 @@ export const start = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) 
   return r;
 });
 
-export const finish = batchRoute(finishBatch, async (ctx, agentId, item) => {
+const finishOne: ItemOp<FinishItem> = async (ctx, agentId, item) => {
   const r = await ctx.store.finish(agentId, item.id, item.lease, item.outcome, item.result, item.error ?? null);
   if (r.kind !== 'rejected') ctx.leases.drop(item.id);
   return r;
-});
+};
+
+export const finish = batchRoute(finishBatch, finishOne);
 
 export const release = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) => {
   const r = await ctx.store.release(agentId, id, lease);

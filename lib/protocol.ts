@@ -100,6 +100,12 @@ export interface ClaimRequest {
   max: number;
   /** Long-poll: wait up to this long for work when there is none. */
   waitMs: number;
+  /**
+   * Outcomes riding along (as in FinishRequest), recorded before the claim
+   * and in the same group commit: a finish costs no request of its own. A
+   * claim that carries any answers at once instead of waiting for work.
+   */
+  finish?: FinishItem[];
 }
 export interface Assignment {
   id: string;
@@ -110,6 +116,8 @@ export interface Assignment {
 export interface ClaimResponse {
   leaseTimeoutMs: number;
   commands: Assignment[];
+  /** One result per `finish` item of the request, in order; absent when it had none. */
+  finished?: ItemResult[];
 }
 
 export interface LeaseRef {

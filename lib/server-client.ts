@@ -8,9 +8,12 @@
 // same tick, or while a request of that route is out, go together as one
 // batch request, and each caller gets the results of its own items. The
 // server runs a batch through one group commit, so N commands in hand cost
-// one round trip and one fsync, not N. node:http with a keep-alive agent, not
-// fetch: at thousands of calls a second fetch's per-request cost (web
-// streams, AbortSignal.any) was most of the agent's CPU.
+// one round trip and one fsync, not N. finish calls still queued when the
+// next claim goes out ride in it instead (ClaimRequest.finish): at
+// concurrency 1 a command costs two requests, claim and start, not three.
+// node:http with a keep-alive agent, not fetch: at thousands of calls a
+// second fetch's per-request cost (web streams, AbortSignal.any) was most of
+// the agent's CPU.
 import http from 'node:http';
 import https from 'node:https';
 import { Backoff, pause } from './agent/backoff.ts';
@@ -86,8 +89,26 @@ export class ServerClient {
     }
   }
 
-  /** Long-poll for up to `max` commands. Rejects only if `signal` aborts. */
+  /**
+   * Long-poll for up to `max` commands. Rejects only if `signal` aborts.
+   * finish() calls still queued ride along (ClaimRequest.finish); such a
+   * claim does not wait for work, so they are answered at once.
+   */
   async claim(max: number, waitMs: number, signal: AbortSignal): Promise<ClaimResponse> {
+    const riders = this.batches.get(AGENT_ROUTES.finish)!.take();
+    if (riders) {
+      const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":0,"finish":[${riders.items.join(',')}]}`;
+      try {
+        const a = await this.untilAnswered(AGENT_ROUTES.claim, body, [200], this.requestTimeoutMs, signal);
+        const answer = a.body as ClaimResponse;
+        if (!riders.answer(answer.finished)) riders.giveBack();
+        return answer;
+      } catch (err) {
+        riders.giveBack();
+        // A refusal may be a rider's fault: they go on their own, where it reaches only its caller.
+        if (!(err instanceof RequestRejectedError)) throw err;
+      }
+    }
     const req: ClaimRequest = { agentId: this.agentId, max, waitMs };
     const a = await this.untilAnswered(AGENT_ROUTES.claim, JSON.stringify(req), [200], waitMs + this.requestTimeoutMs, signal);
     return a.body as ClaimResponse;
@@ -202,7 +223,19 @@ interface Call {
   settled: boolean;
   /** Set while the call's items are in a request. */
   batch?: { calls: Call[]; ctl: AbortController };
+  /** Given back by a request it rode in: it goes in this route's own requests only. */
+  grounded?: boolean;
   unlisten: () => void;
+}
+
+/** Calls taken out of a Coalescer to ride in another request (see take()). */
+export interface Riders {
+  /** Their items, pre-serialized, in order. */
+  items: string[];
+  /** Hand each call its results; false (nothing answered) unless there is one result per item. */
+  answer(results: ItemResult[] | undefined): boolean;
+  /** Put them back in the queue, to go in this route's own requests. */
+  giveBack(): void;
 }
 
 /**
@@ -240,6 +273,46 @@ export class Coalescer {
         process.nextTick(() => void this.pump());
       }
     });
+  }
+
+  /**
+   * Take the queued calls that are not yet in a request, within one
+   * request's limits, so that they ride in another request; undefined if
+   * there are none. The taker must answer() them or giveBack() them.
+   */
+  take(): Riders | undefined {
+    const calls: Call[] = [];
+    let bytes = 0;
+    let count = 0;
+    this.queue = this.queue.filter((c) => {
+      if (c.grounded || count + c.items.length > BATCH_MAX_ITEMS || bytes + c.bytes > BATCH_MAX_BYTES) return true;
+      calls.push(c);
+      count += c.items.length;
+      bytes += c.bytes;
+      return false;
+    });
+    if (calls.length === 0) return undefined;
+    return {
+      items: calls.flatMap((c) => c.items),
+      answer: (results) => {
+        if (!Array.isArray(results) || results.length !== count) return false;
+        let at = 0;
+        for (const c of calls) {
+          this.answer(c, () => c.resolve(results.slice(at, at + c.items.length)));
+          at += c.items.length;
+        }
+        return true;
+      },
+      giveBack: () => {
+        const back = calls.filter((c) => !c.settled);
+        for (const c of back) c.grounded = true;
+        this.queue.unshift(...back);
+        if (back.length > 0 && !this.pumping) {
+          this.pumping = true;
+          process.nextTick(() => void this.pump());
+        }
+      },
+    };
   }
 
   private async pump(): Promise<void> {

@@ -86,12 +86,15 @@ export function submitRequest(body: Obj): SubmitRequest {
   return { type: type as CommandType, payload };
 }
 
-export function claimRequest(body: Obj): ClaimRequest {
-  onlyFields(body, ['agentId', 'max', 'waitMs']);
+export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[] } {
+  onlyFields(body, ['agentId', 'max', 'waitMs', 'finish']);
+  const finish = body.finish ?? [];
+  if (!Array.isArray(finish) || finish.length > MAX_BATCH) throw bad('finish', `finish must be an array of at most ${MAX_BATCH} entries`);
   return {
     agentId: agentId(body.agentId),
     max: body.max === undefined ? 1 : int(body.max, 'max', 1, MAX_BATCH),
     waitMs: body.waitMs === undefined ? 0 : int(body.waitMs, 'waitMs', 0, 120_000),
+    finish: finish.map((it, i) => finishItem(object(it, `finish[${i}]`), `finish[${i}]`)),
   };
 }
 
@@ -114,13 +117,15 @@ export function leaseBatch(body: Obj): { agentId: string; items: LeaseRef[] } {
 }
 
 export function finishBatch(body: Obj): { agentId: string; items: FinishItem[] } {
-  return items(body, (it, f) => {
-    const ref = leaseRef(it, f, ['outcome', 'result', 'error']);
-    if (it.outcome !== 'COMPLETED' && it.outcome !== 'FAILED') throw bad(`${f}.outcome`, `${f}.outcome must be COMPLETED or FAILED`);
-    if (it.error !== undefined && it.error !== null && typeof it.error !== 'string') throw bad(`${f}.error`, `${f}.error must be a string or null`);
-    if (JSON.stringify(it.result ?? null).length > MAX_RESULT_BYTES) throw bad(`${f}.result`, `${f}.result is larger than ${MAX_RESULT_BYTES} bytes`);
-    return { ...ref, outcome: it.outcome, result: it.result ?? null, error: (it.error as string | null | undefined) ?? null };
-  });
+  return items(body, finishItem);
+}
+
+function finishItem(it: Obj, f: string): FinishItem {
+  const ref = leaseRef(it, f, ['outcome', 'result', 'error']);
+  if (it.outcome !== 'COMPLETED' && it.outcome !== 'FAILED') throw bad(`${f}.outcome`, `${f}.outcome must be COMPLETED or FAILED`);
+  if (it.error !== undefined && it.error !== null && typeof it.error !== 'string') throw bad(`${f}.error`, `${f}.error must be a string or null`);
+  if (JSON.stringify(it.result ?? null).length > MAX_RESULT_BYTES) throw bad(`${f}.result`, `${f}.result is larger than ${MAX_RESULT_BYTES} bytes`);
+  return { ...ref, outcome: it.outcome, result: it.result ?? null, error: (it.error as string | null | undefined) ?? null };
 }
 
 export function heartbeatRequest(body: Obj): HeartbeatRequest {

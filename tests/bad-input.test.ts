@@ -79,6 +79,8 @@ const ROWS: Row[] = [
   ['claim: missing agentId', 'POST', '/agent/claim', { max: 1 }, {}, 400, 'agentId'],
   ['claim: agentId with a slash', 'POST', '/agent/claim', { agentId: 'a/b' }, {}, 400, 'agentId'],
   ['claim: max 0', 'POST', '/agent/claim', { agentId: 'a', max: 0 }, {}, 400, 'max'],
+  ['claim: finish not an array', 'POST', '/agent/claim', { agentId: 'a', finish: {} }, {}, 400, 'finish'],
+  ['claim: riding finish with a bad outcome', 'POST', '/agent/claim', { agentId: 'a', finish: [{ id: VALID_ID, lease: 1, outcome: 'DONE' }] }, {}, 400, 'finish[0].outcome'],
   ['start: items empty', 'POST', '/agent/start', { agentId: 'a', items: [] }, {}, 400, 'items'],
   ['start: lease not an integer', 'POST', '/agent/start', { agentId: 'a', items: [{ id: VALID_ID, lease: 'x' }] }, {}, 400, 'items[0].lease'],
   ['finish: bad outcome', 'POST', '/agent/finish', { agentId: 'a', items: [{ id: VALID_ID, lease: 1, outcome: 'DONE' }] }, {}, 400, 'items[0].outcome'],

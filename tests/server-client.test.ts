@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createLogger } from '../lib/log.ts';
-import type { ItemResult, LeaseRef } from '../lib/protocol.ts';
+import type { FinishItem, ItemResult, LeaseRef } from '../lib/protocol.ts';
 import { RequestRejectedError, ServerClient } from '../lib/server-client.ts';
 import { claim, closeAll, LogBuffer, startTestServer, submit } from './support/server-harness.ts';
 
@@ -205,6 +205,99 @@ test('a request whose every caller gave up is cut; the next batch goes out', asy
 
 test.run();
 
+// --- finish calls riding in a claim ------------------------------------------------
+
+const riding = suite('ServerClient: finish calls ride in the next claim');
+riding.before.each(async () => {
+  server = new ScriptedServer();
+  await server.listen();
+  fresh();
+});
+riding.after.each(async () => {
+  client.close();
+  await server.close();
+});
+
+const done = (n: number): FinishItem => ({ ...ref(n), outcome: 'COMPLETED', result: { ok: true, tookMs: n }, error: null });
+const claimBody = (r: Received): { max: number; waitMs: number; finish?: FinishItem[] } => r.body as unknown as { max: number; waitMs: number; finish?: FinishItem[] };
+const finishedAll = (r: Received): ItemResult[] => (claimBody(r).finish ?? []).map((it) => ({ id: it.id, ok: true }));
+
+riding('queued finish calls go in the claim, which does not wait for work; each caller gets its own results', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], finished: finishedAll(r).map((x, i) => (i === 1 ? { ...x, ok: false, error: 'STALE_LEASE' } : x)) });
+  const a = client.finish([done(1)]);
+  const b = client.finish([done(2), done(3)]);
+  const claimed = await client.claim(4, 25_000, new AbortController().signal);
+  assert.equal(claimed.commands, []);
+  assert.equal(await a, [{ id: ref(1).id, ok: true }]);
+  assert.equal(await b, [{ id: ref(2).id, ok: false, error: 'STALE_LEASE' }, { id: ref(3).id, ok: true }]);
+  assert.is(server.received.length, 1, 'no request of their own');
+  assert.is(server.received[0]!.route, '/agent/claim');
+  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 4, waitMs: 0, finish: [done(1), done(2), done(3)] });
+});
+
+riding('a claim with nothing queued is a plain long-poll', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [] });
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 1, waitMs: 25_000 });
+});
+
+riding('an answer without a result per rider: the riders go again by /agent/finish', async () => {
+  server.auto = (r) => {
+    if (r.route === '/agent/claim') r.answer(200, { leaseTimeoutMs: 30_000, commands: [] });
+    else r.answer(200, { results: okAll(r) });
+  };
+  const a = client.finish([done(1)]);
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.equal(await a, [{ id: ref(1).id, ok: true }]);
+  assert.equal(server.received.map((r) => r.route), ['/agent/claim', '/agent/finish']);
+});
+
+riding('a claim refused (400) with riders: they go on their own, where a refusal reaches only its caller; the claim goes again without them', async () => {
+  server.auto = (r) => {
+    if (r.route === '/agent/claim') {
+      if (claimBody(r).finish) r.answer(400, { error: 'finish[0].result is too large', field: 'finish[0].result' });
+      else r.answer(200, { leaseTimeoutMs: 30_000, commands: [] });
+    } else if (r.body.items.some((it) => it.lease === 1)) r.answer(400, { error: 'items[0].result is too large' });
+    else r.answer(200, { results: okAll(r) });
+  };
+  const refused = client.finish([done(1)]).then(
+    () => assert.unreachable('the refused call resolved'),
+    (err: unknown) => err,
+  );
+  const fine = client.finish([done(2)]);
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.instance(await refused, RequestRejectedError);
+  assert.equal(await fine, [{ id: ref(2).id, ok: true }]);
+  const claims = server.received.filter((r) => r.route === '/agent/claim');
+  assert.equal(claims.map((r) => claimBody(r).finish?.length ?? 0), [2, 0]);
+});
+
+riding('a claim cut short by its signal: the riders go by /agent/finish, and their callers are answered', async () => {
+  const stopping = new AbortController();
+  const a = client.finish([done(1)]);
+  const claimed = client.claim(1, 25_000, stopping.signal);
+  await server.requests(1);
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  stopping.abort(new Error('stopping'));
+  assert.match(await reason(claimed), /stopping/);
+  assert.equal(await a, [{ id: ref(1).id, ok: true }]);
+  assert.equal(server.received.map((r) => r.route), ['/agent/claim', '/agent/finish']);
+});
+
+riding('finish calls queued behind a finish request in flight ride in the claim', async () => {
+  const first = client.finish([done(1)]);
+  await server.requests(1);
+  const second = client.finish([done(2)]);
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], finished: finishedAll(r) });
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.equal(await second, [{ id: ref(2).id, ok: true }]);
+  server.received[0]!.answer(200, { results: okAll(server.received[0]!) });
+  assert.equal(await first, [{ id: ref(1).id, ok: true }]);
+  assert.equal(server.received.map((r) => r.route), ['/agent/finish', '/agent/claim']);
+});
+
+riding.run();
+
 // --- against a real server ------------------------------------------------------
 
 const real = suite('ServerClient against the keel server');
@@ -226,6 +319,29 @@ real('concurrent starts of claimed commands are one request, one group commit, e
   const metrics = await (await fetch(`${s.url}/metrics`)).text();
   assert.match(metrics, /keel_http_requests_total\{route="\/agent\/start",code="200"\} 1\n/);
   for (const id of ids) assert.is(s.keel.ctx.store.get(id)!.state, 'RUNNING');
+});
+
+real('a finish riding in a claim is recorded in the claim\'s group commit, and the claim answers at once', async () => {
+  const s = await startTestServer();
+  const first = await submit(s.url);
+  const claimed = await claim(s.url, 'a1', { max: 1 });
+  const lease = claimed.body.commands[0]!.lease;
+  const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
+  await agentClient.start([{ id: first, lease }]);
+  const second = await submit(s.url);
+  const journal = s.keel.ctx.store.durable.journal.stats;
+  const fsyncsBefore = journal.fsyncs;
+  const reported = agentClient.finish([{ id: first, lease, outcome: 'COMPLETED', result: { ok: true, tookMs: 0 }, error: null }]);
+  const next = await agentClient.claim(1, 60_000, new AbortController().signal);
+  assert.equal(await reported, [{ id: first, ok: true }]);
+  agentClient.close();
+  assert.equal(next.commands.map((c) => c.id), [second]);
+  assert.equal(next.finished, [{ id: first, ok: true }]);
+  assert.is(journal.fsyncs - fsyncsBefore, 1, 'the outcome and the claim in one group commit');
+  assert.is(s.keel.ctx.store.get(first)!.state, 'COMPLETED');
+  assert.is(s.keel.ctx.store.get(second)!.state, 'ASSIGNED');
+  const metrics = await (await fetch(`${s.url}/metrics`)).text();
+  assert.not.match(metrics, /route="\/agent\/finish"/);
 });
 
 real.run();

@@ -1,6 +1,8 @@
 // The agent's work loop against a scripted server: a slot is held from claim
 // until execution ends, so the next claim does not wait for the last
-// command's finish; at most `concurrency` commands are reporting behind;
+// command's finish answer, only for its `done` record, so that the finish
+// call is made before the claim (and rides in it); at most `concurrency`
+// commands are reporting behind;
 // every ledger step of each command still comes in order. And the lease
 // keeper's first heartbeat: at once when reconciling (the server has not
 // said its lease timeout), at a third of the timeout after a fresh claim.
@@ -29,6 +31,8 @@ function deferred<T>(): Deferred<T> {
 /** Just enough of ServerClient, each call recorded; finish answers when the test says. */
 class ScriptedClient {
   readonly claims: number[] = [];
+  /** For each claim, the commands whose finish had been called before it. */
+  readonly finishedBeforeClaim: string[][] = [];
   readonly heartbeats: LeaseRef[][] = [];
   readonly finishes = new Map<string, Deferred<ItemResult[]>>();
   private readonly work: Assignment[] = [];
@@ -48,6 +52,7 @@ class ScriptedClient {
 
   async claim(max: number, _waitMs: number, signal: AbortSignal): Promise<ClaimResponse> {
     this.claims.push(max);
+    this.finishedBeforeClaim.push([...this.finishes.keys()]);
     this.changed();
     while (this.work.length === 0) {
       this.parked = deferred();
@@ -115,6 +120,7 @@ test('concurrency 1: the next claim goes out while the last finish is unanswered
   // c1 ran and waits for its finish; c2 was claimed and ran meanwhile.
   await client.until(() => client.finishes.has(c1.id) && client.finishes.has(c2.id));
   assert.equal(client.claims, [1, 1]);
+  assert.equal(client.finishedBeforeClaim, [[], [c1.id]], "c1's finish was called before the claim for c2, to ride in it");
   assert.is(ledger.get(c1.id)!.step, 'done');
   assert.is(ledger.get(c2.id)!.step, 'done');
   // Two unreported: the loop waits, though its one slot is free.
@@ -157,6 +163,7 @@ test('concurrency 4: one claim asks for every slot a finished wave frees', async
   const running = loop.run();
   await client.until(() => wave.every((a) => client.finishes.has(a.id)) && client.claims.length === 2);
   assert.equal(client.claims, [4, 4], 'the whole wave ended: all four slots asked for at once');
+  assert.equal(client.finishedBeforeClaim[1]!.sort(), wave.map((a) => a.id).sort(), 'the whole wave is reported in that claim');
   for (const a of wave) client.answerFinish(a.id);
   stopping.abort();
   await running;

@@ -93,12 +93,17 @@ export function failInterrupted(entry: LedgerEntry): Executed {
 }
 
 /** Journal an execution's outcome (`done`), then report it. */
-export async function settle(ctx: AgentContext, { entry, exec }: Executed): Promise<void> {
+export async function settle(ctx: AgentContext, executed: Executed): Promise<void> {
+  await report(ctx, await recordOutcome(ctx, executed));
+}
+
+/** Journal an execution's outcome (`done`); resolves with the `done` entry to report. */
+export async function recordOutcome(ctx: AgentContext, { entry, exec }: Executed): Promise<LedgerEntry> {
   const { id, lease } = entry;
   await ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
   ctx.log('done', { id, lease, outcome: exec.outcome, error: exec.error });
   crashPoint('agent:after-done');
-  await report(ctx, { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error });
+  return { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error };
 }
 
 /**

@@ -4,11 +4,12 @@
 //
 // A slot is the right to execute: a command holds one from its claim until
 // its execution ends. Journaling the outcome (`done`) and reporting it run
-// behind, off the slot (command-steps.ts settle), so at concurrency 1 the
-// next claim does not wait for the last command's fsync and finish round
-// trip; at most `concurrency` commands are settling at once.
+// behind, off the slot; at most `concurrency` commands are settling at once.
+// The next claim waits only for the `done` records of executions that just
+// ended: their finish calls are then queued, and ride in the claim
+// (server-client.ts), one request for both instead of two.
 import { Backoff, pause } from './backoff.ts';
-import { settle, takeAssignment, type AgentContext } from './command-steps.ts';
+import { recordOutcome, report, takeAssignment, type AgentContext } from './command-steps.ts';
 import { WorkAborted } from './leases.ts';
 import { untilAborted } from './signals.ts';
 
@@ -31,6 +32,8 @@ export class WorkLoop {
   private readonly active = new Map<string, Promise<void>>();
   /** Commands holding a slot: claimed, execution not yet ended. */
   private readonly running = new Set<string>();
+  /** Executions that ended, their `done` record not yet durable. */
+  private readonly recording = new Set<Promise<unknown>>();
   private slotFreed: (() => void) | undefined;
 
   constructor(ctx: AgentContext, opts: WorkLoopOptions) {
@@ -72,6 +75,8 @@ export class WorkLoop {
         await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
+      if (this.recording.size > 0) await Promise.all(this.recording);
+      if (ctx.stopping.aborted) break;
       opts.beforeClaim?.(claims++);
       let answer;
       try {
@@ -89,8 +94,15 @@ export class WorkLoop {
         // back the same ASSIGNED command: it is already being worked on.
         if (this.active.has(a.id)) continue;
         this.running.add(a.id);
-        const executed = takeAssignment(ctx, a).finally(() => this.free(a.id));
-        void this.track(a.id, executed.then((x) => x && settle(ctx, x)));
+        const executed = takeAssignment(ctx, a);
+        const recorded = executed.then((x) => x && recordOutcome(ctx, x));
+        const noted = recorded.catch(() => {}).finally(() => this.recording.delete(noted));
+        const ended = (): void => {
+          this.recording.add(noted);
+          this.free(a.id);
+        };
+        executed.then(ended, ended);
+        void this.track(a.id, recorded.then((e) => e && report(ctx, e)));
       }
     }
   }
