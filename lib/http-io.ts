@@ -28,21 +28,7 @@ export class HttpError extends Error {
 export async function readJsonObject(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limit) throw tooLarge(limit);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > limit) throw tooLarge(limit);
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (err instanceof HttpError) throw err;
-    // The client hung up (or was cut off by requestTimeout) mid-body: its
-    // fault, not an internal error; nobody is left to read the answer.
-    throw new HttpError(400, `request body was cut off: ${(err as Error).message}`, { field: 'body' });
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBody(req, limit);
   if (text.trim() === '') throw new HttpError(400, 'request body is empty; send a JSON object', { field: 'body' });
   let value: unknown;
   try {
@@ -54,6 +40,46 @@ export async function readJsonObject(req: IncomingMessage, limit = MAX_BODY_BYTE
     throw new HttpError(400, 'request body must be a JSON object', { field: 'body' });
   }
   return value as Record<string, unknown>;
+}
+
+// Plain listeners rather than `for await`: the async iterator's setup was a
+// visible share of the server's CPU per request.
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        req.resume(); // drain the rest; the answer closes the connection
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+    };
+    // The client hung up (or was cut off by requestTimeout) mid-body: its
+    // fault, not an internal error; nobody is left to read the answer.
+    const onCut = (err?: Error): void => {
+      done();
+      reject(new HttpError(400, `request body was cut off: ${err?.message ?? 'the connection closed'}`, { field: 'body' }));
+    };
+    const onClose = (): void => onCut();
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onCut);
+      req.off('close', onClose);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onCut);
+    req.on('close', onClose);
+  });
 }
 
 function tooLarge(limit: number): HttpError {
