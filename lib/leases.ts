@@ -22,9 +22,7 @@ export class LeaseClock {
 
   /** Give every command held at startup a full timeout, then start sweeping. */
   start(): void {
-    for (const cmd of this.store.table.liveCommands()) {
-      if (cmd.state === 'ASSIGNED' || cmd.state === 'RUNNING') this.extend(cmd.id, cmd.attempt);
-    }
+    for (const cmd of this.store.table.heldCommands()) this.extend(cmd.id, cmd.attempt);
     const every = Math.max(20, Math.min(1000, Math.floor(this.timeoutMs / 4)));
     this.timer = setInterval(() => void this.sweep(), every);
     this.timer.unref();

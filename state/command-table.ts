@@ -4,10 +4,13 @@
 //
 // A final command never changes again, so it is kept as its snapshot line (a
 // string) and decoded only when read: a million finished commands cost about
-// their line each, and a restart loads them without parsing them.
+// their line each. A restart goes further: the snapshot's final and PENDING
+// commands stay the bytes they were read as (SnapshotLines), found by id and
+// decoded when read, until a transition moves one into the maps here.
 import type { CommandState } from '../lib/protocol.ts';
 import { isFinal, step, type Command, type CommandEvent } from './command-fsm.ts';
 import type { Machine } from './durable-machine.ts';
+import { idHash, SnapshotLines } from './snapshot-lines.ts';
 
 /** One journal record: the event and the state and version it was made from (CAS). */
 export interface CommandRecord {
@@ -58,6 +61,18 @@ export class CommandTable implements Machine<CommandRecord> {
   private readonly live = new Map<string, Command>();
   /** Final commands, as their snapshot line. */
   private readonly final = new Map<string, string>();
+  /**
+   * Final and PENDING commands as loaded from the snapshot, as bytes. A
+   * command there is current only while neither `live` nor `final` has it.
+   */
+  private readonly loaded = new SnapshotLines();
+  /** Ids of the snapshot's commands that were not final, in snapshot order. */
+  private readonly loadedLive: string[] = [];
+  /** Ids of those that load() decoded (not kept as bytes). */
+  private readonly loadedDecoded = new Set<string>();
+  /** Transitions of the snapshot's non-final commands since the load. */
+  private loadedMoved = 0;
+  private readonly idEnd = new Int32Array(1);
   /** While a dump is read: the line, as of the dump, of each command changed since. */
   private frozen: Map<string, string> | undefined;
   /** Ids in submission order, for newest-first listing. */
@@ -73,11 +88,13 @@ export class CommandTable implements Machine<CommandRecord> {
     const cmd = this.live.get(id);
     if (cmd) return cmd;
     const line = this.final.get(id);
-    return line === undefined ? undefined : decode(line);
+    if (line !== undefined) return decode(line);
+    const pos = this.loaded.size > 0 ? this.loaded.find(id) : -1;
+    return pos < 0 ? undefined : decode(this.loaded.line(pos));
   }
 
   get size(): number {
-    return this.live.size + this.final.size;
+    return this.order.length;
   }
 
   /** The shown-status question without decoding a final command. */
@@ -85,14 +102,24 @@ export class CommandTable implements Machine<CommandRecord> {
     const cmd = this.live.get(id);
     if (cmd) return cmd.state;
     const line = this.final.get(id);
-    if (line === undefined) return undefined;
-    const stateAt = line.indexOf('"', 2) + 3;
-    return line.slice(stateAt, line.indexOf('"', stateAt)) as CommandState;
+    if (line !== undefined) {
+      const stateAt = line.indexOf('"', 2) + 3;
+      if (line.lastIndexOf('\\', stateAt) > 1) return decode(line).state; // a JSON-escaped id
+      return line.slice(stateAt, line.indexOf('"', stateAt)) as CommandState;
+    }
+    const pos = this.loaded.size > 0 ? this.loaded.find(id) : -1;
+    return pos < 0 ? undefined : keptAsBytes(this.loaded.stateLetter(pos, id));
   }
 
-  /** Every command not yet final. */
-  liveCommands(): IterableIterator<Command> {
-    return this.live.values();
+  /** Every command not yet final, in no set order. Decodes the snapshot's PENDING ones: not for hot paths. */
+  *liveCommands(): IterableIterator<Command> {
+    yield* this.live.values();
+    for (const id of this.loadedLive) if (!this.live.has(id) && !this.final.has(id)) yield this.get(id)!;
+  }
+
+  /** Every ASSIGNED or RUNNING command. */
+  *heldCommands(): IterableIterator<Command> {
+    for (const ids of this.heldBy.values()) for (const id of ids) yield this.live.get(id)!;
   }
 
   trail(id: string): TrailEntry[] | undefined {
@@ -124,7 +151,12 @@ export class CommandTable implements Machine<CommandRecord> {
     const upTo = this.order.length;
     const frozen = new Map<string, string>();
     this.frozen = frozen;
-    const lineOf = (id: string): string => frozen.get(id) ?? this.final.get(id) ?? encode(this.live.get(id)!);
+    const lineOf = (id: string): string => {
+      const line = frozen.get(id) ?? this.final.get(id);
+      if (line !== undefined) return line;
+      const cmd = this.live.get(id);
+      return cmd ? encode(cmd) : this.loaded.line(this.loaded.find(id));
+    };
     const order = this.order;
     return {
       lines: (function* () {
@@ -138,19 +170,66 @@ export class CommandTable implements Machine<CommandRecord> {
 
   load(line: string): void {
     // A line begins ["<id>","<state>",<idemKey>: enough to file a final
-    // command without parsing the rest of it.
+    // command without parsing the rest of it (unless the id is JSON-escaped).
     const idEnd = line.indexOf('"', 2);
-    const id = line.slice(2, idEnd);
-    const stateEnd = line.indexOf('"', idEnd + 3);
-    const state = line.slice(idEnd + 3, stateEnd) as CommandState;
+    const escaped = line.lastIndexOf('\\', idEnd) > 1 ? decode(line) : undefined;
+    const id = escaped ? escaped.id : line.slice(2, idEnd);
+    const stateEnd = escaped ? -1 : line.indexOf('"', idEnd + 3);
+    const state = escaped ? escaped.state : (line.slice(idEnd + 3, stateEnd) as CommandState);
     if (!isFinal(state)) {
-      this.put(decode(line), undefined);
+      this.put(escaped ?? decode(line), undefined);
+      this.loadedLive.push(id);
+      this.loadedDecoded.add(id);
       return;
     }
     this.final.set(id, line);
     this.order.push(id);
     this.countByState[state]++;
-    if (line.charCodeAt(stateEnd + 2) === 0x22 /* " */) this.byIdemKey.set(decode(line).idemKey!, id);
+    const idemKey = escaped ? escaped.idemKey : line.charCodeAt(stateEnd + 2) === 0x22 /* " */ ? decode(line).idemKey : null;
+    if (idemKey !== null) this.byIdemKey.set(idemKey, id);
+  }
+
+  /**
+   * Restore a chunk of snapshot lines (each ending in a newline) and keep the
+   * chunk: final and PENDING commands stay bytes in it. Returns the number of lines.
+   */
+  loadChunk(buf: Buffer): number {
+    const c = this.loaded.addChunk(buf);
+    let n = 0;
+    for (let start = 0; start < buf.length; n++) {
+      let end = buf.indexOf(10, start);
+      if (end < 0) end = buf.length;
+      this.loadBytes(buf, c, start, end);
+      start = end + 1;
+    }
+    return n;
+  }
+
+  /** Hint: about this many more lines are coming. */
+  reserve(lines: number): void {
+    this.loaded.reserve(this.loaded.size + lines);
+  }
+
+  private loadBytes(buf: Buffer, c: number, start: number, end: number): void {
+    // ["<id>","<state>",<idemKey>,...: the id, the state and whether an
+    // idempotency key follows are read off the bytes. Lines that are not
+    // final or PENDING, or whose id is not plain ASCII, go the string way.
+    const hash = buf[start] === 0x5b && buf[start + 1] === 0x22 ? idHash(buf, start + 2, end, this.idEnd) : -1;
+    if (hash >= 0) {
+      const idEnd = this.idEnd[0]!;
+      const state = keptAsBytes(buf[idEnd + 3]!);
+      const stateEnd = state === undefined ? -1 : idEnd + 3 + state.length;
+      if (state !== undefined && buf[idEnd + 1] === 0x2c && buf[idEnd + 2] === 0x22 && buf[stateEnd] === 0x22) {
+        const id = buf.toString('latin1', start + 2, idEnd);
+        this.loaded.add(c, start, hash);
+        this.order.push(id);
+        this.countByState[state]++;
+        if (state === 'PENDING') this.loadedLive.push(id);
+        if (buf[stateEnd + 2] === 0x22) this.byIdemKey.set(decode(buf.toString('utf8', start, end)).idemKey!, id);
+        return;
+      }
+    }
+    this.load(buf.toString('utf8', start, end));
   }
 
   /**
@@ -160,12 +239,26 @@ export class CommandTable implements Machine<CommandRecord> {
    */
   resetPendingQueue(): void {
     this.pending.clear();
-    for (const cmd of this.live.values()) if (cmd.state === 'PENDING') this.pending.push(cmd.id);
+    // The snapshot's commands first, in its order, then those replay added.
+    if (this.loadedMoved === 0 && this.loadedDecoded.size === 0) {
+      for (const id of this.loadedLive) this.pending.push(id); // all still PENDING, as loaded
+    } else {
+      for (const id of this.loadedLive) {
+        // Not in either map: still the PENDING line it was loaded as.
+        const state = this.live.get(id)?.state ?? (this.final.has(id) ? undefined : 'PENDING');
+        if (state === 'PENDING') this.pending.push(id);
+      }
+    }
+    for (const cmd of this.live.values()) {
+      if (cmd.state === 'PENDING' && !this.loadedDecoded.has(cmd.id) && (this.loaded.size === 0 || this.loaded.find(cmd.id) < 0)) this.pending.push(cmd.id);
+    }
   }
 
   private put(cmd: Command, prev: Command | undefined): void {
     if (prev && this.frozen && !this.frozen.has(prev.id)) this.frozen.set(prev.id, encode(prev));
     if (prev) {
+      // A command not in `live` before it moves is one the snapshot kept as bytes.
+      if (!this.live.has(prev.id) || this.loadedDecoded.has(prev.id)) this.loadedMoved++;
       this.countByState[prev.state]--;
       if (prev.agentId && holding(prev.state)) this.heldBy.get(prev.agentId)?.delete(prev.id);
     } else {
@@ -186,6 +279,11 @@ export class CommandTable implements Machine<CommandRecord> {
       held.add(cmd.id);
     }
   }
+}
+
+/** The state a loaded line's state letter names, if such lines are kept as bytes. */
+function keptAsBytes(letter: number): 'PENDING' | 'COMPLETED' | 'FAILED' | undefined {
+  return letter === 0x50 ? 'PENDING' : letter === 0x43 ? 'COMPLETED' : letter === 0x46 ? 'FAILED' : undefined;
 }
 
 function holding(state: CommandState): boolean {

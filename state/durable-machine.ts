@@ -22,6 +22,10 @@ export interface Machine<R> {
   dump(): { lines: Iterable<string>; done(): void };
   /** Restore one line written by dump(). */
   load(line: string): void;
+  /** Optional, instead of load(): restore a chunk of whole lines, each ending in a newline; may keep it. Returns the line count. */
+  loadChunk?(chunk: Buffer): number;
+  /** Optional: about this many lines are coming. */
+  reserve?(lines: number): void;
 }
 
 export interface DurableOptions {
@@ -62,7 +66,7 @@ export class DurableMachine<R> {
     fs.mkdirSync(dir, { recursive: true });
     const lock = opts.noLock ? undefined : await lockStateDir(dir, opts.role ?? 'keel', opts.onLockCompromised);
     try {
-      const afterSeq = readSnapshot(dir, machine.name, (e) => machine.load(e));
+      const afterSeq = readSnapshot(dir, machine);
       const journal = openJournal(dir, {
         afterSeq,
         repair: opts.repair,

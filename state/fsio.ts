@@ -55,45 +55,33 @@ export function truncateDurably(file: string, length: number): void {
   }
 }
 
-// Reading big files: a whole-file Buffer of hundreds of MB costs more in page
-// faults than the reading itself, so files are read through one reused chunk.
-const READ_CHUNK = 8 << 20;
+// Reading big files: chunks of whole lines, each read straight into the
+// buffer that is kept (a snapshot's lines can stay where they were read).
+const LINES_CHUNK = 32 << 20;
 
-/** Hands each chunk of bytes [from, to) of fd to fn, in order. The chunk is reused: copy what you keep. */
-export function readChunks(fd: number, from: number, to: number, fn: (chunk: Buffer) => void): void {
-  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, to - from)));
+/**
+ * Bytes [from, to) of fd as buffers of whole lines, in order; each ends in a
+ * newline, except the last if the range does not. A line longer than a chunk
+ * gets a buffer of its own size.
+ */
+export function readWholeLines(fd: number, from: number, to: number, chunkBytes = LINES_CHUNK): Buffer[] {
+  const out: Buffer[] = [];
+  let carry: Buffer | undefined; // the start of a line the last chunk cut
   for (let pos = from; pos < to; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, to - pos), pos);
-    if (n === 0) throw new Error(`file ended at byte ${pos}, before ${to}`);
-    fn(buf.subarray(0, n));
-    pos += n;
-  }
-}
-
-/** Hands each line of bytes [from, to) of fd to fn, without its newline, with its file offset. Bytes after the last newline are ignored. */
-export function readLines(fd: number, from: number, to: number, fn: (line: string, offset: number) => void): void {
-  let buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, to - from)));
-  let have = 0; // bytes at the front of buf not yet handed out
-  let bufAt = from; // file offset of buf[0]
-  for (let pos = from; pos < to; ) {
-    if (have === buf.length) {
-      // A line longer than the buffer: grow it.
-      const bigger = Buffer.allocUnsafe(buf.length * 2);
-      buf.copy(bigger, 0, 0, have);
-      buf = bigger;
+    const have = carry?.length ?? 0;
+    const buf = Buffer.allocUnsafe(have + Math.min(chunkBytes, to - pos));
+    carry?.copy(buf, 0);
+    let n = have;
+    while (n < buf.length) {
+      const got = fs.readSync(fd, buf, n, buf.length - n, pos);
+      if (got === 0) throw new Error(`file ended at byte ${pos}, before ${to}`);
+      n += got;
+      pos += got;
     }
-    const n = fs.readSync(fd, buf, have, Math.min(buf.length - have, to - pos), pos);
-    if (n === 0) throw new Error(`file ended at byte ${pos}, before ${to}`);
-    pos += n;
-    have += n;
-    const view = buf.subarray(0, have);
-    let start = 0;
-    for (let end = view.indexOf(10); end >= 0; end = view.indexOf(10, start)) {
-      fn(view.toString('utf8', start, end), bufAt + start);
-      start = end + 1;
-    }
-    buf.copy(buf, 0, start, have);
-    have -= start;
-    bufAt += start;
+    const cut = pos === to ? buf.length : buf.lastIndexOf(10) + 1;
+    if (cut > 0) out.push(buf.subarray(0, cut));
+    carry = cut < buf.length ? buf.subarray(cut) : undefined;
   }
+  if (carry) out.push(carry);
+  return out;
 }
