@@ -28,7 +28,6 @@ import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
 
 export const JOURNAL_FORMAT = 1;
 const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
-const LINE_RE = /^\{"seq":(\d+),"crc":"([0-9a-f]{8})","rec":(.*)\}$/s;
 
 export class CorruptionError extends Error {
   readonly file: string;
@@ -112,21 +111,52 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: Scan
   while (pos < buf.length) {
     const end = buf.indexOf(10, pos);
     if (end < 0) return fail(pos, 'torn line (no newline)', -1);
-    const m = LINE_RE.exec(buf.toString('utf8', pos, end));
-    if (!m) return fail(pos, 'malformed line', end);
-    if (Number(m[1]) !== seq) return fail(pos, `sequence ${m[1]} where ${seq} was expected`, end);
-    if (checksum(seq, m[3]!) !== m[2]) return fail(pos, 'checksum mismatch', end);
-    let rec: unknown;
+    // The line's frame is read off its bytes (no string of it is made), and
+    // the crc is taken over the record's bytes as they lie in the file.
+    const rec = recordAt(buf, pos, end);
+    if (!rec) return fail(pos, 'malformed line', end);
+    if (rec.seq !== seq) return fail(pos, `sequence ${rec.seq} where ${seq} was expected`, end);
+    if (crc32(buf.subarray(rec.from, end - 1), crc32(`${seq}:`)) !== rec.crc) return fail(pos, 'checksum mismatch', end);
+    let value: unknown;
     try {
-      rec = JSON.parse(m[3]!);
+      value = JSON.parse(buf.toString('utf8', rec.from, end - 1));
     } catch {
       return fail(pos, 'record is not JSON', end);
     }
-    if (!visit({ seq, rec, offset: pos })) break;
+    if (!visit({ seq, rec: value, offset: pos })) break;
     seq++;
     pos = end + 1;
   }
   return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: pos };
+}
+
+const SEQ_PREFIX = Buffer.from('{"seq":');
+const CRC_PREFIX = Buffer.from(',"crc":"');
+const REC_PREFIX = Buffer.from('","rec":');
+
+/** The frame of the line [pos, end): seq, crc and where the record's text starts; undefined if it is not that shape. */
+function recordAt(buf: Buffer, pos: number, end: number): { seq: number; crc: number; from: number } | undefined {
+  if (!startsWith(buf, pos, SEQ_PREFIX) || buf[end - 1] !== 0x7d /* } */) return undefined;
+  let i = pos + SEQ_PREFIX.length;
+  let seq = 0;
+  const digitsAt = i;
+  for (let d = buf[i]! - 0x30; d >= 0 && d <= 9 && i < end; d = buf[++i]! - 0x30) seq = seq * 10 + d;
+  if (i === digitsAt || !startsWith(buf, i, CRC_PREFIX)) return undefined;
+  i += CRC_PREFIX.length;
+  let crc = 0;
+  for (const stop = i + 8; i < stop; i++) {
+    const c = buf[i]!;
+    const v = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+    if (v < 0) return undefined;
+    crc = crc * 16 + v;
+  }
+  if (!startsWith(buf, i, REC_PREFIX) || i + REC_PREFIX.length > end - 1) return undefined;
+  return { seq, crc, from: i + REC_PREFIX.length };
+}
+
+function startsWith(buf: Buffer, at: number, prefix: Buffer): boolean {
+  for (let k = 0; k < prefix.length; k++) if (buf[at + k] !== prefix[k]) return false;
+  return true;
 }
 
 export interface JournalStats {
