@@ -11,12 +11,15 @@
 // one round trip and one fsync, not N. finish calls still queued when the
 // next claim goes out ride in it instead (ClaimRequest.finish): at
 // concurrency 1 a command costs two requests, claim and start, not three.
-// node:http with a keep-alive agent, not fetch: at thousands of calls a
-// second fetch's per-request cost (web streams, AbortSignal.any) was most of
-// the agent's CPU.
+// Requests to an http:// server go through keepalive-pool.ts, a lean
+// keep-alive client: at thousands of calls a second, fetch's per-request cost
+// (web streams, AbortSignal.any) and then node:http's client machinery were
+// the largest share of the agent's CPU. An https:// server (TLS ending at a
+// proxy, say) is reached with node:https.
 import http from 'node:http';
 import https from 'node:https';
 import { Backoff, pause } from './agent/backoff.ts';
+import { KeepAlivePool } from './keepalive-pool.ts';
 import type { Logger } from './log.ts';
 import {
   AGENT_ROUTES,
@@ -68,6 +71,8 @@ export class ServerClient {
   private readonly requestTimeoutMs: number;
   private readonly transport: typeof http | typeof https;
   private readonly keepAlive: http.Agent;
+  /** Plain-http servers (the usual case) go through the lean pool; https through node:https. */
+  private readonly pool: KeepAlivePool | undefined;
   private readonly batches = new Map<string, Coalescer>();
   /** Whether the last call got through; outages are logged once, not per retry. */
   private reachable = true;
@@ -84,6 +89,7 @@ export class ServerClient {
     const tls = base.protocol === 'https:';
     this.transport = tls ? https : http;
     this.keepAlive = new (tls ? https.Agent : http.Agent)({ keepAlive: true });
+    this.pool = tls ? undefined : new KeepAlivePool(base, this.headers);
     for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
       this.batches.set(route, new Coalescer((items, signal) => this.sendBatch(route, items, signal)));
     }
@@ -137,6 +143,7 @@ export class ServerClient {
   /** Close idle keep-alive connections (the process is about to exit). */
   close(): void {
     this.keepAlive.destroy();
+    this.pool?.close();
   }
 
   /** Send pre-serialized items as one request until answered; one result per item, in order. */
@@ -176,6 +183,15 @@ export class ServerClient {
 
   /** One POST; resolves with the status and parsed JSON body, rejects on no answer. */
   private once(route: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
+    if (this.pool) {
+      return this.pool.post(this.target.path + route, body, timeoutMs, signal).then(({ status, text }) => {
+        try {
+          return { status, body: JSON.parse(text) as unknown };
+        } catch {
+          throw new Error(`HTTP ${status} with a body that is not JSON: ${text.slice(0, 200)}`);
+        }
+      });
+    }
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const headers = { ...this.headers, 'content-length': String(Buffer.byteLength(body)) };

@@ -1,0 +1,182 @@
+// A small HTTP/1.1 keep-alive client for the agent's calls to its server:
+// POST a JSON body, get back the status and body. One request at a time per
+// connection (no pipelining); idle connections are reused, a broken one is
+// dropped. Only what the keel server sends is understood: a Content-Length
+// body or a body ending with the connection. Anything else (chunked, a
+// missing length on a kept-alive connection) fails the request; the caller
+// retries as it would after any lost answer.
+//
+// Why not node:http: at thousands of calls a second its client machinery
+// (agent, ClientRequest, IncomingMessage streams) was a fifth of the agent's
+// CPU; this does the same work for the requests the agent makes.
+import net from 'node:net';
+
+export interface PoolAnswer {
+  status: number;
+  text: string;
+}
+
+interface Pending {
+  resolve: (a: PoolAnswer) => void;
+  reject: (e: Error) => void;
+}
+
+const HEAD_END = Buffer.from('\r\n\r\n');
+// Past this many bytes of response head we are not talking to a keel server.
+const MAX_HEAD = 64 * 1024;
+
+class Connection {
+  readonly socket: net.Socket;
+  private buf: Buffer | undefined;
+  private pending: Pending | undefined;
+  private head: { status: number; length: number | undefined; close: boolean; bodyAt: number } | undefined;
+  broken = false;
+
+  constructor(host: string, port: number, onIdleClose: (c: Connection) => void) {
+    this.socket = net.connect({ host, port, noDelay: true });
+    this.socket.on('data', (d: Buffer) => this.onData(d));
+    this.socket.on('error', (err) => this.fail(err));
+    this.socket.on('close', () => {
+      this.broken = true;
+      if (this.pending && this.head && this.head.length === undefined) this.finish(this.buf ?? Buffer.alloc(0));
+      else this.fail(new Error('the connection closed before the whole answer arrived'));
+      onIdleClose(this);
+    });
+  }
+
+  send(request: string, body: Buffer): Promise<PoolAnswer> {
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.buf = undefined;
+      this.head = undefined;
+      this.socket.cork();
+      this.socket.write(request, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+    });
+  }
+
+  get busy(): boolean {
+    return this.pending !== undefined;
+  }
+
+  destroy(err: Error): void {
+    this.broken = true;
+    this.socket.destroy();
+    this.fail(err);
+  }
+
+  private onData(d: Buffer): void {
+    if (!this.pending) {
+      // Bytes nobody asked for: the stream is out of step; never reuse it.
+      this.destroy(new Error('unexpected bytes from the server'));
+      return;
+    }
+    this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
+    if (!this.head) {
+      const end = this.buf.indexOf(HEAD_END);
+      if (end < 0) {
+        if (this.buf.length > MAX_HEAD) this.destroy(new Error('the answer has no end of headers'));
+        return;
+      }
+      const text = this.buf.toString('latin1', 0, end);
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      if (!m) return this.destroy(new Error(`not an HTTP answer: ${JSON.stringify(text.slice(0, 40))}`));
+      const lines = text.toLowerCase().split('\r\n');
+      let length: number | undefined;
+      let close = /^http\/1\.0/.test(lines[0]!);
+      for (const line of lines) {
+        if (line.startsWith('content-length:')) length = Number(line.slice(15).trim());
+        else if (line.startsWith('transfer-encoding:')) return this.destroy(new Error('chunked answers are not supported'));
+        else if (line.startsWith('connection:')) close = line.includes('close') || (close && !line.includes('keep-alive'));
+      }
+      if (length !== undefined && !(Number.isInteger(length) && length >= 0)) return this.destroy(new Error('bad content-length'));
+      this.head = { status: Number(m[1]), length, close, bodyAt: end + 4 };
+    }
+    const { length, bodyAt } = this.head;
+    if (length === undefined) return; // read until the connection closes
+    if (this.buf.length < bodyAt + length) return;
+    if (this.buf.length > bodyAt + length) return this.destroy(new Error('the answer is longer than its content-length'));
+    this.finish(this.buf.subarray(bodyAt));
+  }
+
+  private finish(body: Buffer): void {
+    const p = this.pending!;
+    const head = this.head!;
+    const text = body.subarray(head.length === undefined ? head.bodyAt : 0).toString('utf8');
+    this.pending = undefined;
+    this.buf = undefined;
+    if (head.close || head.length === undefined) {
+      this.broken = true;
+      this.socket.end();
+    }
+    p.resolve({ status: head.status, text });
+  }
+
+  private fail(err: Error): void {
+    const p = this.pending;
+    this.pending = undefined;
+    p?.reject(err);
+  }
+}
+
+export class KeepAlivePool {
+  private readonly host: string;
+  private readonly port: number;
+  private readonly headers: string;
+  private idle: Connection[] = [];
+  private readonly all = new Set<Connection>();
+
+  constructor(url: URL, headers: Record<string, string>) {
+    this.host = url.hostname.replace(/^\[|\]$/g, '');
+    this.port = Number(url.port || 80);
+    this.headers = Object.entries({ host: url.host, ...headers })
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+  }
+
+  /** POST body to path; rejects when no whole answer came (refused, cut, timed out, aborted). */
+  post(path: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<PoolAnswer> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const conn = this.take();
+    const bytes = Buffer.from(body, 'utf8');
+    const answer = conn.send(`POST ${path} HTTP/1.1\r\n${this.headers}content-length: ${bytes.length}\r\n\r\n`, bytes);
+    const timer = setTimeout(() => conn.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => conn.destroy(signal!.reason as Error);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const settle = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (conn.broken) this.all.delete(conn);
+      else this.idle.push(conn);
+    };
+    return answer.then(
+      (a) => (settle(), a),
+      (err: unknown) => {
+        settle();
+        throw err;
+      },
+    );
+  }
+
+  /** Connections open and waiting for a request. */
+  get idleConnections(): number {
+    return this.idle.length;
+  }
+
+  close(): void {
+    for (const c of this.all) c.socket.destroy();
+    this.all.clear();
+    this.idle = [];
+  }
+
+  private take(): Connection {
+    for (let c = this.idle.pop(); c; c = this.idle.pop()) if (!c.broken) return c;
+    const c = new Connection(this.host, this.port, (gone) => {
+      this.all.delete(gone);
+      this.idle = this.idle.filter((x) => x !== gone);
+    });
+    this.all.add(c);
+    return c;
+  }
+}
