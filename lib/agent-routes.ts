@@ -17,13 +17,13 @@ export async function claim(ctx: ServerContext, req: IncomingMessage, res: Serve
   // claim's group commit. Their sender waits for their results, so no waiting for work.
   const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;
   // The client is watched only if the claim must wait: under load most are answered at once.
-  const cmds = await ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res));
+  const [cmds, results] = await Promise.all([ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res)), finished]);
   // Even if the client went away meanwhile: a lease nobody heard of expires
   // like any other, and the command goes back to PENDING.
   for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
   const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
   const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
-  if (finished) body.finished = await finished;
+  if (results) body.finished = results;
   sendJson(res, 200, body);
 }
 
