@@ -122,7 +122,8 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
     call(second.url, 'POST', '/agent/heartbeat', { agentId: 'agent-1', leases: [ref(assigned), ref(kept)] }).then((r) => r.body.revoked);
   assert.equal(await beat(), []);
   const revoked: unknown[] = [];
-  const beating = setInterval(() => void beat().then((r) => revoked.push(...r), () => {}), LEASE_MS / 8);
+  let beatOut: Promise<unknown> = Promise.resolve();
+  const beating = setInterval(() => (beatOut = beat().then((r) => revoked.push(...r), () => {})), LEASE_MS / 8);
   beating.unref(); // a failed assertion below must not keep the file running
 
   // The third is not heartbeated: RUNNING, so FAILED AGENT_LOST, no sooner than a full timeout after startup.
@@ -131,12 +132,15 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   const graceMs = Date.parse(String(expired.t)) - Date.parse(String(recovered.t));
   assert.ok(graceMs >= LEASE_MS, `expired ${graceMs} ms after the restart, before a full lease timeout`);
 
+  // The beats stop before the finish: one answered after it would rightly revoke the finished command.
+  clearInterval(beating);
+  await beatOut;
+  assert.equal(revoked, [], 'a heartbeated lease was revoked');
+
   // The agent's work from before the kill is accepted: the command held RUNNING finishes.
   const done = await call(second.url, 'POST', '/agent/finish', { agentId: 'agent-1', items: [{ ...ref(kept), outcome: 'COMPLETED', result: { ok: true, tookMs: 2 } }] });
   assert.is(done.status, 200, done.text);
   assert.is((await call(second.url, 'POST', '/agent/start', { agentId: 'agent-1', items: [ref(assigned)] })).status, 200);
-  clearInterval(beating);
-  assert.equal(revoked, [], 'a heartbeated lease was revoked');
   const lost = await call(second.url, 'GET', `/commands/${abandoned}`);
   assert.equal([lost.body.status, lost.body.error], ['FAILED', 'AGENT_LOST']);
 
