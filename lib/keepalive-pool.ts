@@ -1,10 +1,10 @@
 // A small HTTP/1.1 keep-alive client for the agent's calls to its server:
 // POST a JSON body, get back the status and body. One request at a time per
 // connection (no pipelining); idle connections are reused, a broken one is
-// dropped. Only what the keel server sends is understood: a Content-Length
-// body or a body ending with the connection. Anything else (chunked, a
-// missing length on a kept-alive connection) fails the request; the caller
-// retries as it would after any lost answer.
+// dropped. Answers may carry a Content-Length, be chunked, or end with the
+// connection; an answer that is none of these, or longer than it said, fails
+// the request, and that connection is never reused: the caller retries as it
+// would after any lost answer.
 //
 // Why not node:http: at thousands of calls a second its client machinery
 // (agent, ClientRequest, IncomingMessage streams) was a fifth of the agent's
@@ -29,7 +29,7 @@ class Connection {
   readonly socket: net.Socket;
   private buf: Buffer | undefined;
   private pending: Pending | undefined;
-  private head: { status: number; length: number | undefined; close: boolean; bodyAt: number } | undefined;
+  private head: { status: number; length: number | undefined; chunked: boolean; close: boolean; bodyAt: number } | undefined;
   broken = false;
 
   constructor(host: string, port: number, onIdleClose: (c: Connection) => void) {
@@ -38,7 +38,8 @@ class Connection {
     this.socket.on('error', (err) => this.fail(err));
     this.socket.on('close', () => {
       this.broken = true;
-      if (this.pending && this.head && this.head.length === undefined) this.finish(this.buf ?? Buffer.alloc(0));
+      const head = this.head;
+      if (this.pending && head && head.length === undefined && !head.chunked) this.finish(this.buf!.subarray(head.bodyAt));
       else this.fail(new Error('the connection closed before the whole answer arrived'));
       onIdleClose(this);
     });
@@ -84,29 +85,44 @@ class Connection {
       if (!m) return this.destroy(new Error(`not an HTTP answer: ${JSON.stringify(text.slice(0, 40))}`));
       const lines = text.toLowerCase().split('\r\n');
       let length: number | undefined;
+      let chunked = false;
       let close = /^http\/1\.0/.test(lines[0]!);
       for (const line of lines) {
         if (line.startsWith('content-length:')) length = Number(line.slice(15).trim());
-        else if (line.startsWith('transfer-encoding:')) return this.destroy(new Error('chunked answers are not supported'));
+        else if (line.startsWith('transfer-encoding:')) chunked = line.endsWith('chunked');
         else if (line.startsWith('connection:')) close = line.includes('close') || (close && !line.includes('keep-alive'));
       }
+      if (chunked) length = undefined;
+      else if (lines.some((l) => l.startsWith('transfer-encoding:'))) return this.destroy(new Error('the answer has a transfer-encoding this client does not read'));
       if (length !== undefined && !(Number.isInteger(length) && length >= 0)) return this.destroy(new Error('bad content-length'));
-      this.head = { status: Number(m[1]), length, close, bodyAt: end + 4 };
+      this.head = { status: Number(m[1]), length, chunked, close, bodyAt: end + 4 };
     }
-    const { length, bodyAt } = this.head;
+    const { length, chunked, bodyAt } = this.head;
+    if (chunked) {
+      let whole;
+      try {
+        whole = dechunk(this.buf, bodyAt);
+      } catch (err) {
+        return this.destroy(err as Error);
+      }
+      if (!whole) return;
+      if (whole.end < this.buf.length) return this.destroy(new Error('bytes after the end of the chunked answer'));
+      return this.finish(whole.body);
+    }
     if (length === undefined) return; // read until the connection closes
     if (this.buf.length < bodyAt + length) return;
     if (this.buf.length > bodyAt + length) return this.destroy(new Error('the answer is longer than its content-length'));
     this.finish(this.buf.subarray(bodyAt));
   }
 
+  /** body: exactly the answer's body bytes. */
   private finish(body: Buffer): void {
     const p = this.pending!;
     const head = this.head!;
-    const text = body.subarray(head.length === undefined ? head.bodyAt : 0).toString('utf8');
+    const text = body.toString('utf8');
     this.pending = undefined;
     this.buf = undefined;
-    if (head.close || head.length === undefined) {
+    if (head.close || (head.length === undefined && !head.chunked)) {
       this.broken = true;
       this.socket.end();
     }
@@ -117,6 +133,26 @@ class Connection {
     const p = this.pending;
     this.pending = undefined;
     p?.reject(err);
+  }
+}
+
+/** A whole chunked body at buf[from..]: its bytes, and where the answer ends; undefined while incomplete. */
+function dechunk(buf: Buffer, from: number): { body: Buffer; end: number } | undefined {
+  const parts: Buffer[] = [];
+  for (let at = from; ; ) {
+    const eol = buf.indexOf('\r\n', at);
+    if (eol < 0) return undefined;
+    const sizeText = buf.toString('latin1', at, eol).split(';')[0]!.trim();
+    const size = /^[0-9a-f]{1,8}$/i.test(sizeText) ? parseInt(sizeText, 16) : NaN;
+    if (Number.isNaN(size)) throw new Error(`bad chunk size ${JSON.stringify(sizeText.slice(0, 20))}`);
+    if (size === 0) {
+      // Trailers, ignored, end with an empty line.
+      const end = buf.indexOf('\r\n\r\n', eol);
+      return end < 0 ? undefined : { body: Buffer.concat(parts), end: end + 4 };
+    }
+    if (buf.length < eol + 2 + size + 2) return undefined;
+    parts.push(buf.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
   }
 }
 

@@ -105,13 +105,21 @@ test('an answer without a length is read until the connection closes', async () 
   assert.equal([a.status, a.text], [200, '{"whole":true}']);
 });
 
-test('a chunked answer is refused rather than misread', async () => {
+test('a chunked answer is read whole, and its connection reused', async () => {
   handler = (_req, _body, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.write('{"a":');
-    res.end('1}');
+    setImmediate(() => res.end('"ü"}'));
   };
-  assert.match(await rejection(pool.post('/x', '{}', 1000)), /chunked/);
+  for (let i = 0; i < 2; i++) assert.equal(JSON.parse((await pool.post('/x', '{}', 1000)).text), { a: 'ü' });
+  assert.is(connections, 1);
+});
+
+test('a chunked answer with trailers and chunk extensions; a bad chunk size rejects', async () => {
+  handler = (req) => req.socket.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\n{"a\r\n4\r\n":1}\r\n0\r\nx-trailer: t\r\n\r\n');
+  assert.equal(JSON.parse((await pool.post('/x', '{}', 1000)).text), { a: 1 });
+  handler = (req) => req.socket.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n');
+  assert.match(await rejection(pool.post('/x', '{}', 1000)), /bad chunk size/);
 });
 
 test('a connection cut mid-answer rejects; the next request gets a fresh connection', async () => {
