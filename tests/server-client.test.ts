@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rejection } from './support/rejection.ts';
 import { createLogger } from '../lib/log.ts';
 import type { FinishItem, ItemResult, LeaseRef } from '../lib/protocol.ts';
 import { RequestRejectedError, ServerClient } from '../lib/server-client.ts';
@@ -70,17 +71,6 @@ class ScriptedServer {
     this.server.closeAllConnections();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
-}
-
-/** The message a promise rejects with; fails the test if it resolves. */
-async function reason(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return (err as Error).message;
-  }
-  assert.unreachable('resolved, expected a rejection');
-  return '';
 }
 
 const okAll = (r: Received): ItemResult[] => r.body.items.map((it) => ({ id: it.id, ok: true }));
@@ -185,7 +175,7 @@ test('a caller whose signal aborts is answered with its reason at once; its queu
   const leaving = client.release([ref(2)], gaveUp.signal);
   const staying = client.release([ref(3)]);
   gaveUp.abort(new Error('halted'));
-  assert.match(await reason(leaving), /halted/);
+  assert.match(await rejection(leaving), /halted/);
   server.auto = (r) => r.answer(200, { results: okAll(r) });
   server.received[0]!.answer(200, { results: okAll(server.received[0]!) });
   await Promise.all([first, staying]);
@@ -197,7 +187,7 @@ test('a request whose every caller gave up is cut; the next batch goes out', asy
   const leaving = client.start([ref(1)], gaveUp.signal);
   await server.requests(1);
   gaveUp.abort(new Error('halted'));
-  assert.match(await reason(leaving), /halted/);
+  assert.match(await rejection(leaving), /halted/);
   await server.received[0]!.abandoned;
   server.auto = (r) => r.answer(200, { results: okAll(r) });
   assert.equal(await client.start([ref(2)]), [{ id: ref(2).id, ok: true }]);
@@ -279,7 +269,7 @@ riding('a claim cut short by its signal: the riders go by /agent/finish, and the
   await server.requests(1);
   server.auto = (r) => r.answer(200, { results: okAll(r) });
   stopping.abort(new Error('stopping'));
-  assert.match(await reason(claimed), /stopping/);
+  assert.match(await rejection(claimed), /stopping/);
   assert.equal(await a, [{ id: ref(1).id, ok: true }]);
   assert.equal(server.received.map((r) => r.route), ['/agent/claim', '/agent/finish']);
 });
