@@ -16,7 +16,6 @@
 // (web streams, AbortSignal.any) and then node:http's client machinery were
 // the largest share of the agent's CPU. An https:// server (TLS ending at a
 // proxy, say) is reached with node:https.
-import http from 'node:http';
 import https from 'node:https';
 import { Backoff, pause } from './agent/backoff.ts';
 import { KeepAlivePool } from './keepalive-pool.ts';
@@ -69,10 +68,9 @@ export class ServerClient {
   private readonly headers: Record<string, string>;
   private readonly log: Logger & { error: Logger };
   private readonly requestTimeoutMs: number;
-  private readonly transport: typeof http | typeof https;
-  private readonly keepAlive: http.Agent;
-  /** Plain-http servers (the usual case) go through the lean pool; https through node:https. */
+  /** Plain-http servers (the usual case) go through the lean pool; https ones through node:https. */
   private readonly pool: KeepAlivePool | undefined;
+  private readonly tlsAgent: https.Agent | undefined;
   private readonly batches = new Map<string, Coalescer>();
   /** Whether the last call got through; outages are logged once, not per retry. */
   private reachable = true;
@@ -87,9 +85,8 @@ export class ServerClient {
     this.headers = { 'content-type': 'application/json' };
     if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
     const tls = base.protocol === 'https:';
-    this.transport = tls ? https : http;
-    this.keepAlive = new (tls ? https.Agent : http.Agent)({ keepAlive: true });
-    this.pool = tls ? undefined : new KeepAlivePool(base, this.headers);
+    if (tls) this.tlsAgent = new https.Agent({ keepAlive: true });
+    else this.pool = new KeepAlivePool(base, this.headers);
     for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
       this.batches.set(route, new Coalescer((items, signal) => this.sendBatch(route, items, signal)));
     }
@@ -142,7 +139,7 @@ export class ServerClient {
 
   /** Close idle keep-alive connections (the process is about to exit). */
   close(): void {
-    this.keepAlive.destroy();
+    this.tlsAgent?.destroy();
     this.pool?.close();
   }
 
@@ -196,7 +193,7 @@ export class ServerClient {
       if (signal?.aborted) return reject(signal.reason);
       const headers = { ...this.headers, 'content-length': String(Buffer.byteLength(body)) };
       const { protocol, hostname, port, path } = this.target;
-      const req = this.transport.request({ protocol, hostname, port, path: path + route, method: 'POST', headers, agent: this.keepAlive }, (res) => {
+      const req = https.request({ protocol, hostname, port, path: path + route, method: 'POST', headers, agent: this.tlsAgent }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', fail);
@@ -283,11 +280,7 @@ export class Coalescer {
         call.unlisten = () => signal.removeEventListener('abort', onAbort);
       }
       this.queue.push(call);
-      if (!this.pumping) {
-        this.pumping = true;
-        // Let the rest of this tick's calls join the first request.
-        process.nextTick(() => void this.pump());
-      }
+      this.kick();
     });
   }
 
@@ -323,12 +316,17 @@ export class Coalescer {
         const back = calls.filter((c) => !c.settled);
         for (const c of back) c.grounded = true;
         this.queue.unshift(...back);
-        if (back.length > 0 && !this.pumping) {
-          this.pumping = true;
-          process.nextTick(() => void this.pump());
-        }
+        this.kick();
       },
     };
+  }
+
+  /** Start sending the queue unless that is under way. */
+  private kick(): void {
+    if (this.pumping || this.queue.length === 0) return;
+    this.pumping = true;
+    // Let the rest of this tick's calls join the first request.
+    process.nextTick(() => void this.pump());
   }
 
   private async pump(): Promise<void> {
