@@ -57,10 +57,6 @@ class Connection {
     });
   }
 
-  get busy(): boolean {
-    return this.pending !== undefined;
-  }
-
   destroy(err: Error): void {
     this.broken = true;
     this.socket.destroy();
