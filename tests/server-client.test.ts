@@ -80,21 +80,23 @@ let server: ScriptedServer;
 let logs: LogBuffer;
 let client: ServerClient;
 
-function fresh(): void {
-  logs = new LogBuffer();
-  client = new ServerClient({ baseUrl: server.url, agentId: 'a1', log: createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream) });
+/** A suite whose every test gets a fresh scripted server and client. */
+function scriptedSuite(name: string): ReturnType<typeof suite> {
+  const s = suite(name);
+  s.before.each(async () => {
+    server = new ScriptedServer();
+    await server.listen();
+    logs = new LogBuffer();
+    client = new ServerClient({ baseUrl: server.url, agentId: 'a1', log: createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream) });
+  });
+  s.after.each(async () => {
+    client.close();
+    await server.close();
+  });
+  return s;
 }
 
-const test = suite('ServerClient: batching start, finish and release');
-test.before.each(async () => {
-  server = new ScriptedServer();
-  await server.listen();
-  fresh();
-});
-test.after.each(async () => {
-  client.close();
-  await server.close();
-});
+const test = scriptedSuite('ServerClient: batching start, finish and release');
 
 test('calls made in the same tick go as one request; each caller gets its own results', async () => {
   server.auto = (r) => r.answer(200, { results: r.body.items.map((it) => ({ id: it.id, ok: true, reason: `lease ${it.lease}` })) });
@@ -197,16 +199,7 @@ test.run();
 
 // --- finish calls riding in a claim ------------------------------------------------
 
-const riding = suite('ServerClient: finish calls ride in the next claim');
-riding.before.each(async () => {
-  server = new ScriptedServer();
-  await server.listen();
-  fresh();
-});
-riding.after.each(async () => {
-  client.close();
-  await server.close();
-});
+const riding = scriptedSuite('ServerClient: finish calls ride in the next claim');
 
 const done = (n: number): FinishItem => ({ ...ref(n), outcome: 'COMPLETED', result: { ok: true, tookMs: n }, error: null });
 const claimBody = (r: Received): { max: number; waitMs: number; finish?: FinishItem[] } => r.body as unknown as { max: number; waitMs: number; finish?: FinishItem[] };
