@@ -81,15 +81,16 @@ class Connection {
       if (!m) return this.destroy(new Error(`not an HTTP answer: ${JSON.stringify(text.slice(0, 40))}`));
       const lines = text.toLowerCase().split('\r\n');
       let length: number | undefined;
-      let chunked = false;
+      let encoding: string | undefined;
       let close = /^http\/1\.0/.test(lines[0]!);
       for (const line of lines) {
         if (line.startsWith('content-length:')) length = Number(line.slice(15).trim());
-        else if (line.startsWith('transfer-encoding:')) chunked = line.endsWith('chunked');
+        else if (line.startsWith('transfer-encoding:')) encoding = line.slice(18).trim();
         else if (line.startsWith('connection:')) close = line.includes('close') || (close && !line.includes('keep-alive'));
       }
+      const chunked = encoding !== undefined && encoding.endsWith('chunked');
+      if (encoding !== undefined && !chunked) return this.destroy(new Error('the answer has a transfer-encoding this client does not read'));
       if (chunked) length = undefined;
-      else if (lines.some((l) => l.startsWith('transfer-encoding:'))) return this.destroy(new Error('the answer has a transfer-encoding this client does not read'));
       if (length !== undefined && !(Number.isInteger(length) && length >= 0)) return this.destroy(new Error('bad content-length'));
       this.head = { status: Number(m[1]), length, chunked, close, bodyAt: end + 4 };
     }
