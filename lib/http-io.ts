@@ -68,17 +68,16 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       done();
       reject(new HttpError(400, `request body was cut off: ${err?.message ?? 'the connection closed'}`, { field: 'body' }));
     };
-    const onClose = (): void => onCut();
     const done = (): void => {
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onCut);
-      req.off('close', onClose);
+      req.off('close', onCut);
     };
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onCut);
-    req.on('close', onClose);
+    req.on('close', onCut);
   });
 }
 
