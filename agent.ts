@@ -2,7 +2,7 @@
 import { setMaxListeners } from 'node:events';
 import { parseOrExit } from './lib/flags.ts';
 import { createLogger } from './lib/log.ts';
-import { ServerClient } from './lib/server-client.ts';
+import { ServerClient } from './lib/agent/server-client.ts';
 import { parseAgentConfig, USAGE } from './lib/agent/config.ts';
 import { armCrashFlags } from './lib/agent/crash-flags.ts';
 import { openLedger, settleIdentity, StartupError } from './lib/agent/identity.ts';

@@ -1,8 +1,8 @@
 // keel control server: flags -> recover the state directory -> serve HTTP.
 import { parseOrExit } from './lib/flags.ts';
 import { createLogger } from './lib/log.ts';
-import { startServer } from './lib/server-app.ts';
-import { parseServerFlags, SERVER_USAGE } from './lib/server-config.ts';
+import { startServer } from './lib/server/app.ts';
+import { parseServerFlags, SERVER_USAGE } from './lib/server/config.ts';
 import { startupFailure } from './lib/startup.ts';
 
 const config = parseOrExit(SERVER_USAGE, () => parseServerFlags(process.argv.slice(2), process.env));

@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startServer as startInProcess, type KeelServer } from '../lib/server-app.ts';
+import { startServer as startInProcess, type KeelServer } from '../lib/server/app.ts';
 import { createLogger } from '../lib/log.ts';
 import { call } from './support/http.ts';
 import { cleanup, Proc, tempDir } from './support/processes.ts';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CommandStore, type Command } from '../state/command-store.ts';
-import { ClaimWaiters } from '../lib/waiters.ts';
+import { ClaimWaiters } from '../lib/server/waiters.ts';
 import { call, claim, cleanup, closeAll, getCommand, startTestServer, submit, waitUntil } from './support/server-harness.ts';
 import { tempDir } from './support/processes.ts';
 

@@ -3,8 +3,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { HttpGetJsonResult } from '../lib/protocol.ts';
-import { runDelay } from '../lib/executors/delay.ts';
-import { MAX_REDIRECTS, runHttpGetJson, type HttpGetOptions } from '../lib/executors/http-get-json.ts';
+import { runDelay } from '../lib/agent/executors/delay.ts';
+import { MAX_REDIRECTS, runHttpGetJson, type HttpGetOptions } from '../lib/agent/executors/http-get-json.ts';
 import { BIG_BYTES, refusedPort, startTarget, type Target } from './fixtures/agent-target.ts';
 
 const opts: HttpGetOptions = { timeoutMs: 2000, maxBodyBytes: 64 * 1024 };

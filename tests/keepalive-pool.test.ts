@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rejection } from './support/rejection.ts';
-import { KeepAlivePool } from '../lib/keepalive-pool.ts';
+import { KeepAlivePool } from '../lib/agent/keepalive-pool.ts';
 
 type Handler = (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void;
 

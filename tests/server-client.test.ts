@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { rejection } from './support/rejection.ts';
 import { createLogger } from '../lib/log.ts';
 import type { FinishItem, ItemResult, LeaseRef } from '../lib/protocol.ts';
-import { RequestRejectedError, ServerClient } from '../lib/server-client.ts';
+import { RequestRejectedError, ServerClient } from '../lib/agent/server-client.ts';
 import { claim, closeAll, LogBuffer, startTestServer, submit } from './support/server-harness.ts';
 
 interface Received {

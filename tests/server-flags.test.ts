@@ -7,7 +7,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../lib/flags.ts';
-import { parseServerFlags, SERVER_USAGE } from '../lib/server-config.ts';
+import { parseServerFlags, SERVER_USAGE } from '../lib/server/config.ts';
 import { call } from './support/http.ts';
 import { cleanup, Proc, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 

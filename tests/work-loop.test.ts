@@ -13,7 +13,7 @@ import { WorkLoop } from '../lib/agent/work-loop.ts';
 import type { AgentContext } from '../lib/agent/command-steps.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Assignment, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult, LeaseRef } from '../lib/protocol.ts';
-import type { ServerClient } from '../lib/server-client.ts';
+import type { ServerClient } from '../lib/agent/server-client.ts';
 import { Ledger, type LedgerRecord } from '../state/ledger.ts';
 import { LogBuffer } from './support/server-harness.ts';
 import { cleanup, tempDir } from './support/processes.ts';

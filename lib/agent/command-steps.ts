@@ -10,11 +10,11 @@
 // command meanwhile. Each command's own steps keep their order.
 import { crashPoint } from '../../state/crash-points.ts';
 import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
-import { execute, type Execution, type HttpGetOptions } from '../executors/index.ts';
-import { noResponse } from '../executors/http-get-json.ts';
+import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
+import { noResponse } from './executors/http-get-json.ts';
 import type { Logger } from '../log.ts';
 import type { Assignment } from '../protocol.ts';
-import { RequestRejectedError, type ServerClient } from '../server-client.ts';
+import { RequestRejectedError, type ServerClient } from './server-client.ts';
 import { WorkAborted, type LeaseKeeper } from './leases.ts';
 
 export interface AgentContext {

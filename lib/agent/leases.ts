@@ -4,7 +4,7 @@
 // is aborted with a reason the command's runner turns into its report.
 import type { Logger } from '../log.ts';
 import type { LeaseRef } from '../protocol.ts';
-import type { ServerClient } from '../server-client.ts';
+import type { ServerClient } from './server-client.ts';
 
 export type AbortCode = 'CANCELED' | 'LEASE_LOST' | 'SHUTDOWN';
 

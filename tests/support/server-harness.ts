@@ -1,5 +1,5 @@
 // In-process keel servers for the server-*.test.ts files: startServer from
-// lib/server-app.ts on a loopback port 0 with a temp state dir and a logger
+// lib/server/app.ts on a loopback port 0 with a temp state dir and a logger
 // that writes to a buffer a test can await lines from. Plus the agent API
 // as plain calls, raw-socket requests for what fetch will not send, and
 // waitUntil for conditions that have no event to await.
@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { createLogger } from '../../lib/log.ts';
 import type { BatchResponse, ClaimResponse, CommandView, HeartbeatResponse, LeaseRef, Outcome } from '../../lib/protocol.ts';
-import { startServer, type KeelServer, type ServerConfig } from '../../lib/server-app.ts';
+import { startServer, type KeelServer } from '../../lib/server/app.ts';
+import type { ServerConfig } from '../../lib/server/context.ts';
 import { call, type Reply } from './http.ts';
 import { tempDir, type LogLine } from './processes.ts';
 

@@ -1,10 +1,10 @@
 // The agent API: claim (long-poll), start, finish, release, heartbeat.
 // Batches go through the store one item at a time but share its group commit.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StepResult } from '../state/command-fsm.ts';
+import type { StepResult } from '../../state/command-fsm.ts';
 import { readJsonObject, sendJson } from './http-io.ts';
-import type { Assignment, BatchResponse, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult } from './protocol.ts';
-import type { ServerContext } from './server-app.ts';
+import type { Assignment, BatchResponse, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult } from '../protocol.ts';
+import type { ServerContext } from './context.ts';
 import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './validate.ts';
 
 // Agent batches (finish results included) may be far larger than a client's submit.

@@ -1,7 +1,7 @@
 // Prometheus text exposition for GET /metrics. Counters live here; gauges are
 // read from the store, the journal and the agent registry at scrape time.
-import type { CommandTable } from '../state/command-table.ts';
-import type { JournalStats } from '../state/journal.ts';
+import type { CommandTable } from '../../state/command-table.ts';
+import type { JournalStats } from '../../state/journal.ts';
 
 export interface MetricsSources {
   table: CommandTable;

@@ -1,6 +1,6 @@
 // What running a command yields: the outcome and result the agent journals as
 // `done` and reports with finish.
-import type { Outcome } from '../protocol.ts';
+import type { Outcome } from '../../protocol.ts';
 
 export interface Execution {
   outcome: Outcome;

@@ -1,8 +1,8 @@
 // Request and response plumbing for node:http: bounded JSON bodies, JSON
 // replies, and HttpError, the one way a handler refuses a request.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ErrorBody } from './protocol.ts';
-import { flushLogs } from './log.ts';
+import type { ErrorBody } from '../protocol.ts';
+import { flushLogs } from '../log.ts';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 

@@ -2,9 +2,9 @@
 // A restart grants every ASSIGNED and RUNNING command a fresh full timeout,
 // since no heartbeat could be heard while the server was down; the sweep then
 // applies the expiry rules through the command store.
-import { crashPoint } from '../state/crash-points.ts';
-import type { CommandStore } from '../state/command-store.ts';
-import type { Logger } from './log.ts';
+import { crashPoint } from '../../state/crash-points.ts';
+import type { CommandStore } from '../../state/command-store.ts';
+import type { Logger } from '../log.ts';
 
 export class LeaseClock {
   readonly timeoutMs: number;

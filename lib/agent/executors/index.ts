@@ -1,6 +1,6 @@
 // Run one command by type. Executors reject only with the signal's reason;
 // every other way a command can end is an Execution.
-import type { CommandType, DelayPayload, HttpGetJsonPayload, Payload } from '../protocol.ts';
+import type { CommandType, DelayPayload, HttpGetJsonPayload, Payload } from '../../protocol.ts';
 import { runDelay } from './delay.ts';
 import type { Execution } from './execution.ts';
 import { runHttpGetJson, type HttpGetOptions } from './http-get-json.ts';

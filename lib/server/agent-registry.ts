@@ -1,6 +1,6 @@
 // Which agents the server has heard from and when. In memory: after a
 // restart an agent shows up again with its next request.
-import type { AgentView } from './protocol.ts';
+import type { AgentView } from '../protocol.ts';
 
 export class AgentRegistry {
   private readonly lastSeen = new Map<string, number>();

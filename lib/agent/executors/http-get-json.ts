@@ -7,8 +7,8 @@
 // byte counted and every hop decided by us.
 import http from 'node:http';
 import https from 'node:https';
-import { crashPoint } from '../../state/crash-points.ts';
-import type { HttpGetJsonPayload, HttpGetJsonResult } from '../protocol.ts';
+import { crashPoint } from '../../../state/crash-points.ts';
+import type { HttpGetJsonPayload, HttpGetJsonResult } from '../../protocol.ts';
 import type { Execution } from './execution.ts';
 
 export interface HttpGetOptions {

@@ -1,8 +1,8 @@
 // How a stored command is shown on the wire: ASSIGNED shows as PENDING so the
 // status a client sees only ever moves forward.
-import type { Command } from '../state/command-fsm.ts';
-import type { TrailEntry } from '../state/command-table.ts';
-import type { CommandEventView, CommandState, CommandStatus, CommandView } from './protocol.ts';
+import type { Command } from '../../state/command-fsm.ts';
+import type { TrailEntry } from '../../state/command-table.ts';
+import type { CommandEventView, CommandState, CommandStatus, CommandView } from '../protocol.ts';
 
 export function shownStatus(state: CommandState): CommandStatus {
   return state === 'ASSIGNED' ? 'PENDING' : state;

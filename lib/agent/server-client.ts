@@ -17,9 +17,9 @@
 // the largest share of the agent's CPU. An https:// server (TLS ending at a
 // proxy, say) is reached with node:https.
 import https from 'node:https';
-import { Backoff, pause } from './agent/backoff.ts';
+import { Backoff, pause } from './backoff.ts';
 import { KeepAlivePool } from './keepalive-pool.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../log.ts';
 import {
   AGENT_ROUTES,
   type BatchResponse,
@@ -29,7 +29,7 @@ import {
   type HeartbeatResponse,
   type ItemResult,
   type LeaseRef,
-} from './protocol.ts';
+} from '../protocol.ts';
 
 export interface ServerClientOptions {
   baseUrl: string;

@@ -1,12 +1,12 @@
 // The client API: submit, read, wait, list, cancel, events, agents.
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isFinal } from '../state/command-fsm.ts';
+import { isFinal } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
-import { parseDuration } from './duration.ts';
+import { parseDuration } from '../duration.ts';
 import { HttpError, readJsonObject, sendJson } from './http-io.ts';
-import type { CommandList, CommandStatus } from './protocol.ts';
-import type { ServerContext } from './server-app.ts';
+import type { CommandList, CommandStatus } from '../protocol.ts';
+import type { ServerContext } from './context.ts';
 import { commandId, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;

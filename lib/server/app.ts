@@ -1,47 +1,21 @@
-// The control server: opens the command store, wires the routes, and owns
-// what is shared between requests (leases, agents, long-poll waiters, metrics).
+// The control server: opens the command store, wires the routes, and builds
+// the context shared between requests (see context.ts).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CommandStore } from '../state/command-store.ts';
+import { CommandStore } from '../../state/command-store.ts';
 import * as agentRoutes from './agent-routes.ts';
-import { AgentRegistry } from './agents.ts';
+import { AgentRegistry } from './agent-registry.ts';
 import * as clientRoutes from './client-routes.ts';
 import { HttpError, sendJson, sendText } from './http-io.ts';
 import { LeaseClock } from './leases.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from '../log.ts';
 import { HttpMetrics } from './metrics.ts';
-import { AGENT_ROUTES } from './protocol.ts';
+import { AGENT_ROUTES } from '../protocol.ts';
 import { ClaimWaiters, FinalWaiters } from './waiters.ts';
-import { isFinal } from '../state/command-fsm.ts';
-
-export interface ServerConfig {
-  port: number;
-  host: string;
-  stateDir: string;
-  leaseTimeoutMs: number;
-  token: string | undefined;
-  maxPending: number;
-  repair: boolean;
-  snapshotBytes?: number;
-  /** Cut off a client that has not sent its whole header by then. Default 10 s. */
-  headersTimeoutMs?: number;
-  /** Cut off a client that has not sent its whole request by then. Default 30 s. */
-  requestTimeoutMs?: number;
-}
-
-export interface ServerContext {
-  config: ServerConfig;
-  store: CommandStore;
-  leases: LeaseClock;
-  agents: AgentRegistry;
-  claimWaiters: ClaimWaiters;
-  finalWaiters: FinalWaiters;
-  metrics: HttpMetrics;
-  log: Logger & { error: Logger };
-  ready: boolean;
-}
+import { isFinal } from '../../state/command-fsm.ts';
+import type { ServerConfig, ServerContext } from './context.ts';
 
 type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
 interface Route {

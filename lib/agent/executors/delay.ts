@@ -1,8 +1,8 @@
 // DELAY {ms}: wait until startedAt + ms, so a DELAY resumed after a crash
 // keeps its original deadline, and report the true time taken from startedAt.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DelayPayload, DelayResult } from '../protocol.ts';
-import { crashPoint } from '../../state/crash-points.ts';
+import type { DelayPayload, DelayResult } from '../../protocol.ts';
+import { crashPoint } from '../../../state/crash-points.ts';
 
 /** Resolves with the result at the deadline; rejects with signal.reason if aborted first. */
 export async function runDelay(payload: DelayPayload, startedAt: number, signal: AbortSignal): Promise<DelayResult> {

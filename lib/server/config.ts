@@ -1,6 +1,6 @@
 // server.ts's command line: flags, defaults, usage.
-import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from './flags.ts';
-import type { ServerConfig } from './server-app.ts';
+import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from '../flags.ts';
+import type { ServerConfig } from './context.ts';
 
 export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
 

@@ -1,7 +1,7 @@
 // Long-poll bookkeeping. ClaimWaiters: agents' claims parked until there is
 // work. FinalWaiters: clients waiting on one command to reach COMPLETED or
 // FAILED.
-import type { Claimed, Command, CommandStore } from '../state/command-store.ts';
+import type { Claimed, Command, CommandStore } from '../../state/command-store.ts';
 
 interface ParkedClaim {
   agentId: string;

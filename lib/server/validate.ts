@@ -11,7 +11,7 @@ import {
   type LeaseRef,
   type Payload,
   type SubmitRequest,
-} from './protocol.ts';
+} from '../protocol.ts';
 
 export const MAX_DELAY_MS = 24 * 60 * 60 * 1000;
 const MAX_URL_LENGTH = 2048;
