@@ -1,22 +1,13 @@
 // The wire protocol: every body that crosses HTTP between client, server and
 // agent. Server, agent and tests all import these; nothing redefines them.
+// The command domain itself (types, states, error codes) lives in state/.
+import type { CommandState, CommandType, Outcome, Payload } from '../state/command-types.ts';
 
-export const COMMAND_TYPES = ['DELAY', 'HTTP_GET_JSON'] as const;
-export type CommandType = (typeof COMMAND_TYPES)[number];
+export { AGENT_LOST, CANCELED, COMMAND_TYPES } from '../state/command-types.ts';
+export type { CommandState, CommandType, DelayPayload, HttpGetJsonPayload, Outcome, Payload } from '../state/command-types.ts';
 
-export interface DelayPayload {
-  ms: number;
-}
-export interface HttpGetJsonPayload {
-  url: string;
-}
-export type Payload = DelayPayload | HttpGetJsonPayload;
-
-/** Internal FSM state (see DESIGN.md). */
-export type CommandState = 'PENDING' | 'ASSIGNED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
 /** What clients see: ASSIGNED shows as PENDING, so shown status only moves forward. */
 export type CommandStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
-export type Outcome = 'COMPLETED' | 'FAILED';
 
 export interface DelayResult {
   ok: true;
@@ -29,10 +20,6 @@ export interface HttpGetJsonResult {
   bytesReturned: number;
   error: string | null;
 }
-
-// Error codes a FAILED command's `error` may hold.
-export const CANCELED = 'CANCELED';
-export const AGENT_LOST = 'AGENT_LOST';
 
 // --- client API ---------------------------------------------------------
 

@@ -1,8 +1,8 @@
 // The command FSM of DESIGN.md: the table below is the whole of it, and step()
 // is the only function that moves a command. Live transitions and journal
 // replay both go through step(), so what was acknowledged is what replays.
-import type { CommandState, CommandType, Outcome, Payload } from '../lib/protocol.ts';
-import { AGENT_LOST, CANCELED } from '../lib/protocol.ts';
+import type { CommandState, CommandType, Outcome, Payload } from './command-types.ts';
+import { AGENT_LOST, CANCELED } from './command-types.ts';
 
 export interface Command {
   id: string;

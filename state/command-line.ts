@@ -1,7 +1,7 @@
 // A command as one line of text: the snapshot line (a JSON array, fields at
 // fixed positions) and the compact trail of its transitions. The command
 // table keeps final commands as these lines and decodes them when read.
-import type { CommandState } from '../lib/protocol.ts';
+import type { CommandState } from './command-types.ts';
 import type { Command, CommandEvent } from './command-fsm.ts';
 
 /** One transition of a command's trail, decoded for GET /commands/:id/events. */

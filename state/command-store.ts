@@ -5,7 +5,7 @@
 // A command that becomes PENDING is announced the moment its record is queued
 // (onPendingQueued), so a parked claim can take it into the same group commit.
 import { randomUUID } from 'node:crypto';
-import type { CommandType, Outcome, Payload } from '../lib/protocol.ts';
+import type { CommandType, Outcome, Payload } from './command-types.ts';
 import { step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
 import { CommandTable, type CommandRecord } from './command-table.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';

@@ -7,7 +7,7 @@
 // their line each. A restart goes further: the snapshot's final and PENDING
 // commands stay the bytes they were read as (SnapshotLines), found by id and
 // decoded when read, until a transition moves one into the maps here.
-import type { CommandState } from '../lib/protocol.ts';
+import type { CommandState } from './command-types.ts';
 import { isFinal, step, type Command, type CommandEvent } from './command-fsm.ts';
 import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';

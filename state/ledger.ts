@@ -2,7 +2,7 @@
 // reported, journaled with fsync before each step that matters (DESIGN.md,
 // "The agent's ledger"). Settled entries (reported or dropped) leave the
 // state, so snapshots compact them away.
-import type { CommandType, Outcome, Payload } from '../lib/protocol.ts';
+import type { CommandType, Outcome, Payload } from './command-types.ts';
 import { DurableMachine, type DurableOptions, type Machine } from './durable-machine.ts';
 
 export type LedgerStep = 'claimed' | 'executing' | 'done';
