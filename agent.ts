@@ -5,12 +5,14 @@ import { createLogger } from './lib/log.ts';
 import { ServerClient } from './lib/agent/server-client.ts';
 import { parseAgentConfig, USAGE } from './lib/agent/config.ts';
 import { armCrashFlags } from './lib/agent/crash-flags.ts';
-import { openLedger, settleIdentity, StartupError } from './lib/agent/identity.ts';
+import { settleIdentity } from './lib/agent/identity.ts';
+import { Ledger } from './state/ledger.ts';
 import { LeaseKeeper } from './lib/agent/leases.ts';
 import { reconcile } from './lib/agent/reconcile.ts';
 import { untilAborted } from './lib/agent/signals.ts';
 import { exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts';
 import { WorkLoop } from './lib/agent/work-loop.ts';
+import { startupFailure, startupMessage } from './lib/startup.ts';
 
 const cfg = parseOrExit(USAGE, () => parseAgentConfig(process.argv.slice(2), process.env));
 if (cfg.help) {
@@ -34,7 +36,7 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 try {
-  const ledger = await openLedger(cfg.stateDir, log);
+  const ledger = await Ledger.open(cfg.stateDir, { log });
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
   const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, log });
@@ -56,8 +58,6 @@ try {
   log('agent stopped', { agentId, ledger: ledger.durable.journal.stats });
   process.exit(0);
 } catch (err) {
-  if (!(err instanceof StartupError)) throw err;
-  log.error(err.message);
-  process.stderr.write(`error: ${err.message}\n`);
-  process.exit(1);
+  if (startupMessage(err, cfg.stateDir) === undefined) throw err;
+  startupFailure(log, err, cfg.stateDir);
 }

@@ -1,16 +1,30 @@
 // A startup failure is a sentence naming the file and what to do, never a
-// stack trace: the usual ones are a held lock, a damaged journal, a busy port.
-import { CorruptionError } from '../state/journal.ts';
+// stack trace: the usual ones are a held lock, a damaged or unknown state
+// file, a busy port. The server and the agent report them the same way.
+import { StateError } from '../state/errors.ts';
 import { LockedError } from '../state/lock.ts';
 import type { Logger } from './log.ts';
 
-export function startupFailure(log: Logger & { error: Logger }, err: unknown, stateDir: string): never {
+/** A problem the operator must fix before the program can start. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+/** The sentence for an error met while starting, or undefined for one that is a bug. */
+export function startupMessage(err: unknown, stateDir: string): string | undefined {
+  if (err instanceof StartupError || err instanceof StateError || err instanceof LockedError) return err.message;
   const e = err as NodeJS.ErrnoException;
-  let message = e.message;
-  if (err instanceof LockedError) message = err.message;
-  else if (err instanceof CorruptionError) message = err.message;
-  else if (e.code === 'EADDRINUSE') message = `port is already in use (${e.message}); pick another with --port`;
-  else if (e.code === 'EACCES' || e.code === 'EROFS') message = `cannot write state directory ${stateDir}: ${e.message}`;
+  if (e?.code === 'EADDRINUSE') return `port is already in use (${e.message}); pick another with --port`;
+  if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot write state directory ${stateDir}: ${e.message}`;
+  return undefined;
+}
+
+/** Log and print the failure, then exit 1. Unknown errors keep their message (the server) or stack (rethrown by the caller). */
+export function startupFailure(log: Logger & { error: Logger }, err: unknown, stateDir: string): never {
+  const message = startupMessage(err, stateDir) ?? (err as Error).message;
   log.error('startup failed', { error: message });
   process.stderr.write(`keel: ${message}\n`);
   process.exit(1);

@@ -24,23 +24,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
+import { FormatError } from './errors.ts';
 import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
 
 export const JOURNAL_FORMAT = 1;
 const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
-
-export class CorruptionError extends Error {
-  readonly file: string;
-  readonly offset: number;
-  readonly reason: string;
-  constructor(file: string, offset: number, reason: string) {
-    super(`${file}: corrupt journal at byte ${offset}: ${reason}. Start with --repair to cut the journal there (records from that offset on are dropped).`);
-    this.name = 'CorruptionError';
-    this.file = file;
-    this.offset = offset;
-    this.reason = reason;
-  }
-}
 
 export function segmentName(firstSeq: number): string {
   return `journal-${String(firstSeq).padStart(16, '0')}.jsonl`;
@@ -85,7 +73,7 @@ export interface SegmentScan {
  * not collected: a segment can hold millions, and keeping them all alive until
  * the end costs more in GC than parsing them does.
  */
-export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: ScannedRecord) => boolean): SegmentScan {
+export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: ScannedRecord) => boolean, file = segmentName(expectFirstSeq)): SegmentScan {
   let seq = expectFirstSeq;
   const headerEnd = buf.indexOf(10);
   const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
@@ -103,7 +91,7 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: Scan
   }
   if (header.keel !== 'journal') return fail(0, 'not a keel journal header', headerEnd);
   if (header.format !== JOURNAL_FORMAT) {
-    throw new Error(`journal format ${String(header.format)} is not supported by this version (supports ${JOURNAL_FORMAT})`);
+    throw new FormatError(file, `journal format ${String(header.format)} is not supported by this version (supports ${JOURNAL_FORMAT})`, 'Run the keel release that wrote it.');
   }
   if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
 

@@ -2,7 +2,8 @@
 // hand each record to the caller in order, and return the journal positioned
 // to append. Damage anywhere but the tail stops the open (see journal.ts).
 import fs from 'node:fs';
-import { CorruptionError, Journal, listSegments, scanSegment } from './journal.ts';
+import { CorruptionError } from './errors.ts';
+import { Journal, listSegments, scanSegment } from './journal.ts';
 import { cutJournal } from './repair.ts';
 import { syncDir, truncateDurably } from './fsio.ts';
 
@@ -57,7 +58,7 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
         refused = { offset: r.offset, seq: r.seq, reason: `record ${r.seq} does not follow: ${err instanceof Error ? err.message : String(err)}` };
         return false;
       }
-    });
+    }, seg.file);
     if (refused) return damaged(dir, segs, i, refused.offset, refused.reason, opts, refused.seq - 1, log);
     lastSeq = scan.lastSeq;
     if (scan.bad) {

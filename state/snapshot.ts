@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
+import { DamagedSnapshotError, FormatError } from './errors.ts';
 import { readWholeLines, syncDir } from './fsio.ts';
 
 export const SNAPSHOT_FILE = 'snapshot.jsonl';
@@ -107,8 +108,7 @@ export function readSnapshot(dir: string, sink: SnapshotSink): number {
 // proved sound.
 function readOpenSnapshot(fd: number, file: string, sink: SnapshotSink): number {
   const machine = sink.name;
-  const bad = (offset: number, why: string): Error =>
-    new Error(`${file}: damaged snapshot at byte ${offset}: ${why}. Snapshots are written whole before they are renamed in, so this is disk damage; restore the state directory from a backup.`);
+  const bad = (offset: number, why: string): Error => new DamagedSnapshotError(file, offset, why);
   const size = fs.fstatSync(fd).size;
   const edge = (from: number): Buffer => {
     const b = Buffer.alloc(Math.min(EDGE, size - from));
@@ -125,8 +125,8 @@ function readOpenSnapshot(fd: number, file: string, sink: SnapshotSink): number 
     throw bad(0, 'unreadable header');
   }
   if (header.keel !== 'snapshot') throw bad(0, 'not a keel snapshot');
-  if (header.format !== FORMAT) throw new Error(`${file}: snapshot format ${String(header.format)} is not supported (supports ${FORMAT})`);
-  if (header.machine !== machine) throw new Error(`${file}: this is a ${String(header.machine)} snapshot, not ${machine}; is --state-dir pointing at the right directory?`);
+  if (header.format !== FORMAT) throw new FormatError(file, `snapshot format ${String(header.format)} is not supported (supports ${FORMAT})`, 'Run the keel release that wrote it.');
+  if (header.machine !== machine) throw new FormatError(file, `this is a ${String(header.machine)} snapshot, not ${machine}`, 'Is --state-dir pointing at the right directory?');
   if (typeof header.seq !== 'number') throw bad(0, 'header has no seq');
 
   const tailAt = Math.max(0, size - EDGE);

@@ -1,6 +1,8 @@
 // agent.ts's command line and identity, without a server: usage, bad flags,
 // an id that survives restarts, and a clean exit on SIGTERM while the
 // server is unreachable.
+import fs from 'node:fs';
+import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { refusedPort } from './fixtures/agent-target.ts';
@@ -85,6 +87,27 @@ test('a second agent on the same state directory exits at once', async () => {
   assert.is(code, 1);
   assert.match(second.stderr, /in use by agent pid/);
   await first.kill('SIGTERM');
+});
+
+test('a damaged or unknown ledger file stops the agent with one line naming it, not a stack trace', async () => {
+  const server = `http://127.0.0.1:${await refusedPort()}`;
+  const cases: Array<[string, RegExp]> = [
+    ['{"keel":"snapshot","format":1,"machine":"ledger","seq":3}\nnot json\n', /snapshot\.jsonl: damaged snapshot at byte \d+: .*restore the state directory/],
+    ['{"keel":"snapshot","format":99,"machine":"ledger","seq":3}\n', /snapshot\.jsonl: snapshot format 99 is not supported .*Run the keel release that wrote it/],
+    ['{"keel":"snapshot","format":1,"machine":"commands","seq":3}\n', /this is a commands snapshot, not ledger\. Is --state-dir pointing at the right directory/],
+  ];
+  await Promise.all(
+    cases.map(async ([bytes, pattern]) => {
+      const dir = tempDir();
+      fs.writeFileSync(path.join(dir, 'snapshot.jsonl'), bytes);
+      const p = startAgent(server, dir);
+      assert.is((await p.exited).code, 1);
+      const lines = p.stderr.trimEnd().split('\n');
+      assert.is(lines.length, 1, p.stderr);
+      assert.match(lines[0]!, /^keel: /);
+      assert.match(lines[0]!, pattern);
+    }),
+  );
 });
 
 test.run();

@@ -7,7 +7,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CommandStore } from '../state/command-store.ts';
 import type { CommandRecord } from '../state/command-table.ts';
-import { CorruptionError, encodeRecord, listSegments, type Journal } from '../state/journal.ts';
+import { CorruptionError } from '../state/errors.ts';
+import { encodeRecord, listSegments, type Journal } from '../state/journal.ts';
 import { openJournal } from '../state/replay.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 

@@ -1,28 +1,9 @@
-// Open the agent's ledger and settle who this agent is: the id is chosen once
+// Settle who this agent is: the id is chosen once
 // (from --id, or generated) and journaled as the ledger's `identity` record, so
 // a restarted agent comes back as itself and the server's leases still match.
 import { randomBytes } from 'node:crypto';
-import { LockedError } from '../../state/lock.ts';
-import { CorruptionError } from '../../state/journal.ts';
-import { Ledger } from '../../state/ledger.ts';
-import type { Logger } from '../log.ts';
-
-/** A problem the operator must fix; the agent prints it and exits 1. */
-export class StartupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'StartupError';
-  }
-}
-
-export async function openLedger(stateDir: string, log: Logger): Promise<Ledger> {
-  try {
-    return await Ledger.open(stateDir, { log });
-  } catch (err) {
-    if (err instanceof LockedError || err instanceof CorruptionError) throw new StartupError(err.message);
-    throw err;
-  }
-}
+import type { Ledger } from '../../state/ledger.ts';
+import { StartupError } from '../startup.ts';
 
 export async function settleIdentity(ledger: Ledger, wanted: string | undefined): Promise<string> {
   const have = ledger.agentId;
