@@ -2,6 +2,8 @@
 // fs/promises FileHandle) because it is measurably cheaper per call on the
 // group-commit hot path.
 import fs from 'node:fs';
+import path from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
 
 // Synchronous: a batch lands in the page cache in microseconds, where an async
 // write costs a threadpool round trip on the path of every acknowledgement.
@@ -24,23 +26,13 @@ export function syncDir(dir: string): void {
   }
 }
 
-// Write a small file so that a reader sees either no file or all of it.
+// Write a small file so that a reader sees either no file or all of it, and
+// the file survives a power cut. write-file-atomic does the temp file, fsync
+// and rename (with a unique temp name, so two writers never share one); it
+// does not fsync the directory, which a rename needs to be durable.
 export function writeFileDurably(file: string, data: string): void {
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  syncDir(dirnameOf(file));
-}
-
-function dirnameOf(file: string): string {
-  const i = file.lastIndexOf('/');
-  return i <= 0 ? (i === 0 ? '/' : '.') : file.slice(0, i);
+  writeFileAtomic.sync(file, data, { fsync: true });
+  syncDir(path.dirname(file));
 }
 
 // Cut a file to `length` bytes and make the cut durable before anything is

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
-import writeFileAtomic from 'write-file-atomic';
+import { writeFileDurably } from './fsio.ts';
 
 const STALE_MS = 10_000;
 const UPDATE_MS = 2000;
@@ -65,7 +65,7 @@ export async function lockStateDir(dir: string, role: string, onCompromised?: (e
         }),
       });
       const owner: LockOwner = { pid: process.pid, role, host: os.hostname(), since: new Date().toISOString(), lock: identity(fs.statSync(lockDir)) };
-      await writeFileAtomic(ownerFile, `${JSON.stringify(owner)}\n`);
+      writeFileDurably(ownerFile, `${JSON.stringify(owner)}\n`);
       return { release };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;

@@ -16,6 +16,9 @@ declare module 'proper-lockfile' {
 
 declare module 'write-file-atomic' {
   interface Options { fsync?: boolean; mode?: number; encoding?: BufferEncoding }
-  function writeFileAtomic(file: string, data: string | Uint8Array, options?: Options): Promise<void>;
+  const writeFileAtomic: {
+    (file: string, data: string | Uint8Array, options?: Options): Promise<void>;
+    sync(file: string, data: string | Uint8Array, options?: Options): void;
+  };
   export default writeFileAtomic;
 }
