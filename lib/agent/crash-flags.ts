@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { setRandomCrash } from '../../state/crash-points.ts';
 import { flushLogs, type Logger } from '../log.ts';
+import { mulberry32 } from '../prng.ts';
 import type { AgentConfig } from './config.ts';
 
 export interface CrashFlags {
@@ -44,13 +45,7 @@ function die(log: Logger, why: string): never {
   for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
 }
 
-/** mulberry32 seeded from a string: small, fast, and the same on every machine. */
+/** mulberry32 seeded from a string, so a --seed word replays the same run. */
 export function seededRandom(seed: string): () => number {
-  let a = createHash('sha256').update(seed).digest().readUInt32LE(0);
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(createHash('sha256').update(seed).digest().readUInt32LE(0));
 }

@@ -2,7 +2,7 @@
 // Batches go through the store one item at a time but share its group commit.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { StepResult } from '../../state/command-fsm.ts';
-import { readJsonObject, sendJson } from './http-io.ts';
+import { readJsonObject, sendJson, whenGone } from './http-io.ts';
 import type { Assignment, BatchResponse, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult } from '../protocol.ts';
 import type { ServerContext } from './context.ts';
 import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './validate.ts';
@@ -25,17 +25,6 @@ export async function claim(ctx: ServerContext, req: IncomingMessage, res: Serve
   const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
   if (results) body.finished = results;
   sendJson(res, 200, body);
-}
-
-// A fixed reason: abort() without one builds a DOMException, stack and all.
-const GONE = new Error('the client went away');
-
-/** Aborts when the client goes away, so a parked claim stops waiting for nobody. */
-function whenGone(res: ServerResponse): AbortSignal {
-  const ac = new AbortController();
-  if (!res.socket || res.socket.destroyed) ac.abort(GONE);
-  else res.once('close', () => ac.abort(GONE));
-  return ac.signal;
 }
 
 type ItemOp<T> = (ctx: ServerContext, agentId: string, item: T) => Promise<StepResult>;

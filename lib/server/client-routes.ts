@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isFinal } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
 import { parseDuration } from '../duration.ts';
-import { HttpError, readJsonObject, sendJson } from './http-io.ts';
+import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
 import type { CommandList, CommandStatus } from '../protocol.ts';
 import type { ServerContext } from './context.ts';
 import { commandId, submitRequest } from './validate.ts';
@@ -43,7 +43,7 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
   let cmd = ctx.store.get(id);
   if (!cmd) throw new HttpError(404, `no command ${id}`, { field: 'id' });
   if (waitMs > 0 && !isFinal(cmd.state)) {
-    await ctx.finalWaiters.wait(id, waitMs, closedSignal(res));
+    await ctx.finalWaiters.wait(id, waitMs, whenGone(res));
     // The wait may end while a transition is applied but not yet durable.
     await ctx.store.readBarrier();
     cmd = ctx.store.get(id)!;
@@ -101,12 +101,4 @@ export async function events(ctx: ServerContext, _req: IncomingMessage, res: Ser
 export async function agents(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
   await ctx.store.readBarrier();
   sendJson(res, 200, { agents: ctx.agents.list(ctx.store.table.heldBy) });
-}
-
-/** Aborts when the client goes away, so a long-poll stops waiting for nobody. */
-// (req's own 'close' fires once its body is read, so only res tells.)
-export function closedSignal(res: ServerResponse): AbortSignal {
-  const ac = new AbortController();
-  res.once('close', () => ac.abort());
-  return ac.signal;
 }

@@ -102,3 +102,18 @@ export function sendText(res: ServerResponse, status: number, text: string, cont
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
+
+// A fixed reason: abort() without one builds a DOMException, stack and all.
+const GONE = new Error('the client went away');
+
+/**
+ * Aborts when the client goes away, so a long-poll or a parked claim stops
+ * waiting for nobody. (req's own 'close' fires once its body is read, so only
+ * res tells.)
+ */
+export function whenGone(res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  if (!res.socket || res.socket.destroyed) ac.abort(GONE);
+  else res.once('close', () => ac.abort(GONE));
+  return ac.signal;
+}

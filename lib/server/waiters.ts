@@ -108,6 +108,7 @@ export class FinalWaiters {
   private readonly byId = new Map<string, Set<() => void>>();
 
   wait(id: string, ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       let set = this.byId.get(id);
       if (!set) this.byId.set(id, (set = new Set()));
