@@ -1,4 +1,4 @@
-// The command FSM of DESIGN.md: the table below is the whole of it, and step()
+// The command FSM of docs/design.md: the table below is the whole of it, and step()
 // is the only function that moves a command. Live transitions and journal
 // replay both go through step(), so what was acknowledged is what replays.
 import type { CommandState, CommandType, Outcome, Payload } from './command-types.ts';

@@ -1,5 +1,5 @@
 // The agent's ledger: what this agent has claimed, begun, finished and
-// reported, journaled with fsync before each step that matters (DESIGN.md,
+// reported, journaled with fsync before each step that matters (docs/design.md,
 // "The agent's ledger"). Settled entries (reported or dropped) leave the
 // state, so snapshots compact them away.
 import type { CommandType, Outcome, Payload } from './command-types.ts';

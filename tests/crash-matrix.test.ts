@@ -1,6 +1,6 @@
 // The crash matrix: for every named crash point on both sides, run a small
 // workload, SIGKILL the process at that point (KEEL_CRASH_AT), restart it,
-// and check what DESIGN.md promises:
+// and check what docs/design.md promises:
 //   - no acknowledged command lost (every returned commandId still answers 200);
 //   - no HTTP_GET_JSON sent twice (the local target counts requests per command);
 //   - every command final, in the state this row documents;

@@ -1,4 +1,4 @@
-// The command FSM against DESIGN.md: every row of TRANSITIONS, and no move
+// The command FSM against docs/design.md: every row of TRANSITIONS, and no move
 // outside it; leases as fencing tokens; idempotent retries; cancel and expiry.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';

@@ -1,4 +1,4 @@
-// Lease deadlines, in memory only (DESIGN.md: heartbeats are not journaled).
+// Lease deadlines, in memory only (docs/design.md: heartbeats are not journaled).
 // A restart grants every ASSIGNED and RUNNING command a fresh full timeout,
 // since no heartbeat could be heard while the server was down; the sweep then
 // applies the expiry rules through the command store.
