@@ -36,7 +36,7 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 try {
-  const ledger = await Ledger.open(cfg.stateDir, { log });
+  const ledger = await Ledger.open(cfg.stateDir, { log, repair: cfg.repair });
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
   const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, log });

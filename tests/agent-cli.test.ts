@@ -4,6 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
+import { listSegments } from '../state/journal.ts';
+import { Ledger } from '../state/ledger.ts';
 import * as assert from 'uvu/assert';
 import { refusedPort } from './fixtures/agent-target.ts';
 import { cleanup, startAgent, tempDir, Proc } from './support/processes.ts';
@@ -16,7 +18,7 @@ test('--help prints the usage and exits 0', async () => {
   const { code } = await p.exited;
   assert.is(code, 0);
   assert.match(p.stdout, /^usage: node --import tsx agent.ts/);
-  for (const flag of ['--server', '--state-dir', '--id', '--concurrency', '--token', '--kill-after', '--random-failures', '--seed', '--supervise', '--http-timeout', '--max-body']) {
+  for (const flag of ['--server', '--state-dir', '--id', '--concurrency', '--token', '--repair', '--kill-after', '--random-failures', '--seed', '--supervise', '--http-timeout', '--max-body']) {
     assert.ok(p.stdout.includes(flag), `usage lacks ${flag}`);
   }
 });
@@ -108,6 +110,29 @@ test('a damaged or unknown ledger file stops the agent with one line naming it, 
       assert.match(lines[0]!, pattern);
     }),
   );
+});
+
+test('a ledger damaged before its last record: the agent refuses to start, naming --repair, which cuts it', async () => {
+  const server = `http://127.0.0.1:${await refusedPort()}`;
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  await ledger.write({ t: 'identity', agentId: 'before-damage' });
+  await ledger.close();
+  const seg = listSegments(dir).at(-1)!.file;
+  const lines = fs.readFileSync(seg, 'utf8').split('\n');
+  lines[1] = lines[1]!.replace('before-damage', 'before-dAmage'); // the crc no longer matches
+  fs.writeFileSync(seg, `${lines.join('\n')}garbage\n`);
+
+  const refused = startAgent(server, dir);
+  assert.is((await refused.exited).code, 1);
+  assert.match(refused.stderr, /^keel: .*corrupt journal at byte \d+: .*Start with --repair/);
+
+  const repaired = startAgent(server, dir, ['--repair']);
+  const ready = await repaired.waitForMsg('agent ready');
+  assert.is.not(ready.agentId, 'before-damage'); // the identity record was cut
+  assert.ok(repaired.lines.some((l) => l.msg === 'journal: repaired by cutting'));
+  await repaired.kill('SIGTERM');
+  assert.is((await repaired.exited).code, 0);
 });
 
 test.run();

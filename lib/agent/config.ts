@@ -12,6 +12,8 @@ export const USAGE = `usage: node --import tsx agent.ts [flags]
   --http-timeout DUR      HTTP_GET_JSON time limit (default 10s)
   --max-body SIZE         HTTP_GET_JSON body cap, e.g. 65536, 64KiB, 1MiB (default 64KiB)
   --grace DUR             on SIGTERM/SIGINT, time to finish work in hand (default 10s)
+  --repair                cut a damaged ledger journal at the first bad record
+                          and start (the records from there on are dropped)
   --supervise             run the agent as a child process; restart it when it dies
   --kill-after N[polls]   SIGKILL itself N seconds after opening its ledger,
                           or before its (N+1)th claim with "Npolls"
@@ -31,6 +33,7 @@ export interface AgentConfig {
   httpTimeoutMs: number;
   maxBodyBytes: number;
   graceMs: number;
+  repair: boolean;
   supervise: boolean;
   killAfter: KillAfter | undefined;
   randomFailures: number | undefined;
@@ -49,6 +52,7 @@ const OPTIONS = {
   'http-timeout': { type: 'string' },
   'max-body': { type: 'string' },
   grace: { type: 'string' },
+  repair: { type: 'boolean' },
   supervise: { type: 'boolean' },
   'kill-after': { type: 'string' },
   'random-failures': { type: 'string' },
@@ -71,6 +75,7 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
     httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
     maxBodyBytes: sizeFlag(v['max-body'] as string | undefined, 64 * 1024),
     graceMs: durationFlag(v, 'grace', 10_000),
+    repair: v.repair === true,
     supervise: v.supervise === true,
     killAfter: killAfterFlag(v['kill-after'] as string | undefined),
     randomFailures: probabilityFlag(v['random-failures'] as string | undefined),
