@@ -1,6 +1,6 @@
 // The agent's ledger: what this agent has claimed, begun, finished and
 // reported, journaled with fsync before each step that matters (docs/design.md,
-// "The agent's ledger"). Settled entries (reported or dropped) leave the
+// "Recovery: the agent"). Settled entries (reported or dropped) leave the
 // state, so snapshots compact them away.
 import type { CommandType, Outcome, Payload } from './command-types.ts';
 import { DurableMachine, type DurableOptions, type Machine } from './durable-machine.ts';

@@ -1,4 +1,4 @@
-// One command's way through the ledger (docs/design.md, "The agent's ledger"):
+// One command's way through the ledger (docs/design.md, "Recovery: the agent"):
 //   claimed -> server start -> executing(startedAt) -> execute -> done
 //   -> server finish -> reported
 // Each step is journaled (fsync) before the agent acts on it, so a crash

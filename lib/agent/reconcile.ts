@@ -1,5 +1,5 @@
 // Before the first claim, finish every ledger entry a previous run left
-// unsettled (docs/design.md, "The agent's ledger"):
+// unsettled (docs/design.md, "Recovery: the agent"):
 //   done                  -> report it again
 //   executing, DELAY      -> resume to startedAt + ms, report the true tookMs
 //   executing, HTTP       -> FAILED, not sent again (it may have reached the remote)
