@@ -2,19 +2,22 @@
 // A agents at concurrency C, timed from the first submit to the last
 // COMPLETED. Real server.ts and agent.ts child processes, temp state dirs,
 // 127.0.0.1, every step fsynced on both sides as in production. The
-// submitter (this process) POSTs with `clients` concurrent keep-alive
-// connections while the agents, already idle in their long-polls, drain.
+// submitter (this process) POSTs batches of --batch commands to
+// POST /commands/batch over --batch-clients keep-alive connections (or, with
+// --batch 1, single POST /commands over --clients) while the agents, already
+// idle in their long-polls, drain.
 // The end is the moment this process reads the server's last COMPLETED
 // transition line; the server's /metrics then confirms all N COMPLETED.
 // The submitters are lean raw-socket keep-alive connections (children.ts
 // PostConnection): the driver shares the machine's two cores with keel.
 // Goals: >= 1,000/s with 4 agents at concurrency 1, >= 5,000/s with 4 at 16.
 //
-//   node --import tsx bench/throughput.ts [--n 20000] [--runs 3] [--configs 1x1,2x1,4x1,4x16]
-//                                         [--clients 64] [--profile DIR]
+//   node --import tsx bench/throughput.ts [--n 20000] [--runs 3] [--configs 0x0,1x1,2x1,4x1,4x16]
+//                                         [--batch 100] [--batch-clients 4] [--clients 64] [--profile DIR]
 // BENCH_N overrides the default --n for quick runs (record figures with 20,000).
 // --configs lists AxC: A agents at concurrency C; 0x0 runs no agents and
-// times the submits alone (the ceiling for the rest). --profile writes V8 CPU
+// times the submits alone (the ceiling for the rest), once with single
+// submits and once with batches, so the two compare. --profile writes V8 CPU
 // profiles of the server and agents of each configuration's first run.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -45,7 +48,31 @@ interface RunResult {
   cpu: { server: number; agents: number; bench: number }; // CPU seconds per second of run
 }
 
-async function run(agents: number, concurrency: number, n: number, clients: number, tmp: string, profDir?: string): Promise<RunResult> {
+/** How the driver submits: `batch` commands per POST /commands/batch (1: POST /commands), over `clients` connections. */
+interface SubmitMode {
+  batch: number;
+  clients: number;
+}
+
+async function submitAll(base: URL, n: number, mode: SubmitMode): Promise<void> {
+  let next = 0;
+  const batchBody = (k: number): string => JSON.stringify({ commands: Array.from({ length: k }, () => JSON.parse(SUBMIT_BODY) as unknown) });
+  const full = batchBody(mode.batch);
+  const conns = Array.from({ length: mode.clients }, () => new PostConnection(base, mode.batch > 1 ? '/commands/batch' : '/commands'));
+  await Promise.all(
+    conns.map(async (conn) => {
+      while (next < n) {
+        const k = Math.min(mode.batch, n - next);
+        next += k;
+        const r = await conn.post(mode.batch === 1 ? SUBMIT_BODY : k === mode.batch ? full : batchBody(k));
+        if (r.status !== 201) throw new Error(`submit answered ${r.status}: ${r.text.slice(0, 200)}`);
+      }
+    }),
+  );
+  for (const c of conns) c.close();
+}
+
+async function run(agents: number, concurrency: number, n: number, submit: SubmitMode, tmp: string, profDir?: string): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(tmp, `run-${agents}x${concurrency}-`));
   const prof = (name: string): string[] => (profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name)] : []);
   const { child: server, url } = await startServer(path.join(dir, 'server'), ['--lease-timeout', '30s'], prof('server'));
@@ -84,18 +111,7 @@ async function run(agents: number, concurrency: number, n: number, clients: numb
     const cpu0 = { server: cpuSeconds(server.pid), agents: workers.reduce((s, w) => s + cpuSeconds(w.pid), 0), bench: process.cpuUsage() };
     const t0 = performance.now();
     lastProgress = t0;
-    let next = 0;
-    const conns = Array.from({ length: clients }, () => new PostConnection(base, '/commands'));
-    await Promise.all(
-      conns.map(async (conn) => {
-        while (next < n) {
-          next++;
-          const r = await conn.post(SUBMIT_BODY);
-          if (r.status !== 201) throw new Error(`submit answered ${r.status}: ${r.text}`);
-        }
-      }),
-    );
-    for (const c of conns) c.close();
+    await submitAll(base, n, submit);
     const submitted = performance.now();
     if (agents === 0) {
       // The submit-only ceiling: nothing runs the commands; the end is the last 201.
@@ -149,14 +165,19 @@ async function main(): Promise<void> {
     options: {
       n: { type: 'string', default: process.env.BENCH_N ?? '20000' },
       runs: { type: 'string', default: '3' },
-      configs: { type: 'string', default: '1x1,2x1,4x1,4x16' },
+      configs: { type: 'string', default: '0x0,1x1,2x1,4x1,4x16' },
       clients: { type: 'string', default: '64' },
+      // Commands per POST /commands/batch (1: one POST /commands each), sent over --batch-clients connections.
+      batch: { type: 'string', default: '100' },
+      'batch-clients': { type: 'string', default: '4' },
       profile: { type: 'string' },
     },
   });
   const n = Number(values.n);
   const runs = Number(values.runs);
-  const clients = Number(values.clients);
+  const single: SubmitMode = { batch: 1, clients: Number(values.clients) };
+  const batched: SubmitMode = Number(values.batch) > 1 ? { batch: Number(values.batch), clients: Number(values['batch-clients']) } : single;
+  const describe = (m: SubmitMode): string => (m.batch === 1 ? `${m.clients} clients of POST /commands` : `POST /commands/batch of ${m.batch}, ${m.clients} clients`);
   const configs = values.configs.split(',').map((c) => {
     const m = /^(\d+)x(\d+)$/.exec(c.trim());
     if (!m) throw new Error(`--configs: ${c} is not AxC (agents x concurrency)`);
@@ -167,14 +188,16 @@ async function main(): Promise<void> {
   const f2 = (x: number): string => x.toFixed(2);
   const pc = (x: number): string => `${(x * 100).toFixed(0)}%`;
   console.log(`node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg().map(f2).join(' ')}`);
-  console.log(`${n} DELAY {ms:0} commands per run, ${clients} keep-alive submitters, ${runs} runs per configuration; state under ${tmp}`);
+  console.log(`${n} DELAY {ms:0} commands per run, submitted by ${describe(batched)}, ${runs} runs per configuration; state under ${tmp}`);
   const table: string[] = [];
+  // 0x0 (submits alone) runs once per way of submitting, so the two compare.
+  const plan = configs.flatMap((c) => (c.agents === 0 && batched !== single ? [{ ...c, submit: single }, { ...c, submit: batched }] : [{ ...c, submit: batched }]));
   try {
-    for (const { agents, concurrency } of configs) {
+    for (const { agents, concurrency, submit } of plan) {
       const results: RunResult[] = [];
       for (let i = 0; i < runs; i++) {
-        const profDir = values.profile && i === 0 ? path.resolve(values.profile, `${agents}x${concurrency}`) : undefined;
-        const r = await run(agents, concurrency, n, clients, tmp, profDir);
+        const profDir = values.profile && i === 0 ? path.resolve(values.profile, `${agents}x${concurrency}-b${submit.batch}`) : undefined;
+        const r = await run(agents, concurrency, n, submit, tmp, profDir);
         results.push(r);
         const ms = (j: JournalStats): string => f2(j.fsyncMicros / j.fsyncs / 1000);
         console.log(
@@ -188,12 +211,12 @@ async function main(): Promise<void> {
       const m = (g: (r: RunResult) => number): number => median(results.map(g));
       const goal = agents === 4 && concurrency === 1 ? '>= 1,000/s' : agents === 4 && concurrency === 16 ? '>= 5,000/s' : undefined;
       result(
-        agents === 0 ? `submits alone, ${clients} submitters (the ceiling of the rows below)` : `throughput, ${agents} agent${agents > 1 ? 's' : ''} x concurrency ${concurrency} (${n} DELAY 0)`,
+        agents === 0 ? `submits alone, ${describe(submit)}` : `throughput, ${agents} agent${agents > 1 ? 's' : ''} x concurrency ${concurrency} (${n} DELAY 0)`,
         `${m((r) => r.perSec).toFixed(0)} commands/s; fsyncs/command: server ${f2(m((r) => r.server.fsyncs / n))}, agents ${f2(m((r) => r.agents.fsyncs / n))}`,
         goal,
       );
       table.push(
-        `| ${agents} x ${concurrency} | ${m((r) => r.perSec).toFixed(0)} | ${results.map((r) => r.perSec.toFixed(0)).join(', ')} ` +
+        `| ${agents === 0 ? `submits alone (${describe(submit)})` : `${agents} x ${concurrency}`} | ${m((r) => r.perSec).toFixed(0)} | ${results.map((r) => r.perSec.toFixed(0)).join(', ')} ` +
           `| ${f2(m((r) => r.server.fsyncs / n))} | ${f2(m((r) => r.agents.fsyncs / n))} ` +
           `| ${pc(m((r) => r.cpu.server))} / ${pc(m((r) => r.cpu.agents))} / ${pc(m((r) => r.cpu.bench))} |`,
       );

@@ -31,6 +31,19 @@ export interface SubmitResponse {
   commandId: string;
 }
 
+/** POST /commands/batch: up to 1,000 commands in one group commit. */
+export interface BatchSubmitItem extends SubmitRequest {
+  /** Like the Idempotency-Key header of a single submit, per item. */
+  idempotencyKey?: string;
+}
+export interface BatchSubmitRequest {
+  commands: BatchSubmitItem[];
+}
+export interface BatchSubmitResponse {
+  /** One id per submitted command, in the order of the request. */
+  commandIds: string[];
+}
+
 export interface CommandView {
   id: string;
   type: CommandType;

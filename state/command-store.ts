@@ -35,6 +35,13 @@ export type SubmitResult =
   | { kind: 'created' | 'existing'; id: string }
   | { kind: 'conflict'; id: string; reason: string };
 
+export type BatchSubmitResult =
+  | { kind: 'done'; ids: string[]; created: number }
+  /** Nothing was written: item `index` reuses an idempotency key with another body. */
+  | { kind: 'conflict'; index: number; id: string; reason: string };
+
+const KEY_CONFLICT = 'this Idempotency-Key was used with a different body';
+
 export class CommandStore {
   readonly table: CommandTable;
   readonly durable: DurableMachine<CommandRecord>;
@@ -88,7 +95,7 @@ export class CommandStore {
         await this.readBarrier();
         const cmd = this.get(id)!;
         if (cmd.bodyHash !== (input.bodyHash ?? null)) {
-          return { kind: 'conflict', id, reason: 'this Idempotency-Key was used with a different body' };
+          return { kind: 'conflict', id, reason: KEY_CONFLICT };
         }
         return { kind: 'existing', id };
       }
@@ -101,6 +108,53 @@ export class CommandStore {
     }
     await this.transition(id, ev);
     return { kind: 'created', id };
+  }
+
+  /**
+   * Submit many commands in one group commit, all or none: a key conflict in
+   * any item refuses the whole batch before anything is written. An item
+   * whose idempotency key is already known (before or earlier in this batch)
+   * gets that command's id. Resolves once every id answered is durable.
+   */
+  async submitMany(inputs: readonly SubmitInput[]): Promise<BatchSubmitResult> {
+    const ids: string[] = [];
+    const recs: CommandRecord[] = [];
+    const keyed = new Map<string, { id: string; bodyHash: string | null }>();
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i]!;
+      const key = input.idemKey;
+      if (key !== undefined) {
+        let seen = keyed.get(key);
+        if (seen === undefined) {
+          const id = this.table.byIdemKey.get(key);
+          if (id !== undefined) seen = { id, bodyHash: this.get(id)!.bodyHash };
+        }
+        if (seen !== undefined) {
+          if (seen.bodyHash !== (input.bodyHash ?? null)) {
+            // The command that holds the key may still be in flight: answer
+            // about it only once it is durable, as a single submit does.
+            await this.readBarrier();
+            return { kind: 'conflict', index: i, id: seen.id, reason: KEY_CONFLICT };
+          }
+          ids.push(seen.id);
+          continue;
+        }
+      }
+      const id = randomUUID();
+      const ev: CommandEvent = { type: 'submit', id, cmdType: input.type, payload: input.payload, at: this.now() };
+      if (key !== undefined) {
+        ev.idemKey = key;
+        ev.bodyHash = input.bodyHash;
+        keyed.set(key, { id, bodyHash: input.bodyHash ?? null });
+      }
+      recs.push({ id, from: null, version: 0, ev });
+      ids.push(id);
+    }
+    // Records are durable in journal order: once these are, so is every
+    // earlier command an item was matched to by its key.
+    if (recs.length > 0) await this.commit(recs);
+    else await this.readBarrier();
+    return { kind: 'done', ids, created: recs.length };
   }
 
   /**

@@ -29,6 +29,7 @@ interface Route {
 const ID = '([^/]+)';
 const ROUTES: Route[] = [
   { method: 'POST', pattern: /^\/commands$/, name: '/commands', handler: clientRoutes.submit },
+  { method: 'POST', pattern: /^\/commands\/batch$/, name: '/commands/batch', handler: clientRoutes.submitBatch },
   { method: 'GET', pattern: /^\/commands$/, name: '/commands', handler: clientRoutes.list },
   { method: 'GET', pattern: new RegExp(`^/commands/${ID}$`), name: '/commands/:id', handler: clientRoutes.getOne },
   { method: 'POST', pattern: new RegExp(`^/commands/${ID}/cancel$`), name: '/commands/:id/cancel', handler: clientRoutes.cancel },

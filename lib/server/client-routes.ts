@@ -5,29 +5,52 @@ import { isFinal } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
 import { parseDuration } from '../duration.ts';
 import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
-import type { CommandList, CommandStatus } from '../protocol.ts';
+import type { BatchSubmitResponse, CommandList, CommandStatus, SubmitRequest, SubmitResponse } from '../protocol.ts';
 import type { ServerContext } from './context.ts';
-import { commandId, submitRequest } from './validate.ts';
+import { batchSubmitRequest, commandId, idempotencyKey, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;
 const MAX_LIMIT = 1000;
 const STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
-const IDEM_KEY_RE = /^[\x21-\x7e]{1,256}$/;
 
 export async function submit(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const body = submitRequest(await readJsonObject(req));
-  const key = req.headers['idempotency-key'];
-  if (key !== undefined && (typeof key !== 'string' || !IDEM_KEY_RE.test(key))) {
-    throw new HttpError(400, 'Idempotency-Key must be 1-256 visible ASCII characters', { field: 'Idempotency-Key' });
-  }
+  const key = idempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
   const known = key !== undefined && ctx.store.table.byIdemKey.has(key);
-  if (!known && ctx.store.table.countByState.PENDING >= ctx.config.maxPending) {
+  if (!known) refuseIfFull(ctx, 1);
+  const r = await ctx.store.submit({ ...body, idemKey: key, bodyHash: bodyHash(body, key) });
+  if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
+  const answer: SubmitResponse = { commandId: r.id };
+  sendJson(res, r.kind === 'created' ? 201 : 200, answer);
+}
+
+export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const items = batchSubmitRequest(await readJsonObject(req, BATCH_BODY_LIMIT));
+  const table = ctx.store.table;
+  refuseIfFull(ctx, items.filter((it) => it.idempotencyKey === undefined || !table.byIdemKey.has(it.idempotencyKey)).length);
+  const r = await ctx.store.submitMany(
+    items.map(({ idempotencyKey: key, ...body }) => ({ ...body, idemKey: key, bodyHash: bodyHash(body, key) })),
+  );
+  if (r.kind === 'conflict') {
+    throw new HttpError(409, `commands[${r.index}]: ${r.reason}`, { field: `commands[${r.index}].idempotencyKey`, extra: { commandId: r.id } });
+  }
+  const answer: BatchSubmitResponse = { commandIds: r.ids };
+  sendJson(res, r.created > 0 ? 201 : 200, answer);
+}
+
+/** A batch body may hold 1,000 commands with long URLs and keys. */
+const BATCH_BODY_LIMIT = 4 * 1024 * 1024;
+
+function refuseIfFull(ctx: ServerContext, adding: number): void {
+  if (adding > 0 && ctx.store.table.countByState.PENDING + adding > ctx.config.maxPending) {
     throw new HttpError(429, `too many pending commands (${ctx.config.maxPending}); retry later`, { headers: { 'retry-after': '1' } });
   }
-  const bodyHash = key === undefined ? undefined : createHash('sha256').update(JSON.stringify(body)).digest('hex');
-  const r = await ctx.store.submit({ ...body, idemKey: key, bodyHash });
-  if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
-  sendJson(res, r.kind === 'created' ? 201 : 200, { commandId: r.id });
+}
+
+// What an idempotency key is checked against: the validated command, so the
+// same command sent alone or in a batch matches.
+function bodyHash(body: SubmitRequest, key: string | undefined): string | undefined {
+  return key === undefined ? undefined : createHash('sha256').update(JSON.stringify(body)).digest('hex');
 }
 
 export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {

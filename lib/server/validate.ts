@@ -66,24 +66,55 @@ function httpUrl(v: unknown, field: string): string {
   return v;
 }
 
-export function submitRequest(body: Obj): SubmitRequest {
-  onlyFields(body, ['type', 'payload']);
+/** One command to submit; `prefix` names where it sits in a batch (`commands[3].`). */
+export function submitRequest(body: Obj, prefix = '', extra: readonly string[] = []): SubmitRequest {
+  onlyFields(body, ['type', 'payload', ...extra], prefix);
   const type = body.type;
-  if (type === undefined) throw bad('type', `type is required: one of ${COMMAND_TYPES.join(', ')}`);
-  if (!COMMAND_TYPES.includes(type as CommandType)) throw bad('type', `type must be one of ${COMMAND_TYPES.join(', ')}`);
-  if (body.payload === undefined) throw bad('payload', 'payload is required');
-  const p = object(body.payload, 'payload');
+  const f = (name: string): string => prefix + name;
+  if (type === undefined) throw bad(f('type'), `${f('type')} is required: one of ${COMMAND_TYPES.join(', ')}`);
+  if (!COMMAND_TYPES.includes(type as CommandType)) throw bad(f('type'), `${f('type')} must be one of ${COMMAND_TYPES.join(', ')}`);
+  if (body.payload === undefined) throw bad(f('payload'), `${f('payload')} is required`);
+  const p = object(body.payload, f('payload'));
   let payload: Payload;
   if (type === 'DELAY') {
-    onlyFields(p, ['ms'], 'payload.');
-    if (p.ms === undefined) throw bad('payload.ms', 'payload.ms is required');
-    payload = { ms: int(p.ms, 'payload.ms', 0, MAX_DELAY_MS) };
+    onlyFields(p, ['ms'], f('payload.'));
+    if (p.ms === undefined) throw bad(f('payload.ms'), `${f('payload.ms')} is required`);
+    payload = { ms: int(p.ms, f('payload.ms'), 0, MAX_DELAY_MS) };
   } else {
-    onlyFields(p, ['url'], 'payload.');
-    if (p.url === undefined) throw bad('payload.url', 'payload.url is required');
-    payload = { url: httpUrl(p.url, 'payload.url') };
+    onlyFields(p, ['url'], f('payload.'));
+    if (p.url === undefined) throw bad(f('payload.url'), `${f('payload.url')} is required`);
+    payload = { url: httpUrl(p.url, f('payload.url')) };
   }
   return { type: type as CommandType, payload };
+}
+
+const IDEM_KEY_RE = /^[\x21-\x7e]{1,256}$/;
+
+/** An Idempotency-Key header or a batch item's idempotencyKey: 1-256 visible ASCII characters. */
+export function idempotencyKey(v: unknown, field: string): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !IDEM_KEY_RE.test(v)) throw bad(field, `${field} must be 1-256 visible ASCII characters`);
+  return v;
+}
+
+/**
+ * POST /commands/batch: every item checked before anything is written, the
+ * first bad one named by its index (`commands[3].payload.ms`).
+ */
+export function batchSubmitRequest(body: Obj): Array<SubmitRequest & { idempotencyKey?: string }> {
+  onlyFields(body, ['commands']);
+  const list = body.commands;
+  if (!Array.isArray(list) || list.length === 0 || list.length > MAX_BATCH) {
+    throw bad('commands', `commands must be an array of 1 to ${MAX_BATCH} commands`);
+  }
+  return list.map((it, i) => {
+    const field = `commands[${i}]`;
+    const item = object(it, field);
+    const cmd: SubmitRequest & { idempotencyKey?: string } = submitRequest(item, `${field}.`, ['idempotencyKey']);
+    const key = idempotencyKey(item.idempotencyKey, `${field}.idempotencyKey`);
+    if (key !== undefined) cmd.idempotencyKey = key;
+    return cmd;
+  });
 }
 
 export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[] } {
