@@ -12,7 +12,8 @@ import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 
 export type { Command } from './command-fsm.ts';
 
-export type ChangeListener = (cmd: Command, event: EventType) => void;
+/** `seq` is the journal seq of the record that made the change. */
+export type ChangeListener = (cmd: Command, event: EventType, seq: number) => void;
 
 /** Commands handed to an agent by claimNow(). */
 export interface Claimed {
@@ -62,7 +63,10 @@ export class CommandStore {
     return new CommandStore(table, durable, opts.now ?? Date.now);
   }
 
-  /** Called after every durable transition (for long-poll waiters and claim wakeups). */
+  /**
+   * Called after every durable transition (for long-poll waiters, claim
+   * wakeups and event streams), in journal order.
+   */
   onChange(fn: ChangeListener): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -235,6 +239,8 @@ export class CommandStore {
 
   /** Commit records; resolves with each command as that record left it. */
   private async commit(recs: CommandRecord[]): Promise<Command[]> {
+    // append() numbers the records in order, in this very call.
+    const firstSeq = this.durable.journal.lastSeq + 1;
     const done = this.durable.commit(recs);
     const cmds = recs.map((r) => this.get(r.id)!);
     // A record that was applied and left its command PENDING: announce it
@@ -246,7 +252,7 @@ export class CommandStore {
     });
     await done;
     cmds.forEach((cmd, i) => {
-      for (const fn of this.listeners) fn(cmd, recs[i]!.ev.type);
+      for (const fn of this.listeners) fn(cmd, recs[i]!.ev.type, firstSeq + i);
     });
     return cmds;
   }
