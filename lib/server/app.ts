@@ -8,6 +8,8 @@ import { CommandStore } from '../../state/command-store.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { AgentRegistry } from './agent-registry.ts';
 import * as clientRoutes from './client-routes.ts';
+import { EventHub } from './event-hub.ts';
+import * as streamRoutes from './stream-routes.ts';
 import { HttpError, sendJson, sendText } from './http-io.ts';
 import { LeaseClock } from './leases.ts';
 import type { Logger } from '../log.ts';
@@ -35,6 +37,7 @@ const ROUTES: Route[] = [
   { method: 'POST', pattern: new RegExp(`^/commands/${ID}/cancel$`), name: '/commands/:id/cancel', handler: clientRoutes.cancel },
   { method: 'GET', pattern: new RegExp(`^/commands/${ID}/events$`), name: '/commands/:id/events', handler: clientRoutes.events },
   { method: 'GET', pattern: /^\/agents$/, name: '/agents', handler: clientRoutes.agents },
+  { method: 'GET', pattern: /^\/events$/, name: '/events', handler: streamRoutes.allEvents },
   { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.claim}$`), name: AGENT_ROUTES.claim, handler: agentRoutes.claim },
   { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.start}$`), name: AGENT_ROUTES.start, handler: agentRoutes.start },
   { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.finish}$`), name: AGENT_ROUTES.finish, handler: agentRoutes.finish },
@@ -61,6 +64,9 @@ async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerRes
     agentsOnline: ctx.agents.online(),
     leases: ctx.leases.size,
     claimsWaiting: ctx.claimWaiters.size,
+    eventStreams: ctx.streams.open.size,
+    eventStreamsCutOff: ctx.streams.cutOff,
+    eventsHeld: ctx.events.held,
   }), 'text/plain; version=0.0.4; charset=utf-8');
 }
 
@@ -82,12 +88,15 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     claimWaiters: new ClaimWaiters(store),
     finalWaiters: new FinalWaiters(),
     metrics: new HttpMetrics(),
+    events: new EventHub(store.durable.journal.lastSeq, config.eventRing),
+    streams: { open: new Set(), cutOff: 0 },
     log,
     ready: false,
   };
-  store.onChange((cmd, event) => {
+  store.onChange((cmd, event, seq) => {
     log('transition', { id: cmd.id, event, state: cmd.state, agentId: cmd.agentId, lease: cmd.attempt, error: cmd.error ?? undefined });
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
+    ctx.events.publish(cmd, event, seq);
   });
   const c = store.table.countByState;
   log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
@@ -124,6 +133,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     async close() {
       ctx.ready = false;
       ctx.leases.stop();
+      for (const stream of [...ctx.streams.open]) stream.end();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

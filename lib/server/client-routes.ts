@@ -7,6 +7,7 @@ import { parseDuration } from '../duration.ts';
 import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
 import type { BatchSubmitResponse, CommandList, CommandStatus, SubmitRequest, SubmitResponse } from '../protocol.ts';
 import type { ServerContext } from './context.ts';
+import { followCommand, wantsFollow } from './stream-routes.ts';
 import { batchSubmitRequest, commandId, idempotencyKey, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;
@@ -114,10 +115,13 @@ export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: Ser
   sendJson(res, r.cmd.state === 'RUNNING' ? 202 : 200, commandView(r.cmd));
 }
 
-export async function events(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[]): Promise<void> {
+export async function events(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
   const id = commandId(params[0]);
+  const follow = wantsFollow(url.searchParams);
   await ctx.store.readBarrier();
-  if (!ctx.store.get(id)) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  const cmd = ctx.store.get(id);
+  if (!cmd) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  if (follow) return followCommand(ctx, req, res, cmd, url);
   sendJson(res, 200, { id, events: eventViews(ctx.store.table.trail(id) ?? []) });
 }
 

@@ -4,8 +4,10 @@
 import type { CommandStore } from '../../state/command-store.ts';
 import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agent-registry.ts';
+import type { EventHub, RingLimits } from './event-hub.ts';
 import type { LeaseClock } from './leases.ts';
 import type { HttpMetrics } from './metrics.ts';
+import type { SseStream } from './sse.ts';
 import type { ClaimWaiters, FinalWaiters } from './waiters.ts';
 
 export interface ServerConfig {
@@ -21,6 +23,12 @@ export interface ServerConfig {
   headersTimeoutMs?: number;
   /** Cut off a client that has not sent its whole request by then. Default 30 s. */
   requestTimeoutMs?: number;
+  /** Recent transitions kept for streams to resume from. Default DEFAULT_RING (event-hub.ts). */
+  eventRing?: RingLimits;
+  /** Bytes an event stream may have queued before it is cut off. Default 1 MiB. */
+  streamBufferBytes?: number;
+  /** A comment line on an idle event stream this often. Default 15 s. */
+  streamKeepaliveMs?: number;
 }
 
 export interface ServerContext {
@@ -31,6 +39,9 @@ export interface ServerContext {
   claimWaiters: ClaimWaiters;
   finalWaiters: FinalWaiters;
   metrics: HttpMetrics;
+  events: EventHub;
+  /** The open event streams, and how many were cut off for falling behind. */
+  streams: { open: Set<SseStream>; cutOff: number };
   log: Logger & { error: Logger };
   ready: boolean;
 }

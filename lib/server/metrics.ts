@@ -10,6 +10,9 @@ export interface MetricsSources {
   agentsOnline: number;
   leases: number;
   claimsWaiting: number;
+  eventStreams: number;
+  eventStreamsCutOff: number;
+  eventsHeld: number;
 }
 
 export class HttpMetrics {
@@ -37,6 +40,9 @@ export class HttpMetrics {
     metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
     metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);
     metric('keel_claims_waiting', 'gauge', 'Agent claims parked on the server, waiting for work.', [['', src.claimsWaiting]]);
+    metric('keel_event_streams', 'gauge', 'Open event streams (GET /events, GET /commands/:id/events?follow=1).', [['', src.eventStreams]]);
+    metric('keel_event_streams_cut_off_total', 'counter', 'Event streams closed because their reader fell behind.', [['', src.eventStreamsCutOff]]);
+    metric('keel_events_held', 'gauge', 'Recent transitions held for streams to resume from.', [['', src.eventsHeld]]);
     metric('keel_http_requests_total', 'counter', 'HTTP requests by route and status code.',
       [...this.requests].map(([k, n]) => {
         const [route, code] = k.split('\u0000');
