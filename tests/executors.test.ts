@@ -4,6 +4,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { HttpGetJsonResult } from '../lib/protocol.ts';
 import { runDelay } from '../lib/agent/executors/delay.ts';
+import { momentFromWall } from '../lib/clock.ts';
 import { MAX_REDIRECTS, runHttpGetJson, type HttpGetOptions } from '../lib/agent/executors/http-get-json.ts';
 import { BIG_BYTES, refusedPort, startTarget, type Target } from './fixtures/agent-target.ts';
 
@@ -16,7 +17,7 @@ const delay = suite('DELAY');
 
 delay('waits ms and reports tookMs measured from startedAt', async () => {
   const startedAt = Date.now();
-  const r = await runDelay({ ms: 120 }, startedAt, live());
+  const r = await runDelay({ ms: 120 }, momentFromWall(startedAt), live());
   assert.ok(r.ok);
   assert.ok(r.tookMs >= 120, `tookMs ${r.tookMs}`);
   assert.ok(Date.now() - startedAt >= 120);
@@ -25,21 +26,21 @@ delay('waits ms and reports tookMs measured from startedAt', async () => {
 delay('a resumed DELAY keeps its original deadline', async () => {
   const startedAt = Date.now() - 400; // began before a "crash"
   const t0 = Date.now();
-  const r = await runDelay({ ms: 500 }, startedAt, live());
+  const r = await runDelay({ ms: 500 }, momentFromWall(startedAt), live());
   const waited = Date.now() - t0;
   assert.ok(r.tookMs >= 500, `tookMs ${r.tookMs}`);
   assert.ok(waited < 400, `waited ${waited} ms; only ~100 ms were left`);
 });
 
 delay('a DELAY past its deadline returns at once with the true tookMs', async () => {
-  const r = await runDelay({ ms: 100 }, Date.now() - 5000, live());
+  const r = await runDelay({ ms: 100 }, momentFromWall(Date.now() - 5000), live());
   assert.ok(r.tookMs >= 5000);
 });
 
 delay('abort rejects with the signal reason', async () => {
   const ctl = new AbortController();
   const reason = new Error('canceled by test');
-  const p = runDelay({ ms: 10_000 }, Date.now(), ctl.signal);
+  const p = runDelay({ ms: 10_000 }, momentFromWall(Date.now()), ctl.signal);
   setImmediate(() => ctl.abort(reason));
   try {
     await p;

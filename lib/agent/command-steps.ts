@@ -9,6 +9,7 @@
 // and reporting it (settle) need no slot, so the work loop claims the next
 // command meanwhile. Each command's own steps keep their order.
 import { crashPoint } from '../../state/crash-points.ts';
+import { currentMoment, momentFromWall } from '../clock.ts';
 import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
@@ -65,17 +66,20 @@ export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promi
   });
   if (!r?.ok) return drop(ctx, entry, `${r?.error ?? 'NO_ANSWER'}: ${r?.reason ?? 'start refused'}`);
   crashPoint('agent:after-start');
-  const startedAt = Date.now();
-  await ctx.ledger.write({ t: 'executing', id, lease, startedAt });
+  const started = currentMoment();
+  await ctx.ledger.write({ t: 'executing', id, lease, startedAt: started.wall });
   ctx.log('executing', { id, lease, type: entry.type });
-  return runExecuting(ctx, { ...entry, step: 'executing', startedAt }, signal);
+  return runExecuting(ctx, { ...entry, step: 'executing', startedAt: started.wall }, signal, started);
 }
 
-/** Execute an `executing` entry (fresh, or a DELAY resumed after a crash). */
-export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal): Promise<Executed> {
+/**
+ * Execute an `executing` entry: fresh (`started` is when, on both clocks), or
+ * a DELAY resumed after a crash (only its journaled wall time is known).
+ */
+export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal, started = momentFromWall(entry.startedAt!)): Promise<Executed> {
   let exec: Execution;
   try {
-    exec = await execute(entry.type, entry.payload, entry.startedAt!, ctx.http, signal);
+    exec = await execute(entry.type, entry.payload, started, ctx.http, signal);
   } catch (err) {
     if (!(err instanceof WorkAborted)) throw err;
     exec = aborted(entry, err);

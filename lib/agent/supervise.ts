@@ -2,6 +2,7 @@
 // whenever it dies. The supervisor holds no state: the child opens the ledger
 // and reconciles, so a restart is exactly a crash recovery.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { Backoff, pause } from './backoff.ts';
 
@@ -25,7 +26,7 @@ export async function supervise(childArgs: string[], log: Logger & { error: Logg
   process.on('SIGINT', onSignal);
 
   for (let run = 0; !stop.signal.aborted; run++) {
-    const started = Date.now();
+    const started = monotonicMs();
     // An IPC channel the child watches: if the supervisor itself is killed,
     // the channel closes and the child stops instead of running orphaned.
     child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...childArgs], {
@@ -42,7 +43,7 @@ export async function supervise(childArgs: string[], log: Logger & { error: Logg
       log.error('agent child rejected its flags; not restarting', { code });
       return 2;
     }
-    if (Date.now() - started >= HEALTHY_MS) backoff.reset();
+    if (monotonicMs() - started >= HEALTHY_MS) backoff.reset();
     const wait = Math.round(backoff.next());
     log.error('agent child died; restarting', { run, code, signal, restartInMs: wait });
     await pause(wait, stop.signal).catch(() => {});

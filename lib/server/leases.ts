@@ -1,9 +1,11 @@
 // Lease deadlines, in memory only (docs/design.md: heartbeats are not journaled).
 // A restart grants every ASSIGNED and RUNNING command a fresh full timeout,
 // since no heartbeat could be heard while the server was down; the sweep then
-// applies the expiry rules through the command store.
+// applies the expiry rules through the command store. Deadlines are on the
+// monotonic clock (lib/clock.ts): a step of the wall clock expires nothing.
 import { crashPoint } from '../../state/crash-points.ts';
 import type { CommandStore } from '../../state/command-store.ts';
+import { monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
 
 export class LeaseClock {
@@ -33,7 +35,7 @@ export class LeaseClock {
   }
 
   extend(id: string, lease: number): void {
-    this.deadlines.set(id, { lease, at: Date.now() + this.timeoutMs });
+    this.deadlines.set(id, { lease, at: monotonicMs() + this.timeoutMs });
   }
 
   drop(id: string): void {
@@ -48,7 +50,7 @@ export class LeaseClock {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      const now = Date.now();
+      const now = monotonicMs();
       const due = [...this.deadlines].filter(([, d]) => d.at <= now);
       for (const [id, d] of due) {
         this.deadlines.delete(id);

@@ -8,6 +8,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { crashPoint } from '../../../state/crash-points.ts';
+import { monotonicMs } from '../../clock.ts';
 import type { HttpGetJsonPayload, HttpGetJsonResult } from '../../protocol.ts';
 import type { Execution } from './execution.ts';
 
@@ -30,7 +31,7 @@ export function noResponse(error: string): Execution {
 /** Rejects only with signal.reason (cancel, lease lost, shutdown); every network outcome resolves. */
 export async function runHttpGetJson(payload: HttpGetJsonPayload, opts: HttpGetOptions, signal: AbortSignal): Promise<Execution> {
   signal.throwIfAborted();
-  const deadline = Date.now() + opts.timeoutMs;
+  const deadline = monotonicMs() + opts.timeoutMs;
   let url: URL;
   try {
     url = new URL(payload.url);
@@ -73,7 +74,7 @@ type Got = { kind: 'response'; res: http.IncomingMessage; timedOut: AbortSignal 
 /** Send the GET; resolve at the response head or with the reason there is none. */
 function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: AbortSignal): Promise<Got> {
   return new Promise((resolve, reject) => {
-    const timedOut = AbortSignal.timeout(Math.max(1, deadline - Date.now()));
+    const timedOut = AbortSignal.timeout(Math.max(1, deadline - monotonicMs()));
     const both = AbortSignal.any([signal, timedOut]);
     const get = url.protocol === 'https:' ? https.get : http.get;
     // identity: the byte cap and bytesReturned count what the remote sent.
