@@ -74,7 +74,7 @@ type Got = { kind: 'response'; res: http.IncomingMessage; timedOut: AbortSignal 
 /** Send the GET; resolve at the response head or with the reason there is none. */
 function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: AbortSignal): Promise<Got> {
   return new Promise((resolve, reject) => {
-    const timedOut = AbortSignal.timeout(Math.max(1, deadline - monotonicMs()));
+    const timedOut = AbortSignal.timeout(Math.max(1, Math.ceil(deadline - monotonicMs())));
     const both = AbortSignal.any([signal, timedOut]);
     const get = url.protocol === 'https:' ? https.get : http.get;
     // identity: the byte cap and bytesReturned count what the remote sent.
