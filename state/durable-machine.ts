@@ -2,12 +2,14 @@
 // the journal records after it, replayed through the same apply() that live
 // transitions use. The command store and the agent's ledger are both one.
 import fs from 'node:fs';
+import path from 'node:path';
 import { crashPoint } from './crash-points.ts';
 import { syncDir } from './fsio.ts';
-import { Journal, listSegments } from './journal.ts';
+import { checkDirectoryFormats, fileFormat, FORMAT } from './format.ts';
+import { Journal, listSegments, segmentName } from './journal.ts';
 import { lockStateDir, type StateLock } from './lock.ts';
 import { openJournal, type Log } from './replay.ts';
-import { installSnapshot, readSnapshot, writeSnapshotTmp } from './snapshot.ts';
+import { installSnapshot, readSnapshot, SNAPSHOT_FILE, writeSnapshotTmp } from './snapshot.ts';
 
 export interface Machine<R> {
   /** Written into the snapshot header, so a ledger is never read as a command table. */
@@ -52,6 +54,11 @@ export class DurableMachine<R> {
   private readonly log: Log;
   private compacting: Promise<void> | undefined;
   snapshots = 0;
+  /**
+   * Set when open found files of an older format: the snapshot that rewrites
+   * the directory in this release's format (see open()).
+   */
+  upgraded: Promise<void> | undefined;
 
   private constructor(dir: string, machine: Machine<R>, journal: Journal, lock: StateLock | undefined, opts: DurableOptions) {
     this.dir = dir;
@@ -66,6 +73,9 @@ export class DurableMachine<R> {
     fs.mkdirSync(dir, { recursive: true });
     const lock = opts.noLock ? undefined : await lockStateDir(dir, opts.role ?? 'keel', opts.onLockCompromised);
     try {
+      // Every header first: a directory holding a file of a newer format is
+      // refused before anything in it is read or changed.
+      const oldest = checkDirectoryFormats(dir, SNAPSHOT_FILE, listSegments(dir).map((s) => s.file));
       const afterSeq = readSnapshot(dir, machine);
       const journal = openJournal(dir, {
         afterSeq,
@@ -73,7 +83,17 @@ export class DurableMachine<R> {
         log: opts.log,
         onRecord: (rec) => machine.apply(rec as R),
       });
-      return new DurableMachine(dir, machine, journal, lock, opts);
+      // Upgrade in place: records of this release go to a segment of this
+      // format, and a snapshot written now replaces every older file.
+      const current = path.join(dir, segmentName(journal.currentSegmentFirstSeq));
+      if ((fileFormat(current, 'journal') ?? FORMAT) < FORMAT) journal.startNewSegment();
+      const durable = new DurableMachine(dir, machine, journal, lock, opts);
+      if (oldest < FORMAT) {
+        durable.log('upgrading state directory', { fromFormat: oldest, toFormat: FORMAT });
+        durable.upgraded = durable.compact();
+        durable.upgraded.catch((err: unknown) => durable.log('upgrade snapshot failed', { error: String(err) }));
+      }
+      return durable;
     } catch (err) {
       await lock?.release().catch(() => {});
       throw err;

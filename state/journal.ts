@@ -2,8 +2,9 @@
  * The journal: an append-only log in segment files `journal-<firstSeq>.jsonl`
  * (firstSeq zero-padded to 16 digits, so file names sort by sequence).
  *
- * Line 1 of a segment is its header:  {"keel":"journal","format":1,"firstSeq":N}
- * A reader refuses a format number it does not know.
+ * Line 1 of a segment is its header:  {"keel":"journal","format":2,"firstSeq":N}
+ * format is the version the segment was written in (state/format.ts); a
+ * reader refuses one it does not know.
  * Every other line is one record:     {"seq":N,"crc":"xxxxxxxx","rec":<JSON>}
  *   seq  rises by exactly one from record to record, across segments;
  *   crc  CRC-32, 8 hex digits, of the text `${seq}:` followed by <JSON> as written.
@@ -24,10 +25,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
-import { FormatError } from './errors.ts';
 import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
+import { checkFormat, FORMAT } from './format.ts';
 
-export const JOURNAL_FORMAT = 1;
+/** The format new segments are written in. */
+export const JOURNAL_FORMAT = FORMAT;
 const SEGMENT_RE = /^journal-(\d{16})\.jsonl$/;
 
 export function segmentName(firstSeq: number): string {
@@ -90,9 +92,7 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: Scan
     return fail(0, 'unreadable header line', headerEnd);
   }
   if (header.keel !== 'journal') return fail(0, 'not a keel journal header', headerEnd);
-  if (header.format !== JOURNAL_FORMAT) {
-    throw new FormatError(file, `journal format ${String(header.format)} is not supported by this version (supports ${JOURNAL_FORMAT})`, 'Run the keel release that wrote it.');
-  }
+  checkFormat(file, 'journal', header.format);
   if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
 
   let pos = headerEnd + 1;
@@ -265,6 +265,21 @@ export class Journal {
     this.segmentBytes = 0;
     this.kick(b);
     return done.then(() => cut);
+  }
+
+  /**
+   * At open, before anything is appended: go on in a new segment, written in
+   * this release's format, so no record of this release lands in a file whose
+   * header names an older format. An empty current segment (no records) is
+   * replaced by the new one of the same name.
+   */
+  startNewSegment(): void {
+    const first = this.seq + 1;
+    Journal.createSegment(this.dir, first);
+    fs.closeSync(this.fd);
+    this.fd = fs.openSync(path.join(this.dir, segmentName(first)), 'a');
+    this.segmentFirst = first;
+    this.segmentBytes = 0;
   }
 
   close(): void {

@@ -1,7 +1,7 @@
 /*
  * A snapshot: the whole state as of journal seq S, in `snapshot.jsonl`.
  *
- *   {"keel":"snapshot","format":1,"machine":"commands","seq":S}   header
+ *   {"keel":"snapshot","format":2,"machine":"commands","seq":S}   header
  *   <one JSON entry per line>                                      the state
  *   {"end":true,"count":N,"crc":"xxxxxxxx"}                        trailer
  *
@@ -9,6 +9,7 @@
  * snapshot.jsonl.tmp, fsynced, renamed over snapshot.jsonl and the directory
  * fsynced, so a reader finds either the old snapshot or the new one, whole.
  * A snapshot that fails its checks is never half-trusted: open refuses it.
+ * format is the version it was written in (state/format.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,9 +17,9 @@ import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
 import { DamagedSnapshotError, FormatError } from './errors.ts';
 import { readWholeLines, syncDir } from './fsio.ts';
+import { checkFormat, FORMAT } from './format.ts';
 
 export const SNAPSHOT_FILE = 'snapshot.jsonl';
-const FORMAT = 1;
 const CHUNK = 1 << 20;
 // How much of each end of the file is read to find the header and the trailer.
 const EDGE = 64 * 1024;
@@ -125,7 +126,7 @@ function readOpenSnapshot(fd: number, file: string, sink: SnapshotSink): number 
     throw bad(0, 'unreadable header');
   }
   if (header.keel !== 'snapshot') throw bad(0, 'not a keel snapshot');
-  if (header.format !== FORMAT) throw new FormatError(file, `snapshot format ${String(header.format)} is not supported (supports ${FORMAT})`, 'Run the keel release that wrote it.');
+  checkFormat(file, 'snapshot', header.format);
   if (header.machine !== machine) throw new FormatError(file, `this is a ${String(header.machine)} snapshot, not ${machine}`, 'Is --state-dir pointing at the right directory?');
   if (typeof header.seq !== 'number') throw bad(0, 'header has no seq');
 

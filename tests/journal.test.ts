@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { CommandStore } from '../state/command-store.ts';
 import type { CommandRecord } from '../state/command-table.ts';
 import { CorruptionError } from '../state/errors.ts';
-import { encodeRecord, listSegments, type Journal } from '../state/journal.ts';
+import { encodeRecord, JOURNAL_FORMAT, listSegments, type Journal } from '../state/journal.ts';
 import { openJournal } from '../state/replay.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 
@@ -165,8 +165,8 @@ test('a missing segment in the middle is corruption', async () => {
 
 test('a segment of an unknown format version is refused by name', async () => {
   const src = await build(2);
-  const dir = copyWith(src, (_, buf) => Buffer.from(buf.toString().replace('"format":1', '"format":2')));
-  assert.throws(() => open(dir), /journal format 2 is not supported/);
+  const dir = copyWith(src, (_, buf) => Buffer.from(buf.toString().replace(`"format":${JOURNAL_FORMAT}`, `"format":${JOURNAL_FORMAT + 1}`)));
+  assert.throws(() => open(dir), new RegExp(`journal format ${JOURNAL_FORMAT + 1} is not supported: this keel reads formats 1 to ${JOURNAL_FORMAT}`));
 });
 
 test('a well-formed record with a broken seq chain is corruption', async () => {
