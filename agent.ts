@@ -1,4 +1,4 @@
-// keel agent: flags -> open ledger -> reconcile -> work loop.
+// keel agent: flags -> open ledger -> reconcile (resumed work keeps its slots) -> work loop.
 import { setMaxListeners } from 'node:events';
 import { parseOrExit } from './lib/flags.ts';
 import { createLogger } from './lib/log.ts';
@@ -45,8 +45,9 @@ try {
   const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };
   const loop = new WorkLoop(ctx, { concurrency: cfg.concurrency, claimWaitMs: 10_000, beforeClaim: crash.beforeClaim });
 
-  const reconciled = reconcile(ctx, (id, work) => loop.track(id, work));
-  await Promise.race([reconciled, untilAborted(stopping.signal)]);
+  // Resumed work takes its slots; the first claim waits only for the reports
+  // of finished work and the starts of claimed work.
+  await Promise.race([reconcile(ctx, loop), untilAborted(stopping.signal)]);
   if (!stopping.signal.aborted) {
     log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency });
     await loop.run();

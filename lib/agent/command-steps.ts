@@ -9,7 +9,7 @@
 // and reporting it (settle) need no slot, so the work loop claims the next
 // command meanwhile. Each command's own steps keep their order.
 import { crashPoint } from '../../state/crash-points.ts';
-import { currentMoment, momentFromWall } from '../clock.ts';
+import { currentMoment, momentFromWall, type Moment } from '../clock.ts';
 import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
@@ -57,6 +57,22 @@ export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<
  * ours (start answers ok); otherwise the entry is dropped (undefined).
  */
 export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<Executed | undefined> {
+  const started = await confirmStart(ctx, entry);
+  return started && runExecuting(ctx, started.entry, started.signal, started.at);
+}
+
+/** A `claimed` entry started on the server and journaled `executing`, ready to run. */
+export interface Started {
+  entry: LedgerEntry;
+  signal: AbortSignal;
+  at: Moment;
+}
+
+/**
+ * The first half of startClaimed: ask the server to start it and journal
+ * `executing`; undefined if the entry was dropped or released instead.
+ */
+export async function confirmStart(ctx: AgentContext, entry: LedgerEntry): Promise<Started | undefined> {
   const { id, lease } = entry;
   const signal = ctx.leases.hold(entry);
   if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
@@ -66,10 +82,10 @@ export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promi
   });
   if (!r?.ok) return drop(ctx, entry, `${r?.error ?? 'NO_ANSWER'}: ${r?.reason ?? 'start refused'}`);
   crashPoint('agent:after-start');
-  const started = currentMoment();
-  await ctx.ledger.write({ t: 'executing', id, lease, startedAt: started.wall });
+  const at = currentMoment();
+  await ctx.ledger.write({ t: 'executing', id, lease, startedAt: at.wall });
   ctx.log('executing', { id, lease, type: entry.type });
-  return runExecuting(ctx, { ...entry, step: 'executing', startedAt: started.wall }, signal, started);
+  return { entry: { ...entry, step: 'executing', startedAt: at.wall }, signal, at };
 }
 
 /**

@@ -9,7 +9,7 @@
 // ended: their finish calls are then queued, and ride in the claim
 // (server-client.ts), one request for both instead of two.
 import { Backoff, pause } from './backoff.ts';
-import { recordOutcome, report, takeAssignment, type AgentContext } from './command-steps.ts';
+import { recordOutcome, report, takeAssignment, type AgentContext, type Executed } from './command-steps.ts';
 import { WorkAborted } from './leases.ts';
 import { untilAborted } from './signals.ts';
 
@@ -93,18 +93,28 @@ export class WorkLoop {
         // A claim retried while an earlier answer's start is in flight hands
         // back the same ASSIGNED command: it is already being worked on.
         if (this.active.has(a.id)) continue;
-        this.running.add(a.id);
-        const executed = takeAssignment(ctx, a);
-        const recorded = executed.then((x) => x && recordOutcome(ctx, x));
-        const noted = recorded.catch(() => {}).finally(() => this.recording.delete(noted));
-        const ended = (): void => {
-          this.recording.add(noted);
-          this.free(a.id);
-        };
-        executed.then(ended, ended);
-        void this.track(a.id, recorded.then((e) => e && report(ctx, e)));
+        this.occupy(a.id, takeAssignment(ctx, a));
       }
     }
+  }
+
+  /**
+   * Run one command's execution in a slot: the slot is held until `executed`
+   * settles, then its outcome is journaled and reported off the slot. For
+   * fresh claims, and for work resumed after a restart (reconcile.ts), which
+   * so takes its slots while the others claim.
+   */
+  occupy(id: string, executed: Promise<Executed | undefined>): void {
+    const { ctx } = this;
+    this.running.add(id);
+    const recorded = executed.then((x) => x && recordOutcome(ctx, x));
+    const noted = recorded.catch(() => {}).finally(() => this.recording.delete(noted));
+    const ended = (): void => {
+      this.recording.add(noted);
+      this.free(id);
+    };
+    executed.then(ended, ended);
+    void this.track(id, recorded.then((e) => e && report(ctx, e)));
   }
 
   private free(id: string): void {
