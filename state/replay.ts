@@ -86,8 +86,8 @@ function damaged(
 ): Journal {
   const seg = segs[index]!;
   if (!opts.repair) throw new CorruptionError(seg.file, offset, reason);
-  const dropped = cutJournal(dir, segs.slice(index), offset);
-  log('journal: repaired by cutting', { file: seg.file, offset, reason, droppedRecords: dropped });
+  const cut = cutJournal(dir, segs.slice(index), offset);
+  log('journal: repaired by cutting', { file: seg.file, offset, reason, droppedRecords: cut.dropped, keptCopies: cut.kept });
   const tail = offset > 0 ? seg : undefined;
   if (tail) return new Journal(dir, lastSeq, tail.firstSeq, offset);
   Journal.createSegment(dir, lastSeq + 1);

@@ -139,6 +139,12 @@ test('repair cuts at the damaged record and says how many records it dropped', a
   assert.equal(recsOf(o), range(1, 2));
   assert.equal(o.logs.map((l) => [l.msg, l.fields?.offset, l.fields?.droppedRecords]), [['journal: repaired by cutting', start, 10]]);
   assert.is(listSegments(dir).length, 1, 'later segments are gone');
+  // A copy of every file it cut or removed is kept beside it, and the log says where.
+  const segsBefore = listSegments(src).map((s) => path.basename(s.file));
+  const copies = segsBefore.map((n) => path.join(dir, `${n}.broken`));
+  assert.equal(o.logs[0]!.fields?.keptCopies, copies);
+  assert.equal(fs.readFileSync(copies[0]!).toString('latin1'), fs.readFileSync(path.join(src, name)).toString('latin1').replace('"i":3', '"i":8'));
+  for (const [i, n] of segsBefore.entries()) if (i > 0) assert.equal(fs.readFileSync(copies[i]!), fs.readFileSync(path.join(src, n)));
   await o.journal.append([rec(30)]);
   o.journal.close();
   const again = open(dir);
