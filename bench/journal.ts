@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from '../state/command-fsm.ts';
+import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
 import { CommandTable, encode, type CommandRecord } from '../state/command-table.ts';
 import { DurableMachine } from '../state/durable-machine.ts';
 import { encodeRecord, Journal } from '../state/journal.ts';
@@ -144,13 +144,13 @@ function* commands(n: number, kind: 'pending' | 'completed'): Iterable<string> {
     const id = lifeOf(i)[0]!.id;
     const agentId = `agent-${i % 16}`;
     const t = at + i;
-    const base: Command = { id, type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0' };
+    const base: Command = { id, type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
     if (kind === 'pending') {
       yield encode(base);
       continue;
     }
     const trail = `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1`;
-    yield encode({ ...base, state: 'COMPLETED', version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3, trail });
+    yield encode({ ...base, state: 'COMPLETED', version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3, trail, executions: 1 });
   }
 }
 

@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from '../state/command-fsm.ts';
+import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
 import { encode, type CommandRecord } from '../state/command-table.ts';
 import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
 import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
@@ -39,9 +39,9 @@ const uuid = (i: number): string => `${i.toString(16).padStart(8, '0')}-0000-400
 function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
   const t = at + i;
   const agentId = `agent-${i % 16}`;
-  const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0' };
+  const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
   if (state === 'PENDING') return base;
-  return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
+  return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
 }
 
 /** A state dir: a snapshot of `total` commands (the last `pending` of them PENDING) and a journal tail. */

@@ -3,11 +3,16 @@
 // The command domain itself (types, states, error codes) lives in state/.
 import type { CommandState, CommandType, Outcome, Payload } from '../state/command-types.ts';
 
-export { AGENT_LOST, CANCELED, COMMAND_TYPES } from '../state/command-types.ts';
-export type { CommandState, CommandType, DelayPayload, HttpGetJsonPayload, Outcome, Payload } from '../state/command-types.ts';
+export { AGENT_LOST, CANCELED, COMMAND_TYPES, TIMEOUT } from '../state/command-types.ts';
+export type { CommandState, CommandType, DelayPayload, ExpectStatus, HttpGetJsonPayload, Outcome, Payload } from '../state/command-types.ts';
 
-/** What clients see: ASSIGNED shows as PENDING, so shown status only moves forward. */
+/**
+ * What clients see: ASSIGNED shows as PENDING, and so do SCHEDULED and
+ * RETRY_WAIT (with runAt, nextAttemptAt). Shown status only moves forward,
+ * except that a retried command goes from RUNNING back to PENDING.
+ */
 export type CommandStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+export const COMMAND_STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 
 export interface DelayResult {
   ok: true;
@@ -26,6 +31,16 @@ export interface HttpGetJsonResult {
 export interface SubmitRequest {
   type: CommandType;
   payload: Payload;
+  /** -100..100, default 0: higher is handed out first. */
+  priority?: number;
+  /** An ISO time: not claimable before then. Not with `delay`. */
+  runAt?: string;
+  /** A duration ("30s"): not claimable before now + delay. Not with `runAt`. */
+  delay?: string;
+  /** Opt into retries: the command may then run more than once (at-least-once). */
+  retry?: { attempts: number; backoff?: 'exponential' | 'fixed'; delay?: string; maxDelay?: string };
+  /** A limit on one attempt's execution ("30s"). */
+  timeout?: string;
 }
 export interface SubmitResponse {
   commandId: string;
@@ -44,6 +59,16 @@ export interface BatchSubmitResponse {
   commandIds: string[];
 }
 
+export interface AttemptView {
+  number: number;
+  agentId: string | null;
+  startedAt: string;
+  finishedAt: string | null;
+  /** null while it runs. */
+  outcome: Outcome | null;
+  error: string | null;
+}
+
 export interface CommandView {
   id: string;
   type: CommandType;
@@ -53,10 +78,21 @@ export interface CommandView {
   result: unknown;
   error: string | null;
   agentId: string | null;
+  /** The lease of the latest assignment (it rises with every claim, executed or not). */
   attempt: number;
   cancelRequested: boolean;
   createdAt: string;
   updatedAt: string;
+  priority: number;
+  /** When it was scheduled to become claimable; null: at once. */
+  runAt: string | null;
+  /** In RETRY_WAIT: when the next attempt becomes claimable. */
+  nextAttemptAt: string | null;
+  retry: { attempts: number; backoff: 'exponential' | 'fixed'; delayMs: number; maxDelayMs: number } | null;
+  timeoutMs: number | null;
+  retryOf: string | null;
+  /** Every execution so far, oldest first. */
+  attempts: AttemptView[];
 }
 
 export interface CommandList {
@@ -112,6 +148,8 @@ export interface Assignment {
   type: CommandType;
   payload: Payload;
   lease: number;
+  /** A limit on this execution: abort at startedAt + timeoutMs and report FAILED TIMEOUT. */
+  timeoutMs?: number;
 }
 export interface ClaimResponse {
   leaseTimeoutMs: number;

@@ -1,8 +1,8 @@
 // The command FSM of docs/design.md: the table below is the whole of it, and step()
 // is the only function that moves a command. Live transitions and journal
 // replay both go through step(), so what was acknowledged is what replays.
-import type { CommandState, CommandType, Outcome, Payload } from './command-types.ts';
-import { AGENT_LOST, CANCELED } from './command-types.ts';
+import type { CommandOptions, CommandState, CommandType, Outcome, Payload, RetryPolicy } from './command-types.ts';
+import { AGENT_LOST, CANCELED, TIMEOUT } from './command-types.ts';
 
 export interface Command {
   id: string;
@@ -23,28 +23,58 @@ export interface Command {
   bodyHash: string | null;
   /** Every transition so far, compact (see command-table.ts); the FSM only carries it. */
   trail: string;
+  /** -100..100, higher is handed out first. */
+  priority: number;
+  /** Not claimable before this (epoch ms); null: at once. */
+  runAt: number | null;
+  /** null: one execution, never retried (at-most-once). */
+  retry: RetryPolicy | null;
+  /** A limit on one execution, ms; null: none. */
+  timeoutMs: number | null;
+  /** The command this one re-runs. */
+  retryOf: string | null;
+  /** In RETRY_WAIT: when the next attempt becomes claimable (epoch ms). */
+  nextAttemptAt: number | null;
+  /** Executions begun so far (RUNNING entered); never more than retry.attempts. */
+  executions: number;
+}
+
+/** The job fields of a command submitted without options (for code that builds commands by hand). */
+export const PLAIN_JOB = { priority: 0, runAt: null, retry: null, timeoutMs: null, retryOf: null, nextAttemptAt: null, executions: 0 } as const satisfies Partial<Command>;
+
+/** A failure that may be retried carries the time its retry would be due; the store picks it (backoff + jitter). */
+interface MayRetry {
+  retryAt?: number;
 }
 
 export type CommandEvent =
-  | { type: 'submit'; id: string; cmdType: CommandType; payload: Payload; at: number; idemKey?: string; bodyHash?: string }
+  | { type: 'submit'; id: string; cmdType: CommandType; payload: Payload; at: number; idemKey?: string; bodyHash?: string; opts?: CommandOptions }
   | { type: 'claim'; agentId: string; lease: number; at: number }
   | { type: 'start'; agentId: string; lease: number; at: number }
-  | { type: 'finish'; agentId: string; lease: number; outcome: Outcome; result: unknown; error: string | null; at: number }
+  | ({ type: 'finish'; agentId: string; lease: number; outcome: Outcome; result: unknown; error: string | null; at: number } & MayRetry)
   | { type: 'release'; agentId: string; lease: number; at: number }
-  | { type: 'expire'; lease: number; at: number }
-  | { type: 'cancel'; at: number };
+  | ({ type: 'expire'; lease: number; at: number } & MayRetry)
+  | { type: 'cancel'; at: number }
+  | { type: 'due'; at: number }
+  | ({ type: 'timeout'; lease: number; at: number } & MayRetry);
 
 export type EventType = CommandEvent['type'];
 
-/** Which states each event may leave from, and where it goes. */
-export const TRANSITIONS: Readonly<Record<EventType, Partial<Record<CommandState | 'new', CommandState>>>> = {
-  submit: { new: 'PENDING' },
-  claim: { PENDING: 'ASSIGNED' },
-  start: { ASSIGNED: 'RUNNING' },
-  finish: { RUNNING: 'COMPLETED' }, // or FAILED: the outcome decides
-  release: { ASSIGNED: 'PENDING' },
-  expire: { ASSIGNED: 'PENDING', RUNNING: 'FAILED' },
-  cancel: { PENDING: 'FAILED', ASSIGNED: 'FAILED', RUNNING: 'RUNNING' }, // RUNNING: flag it, the agent aborts
+/**
+ * Which states each event may leave from, and where it may go. Where there is
+ * more than one target, the event and the command decide: the first is the
+ * plain case, the others are named beside it.
+ */
+export const TRANSITIONS: Readonly<Record<EventType, Partial<Record<CommandState | 'new', readonly CommandState[]>>>> = {
+  submit: { new: ['PENDING', 'SCHEDULED'] }, // SCHEDULED: runAt still ahead
+  claim: { PENDING: ['ASSIGNED'] },
+  start: { ASSIGNED: ['RUNNING'] },
+  finish: { RUNNING: ['COMPLETED', 'FAILED', 'RETRY_WAIT'] }, // the outcome decides; RETRY_WAIT: failed with attempts left
+  release: { ASSIGNED: ['PENDING'] },
+  expire: { ASSIGNED: ['PENDING'], RUNNING: ['FAILED', 'RETRY_WAIT'] },
+  cancel: { SCHEDULED: ['FAILED'], PENDING: ['FAILED'], ASSIGNED: ['FAILED'], RUNNING: ['RUNNING'], RETRY_WAIT: ['FAILED'] }, // RUNNING: flag it, the agent aborts
+  due: { SCHEDULED: ['PENDING'], RETRY_WAIT: ['PENDING'] }, // its time came: claimable
+  timeout: { RUNNING: ['FAILED', 'RETRY_WAIT'] }, // past its deadline and one lease timeout
 };
 
 export type Rejection = {
@@ -63,15 +93,34 @@ export function isFinal(state: CommandState): boolean {
   return state === 'COMPLETED' || state === 'FAILED';
 }
 
+/** SCHEDULED and RETRY_WAIT: not claimable until dueAt(). */
+export function isWaiting(state: CommandState): boolean {
+  return state === 'SCHEDULED' || state === 'RETRY_WAIT';
+}
+
+/** When a waiting command becomes claimable (epoch ms); undefined if it is not waiting. */
+export function dueAt(cmd: Command): number | undefined {
+  if (cmd.state === 'SCHEDULED') return cmd.runAt ?? cmd.createdAt;
+  if (cmd.state === 'RETRY_WAIT') return cmd.nextAttemptAt ?? cmd.updatedAt;
+  return undefined;
+}
+
+/** True if a failed execution of cmd, with this error, is followed by another. */
+export function retriesAfter(cmd: Command, error: string | null): boolean {
+  return cmd.retry !== null && cmd.executions < cmd.retry.attempts && !cmd.cancelRequested && error !== CANCELED;
+}
+
 /** The pure transition function: (command or undefined, event) -> next, same, or rejection. */
 export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
   if (ev.type === 'submit') {
     if (cmd) return reject('EXISTS', `command ${cmd.id} already exists`);
+    const o = ev.opts ?? {};
+    const runAt = o.runAt ?? null;
     return next({
       id: ev.id,
       type: ev.cmdType,
       payload: ev.payload,
-      state: 'PENDING',
+      state: runAt !== null && runAt > ev.at ? 'SCHEDULED' : 'PENDING',
       version: 1,
       attempt: 0,
       agentId: null,
@@ -83,10 +132,17 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       idemKey: ev.idemKey ?? null,
       bodyHash: ev.bodyHash ?? null,
       trail: '',
+      priority: o.priority ?? 0,
+      runAt,
+      retry: o.retry && o.retry.attempts > 1 ? o.retry : null,
+      timeoutMs: o.timeoutMs ?? null,
+      retryOf: o.retryOf ?? null,
+      nextAttemptAt: null,
+      executions: 0,
     });
   }
   if (!cmd) return reject('NOT_FOUND', 'no such command');
-  const to = TRANSITIONS[ev.type][cmd.state];
+  const to = TRANSITIONS[ev.type][cmd.state]?.[0];
 
   switch (ev.type) {
     case 'claim':
@@ -100,20 +156,22 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       if (held) return held;
       if (cmd.state === 'RUNNING') return same(cmd);
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}, cannot start`);
-      return moved(cmd, ev.at, { state: to });
+      return moved(cmd, ev.at, { state: to, executions: cmd.executions + 1 });
     }
 
     case 'finish': {
       const held = holds(cmd, ev.agentId, ev.lease);
       if (held) return held;
-      if (isFinal(cmd.state)) {
+      if (isFinal(cmd.state) || cmd.state === 'RETRY_WAIT') {
         // A retry carries the same outcome and error; anything else is news
         // arriving too late (say, after AGENT_LOST), and the record stands.
-        if (cmd.state === ev.outcome && cmd.error === finishError(ev)) return same(cmd);
+        const shown = cmd.state === 'RETRY_WAIT' ? 'FAILED' : cmd.state;
+        if (shown === ev.outcome && cmd.error === finishError(ev)) return same(cmd);
         return reject('CONFLICT', `command is already ${cmd.state}${cmd.error ? ` (${cmd.error})` : ''}, cannot become ${ev.outcome}${finishError(ev) ? ` (${finishError(ev)})` : ''}`);
       }
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}; start it before finishing it`);
-      return moved(cmd, ev.at, { state: ev.outcome, result: ev.result, error: finishError(ev) });
+      if (ev.outcome === 'COMPLETED') return moved(cmd, ev.at, { state: 'COMPLETED', result: ev.result, error: null });
+      return failed(cmd, ev, finishError(ev), ev.result);
     }
 
     case 'release': {
@@ -126,7 +184,11 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
     case 'expire':
       if (!to || ev.lease !== cmd.attempt) return reject('STALE_LEASE', `lease ${ev.lease} is not live`);
       if (to === 'PENDING') return moved(cmd, ev.at, { state: to, agentId: null });
-      return moved(cmd, ev.at, { state: to, error: AGENT_LOST, result: { error: AGENT_LOST } });
+      return failed(cmd, ev, AGENT_LOST, { error: AGENT_LOST });
+
+    case 'timeout':
+      if (!to || ev.lease !== cmd.attempt) return reject('STALE_LEASE', `lease ${ev.lease} is not running`);
+      return failed(cmd, ev, TIMEOUT, { error: TIMEOUT });
 
     case 'cancel':
       if (cmd.state === 'RUNNING') {
@@ -135,8 +197,21 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       }
       if (cmd.state === 'FAILED' && cmd.error === CANCELED) return same(cmd);
       if (!to) return reject('WRONG_STATE', `command is already ${cmd.state}`);
-      return moved(cmd, ev.at, { state: to, error: CANCELED, result: { error: CANCELED } });
+      return moved(cmd, ev.at, { state: to, error: CANCELED, result: { error: CANCELED }, nextAttemptAt: null });
+
+    case 'due': {
+      if (!to) return reject('WRONG_STATE', `command is ${cmd.state}, not waiting`);
+      const due = dueAt(cmd)!;
+      if (ev.at < due) return reject('WRONG_STATE', `command is not due until ${new Date(due).toISOString()}`);
+      return moved(cmd, ev.at, { state: to, agentId: null, nextAttemptAt: null, result: null, error: null });
+    }
   }
+}
+
+/** A RUNNING execution failed: wait for the next attempt if one is left, else FAILED for good. */
+function failed(cmd: Command, ev: CommandEvent & MayRetry, error: string | null, result: unknown): Next {
+  if (!retriesAfter(cmd, error)) return moved(cmd, ev.at, { state: 'FAILED', result, error });
+  return moved(cmd, ev.at, { state: 'RETRY_WAIT', result, error, nextAttemptAt: Math.max(ev.at, ev.retryAt ?? ev.at) });
 }
 
 function finishError(ev: Extract<CommandEvent, { type: 'finish' }>): string | null {

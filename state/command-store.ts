@@ -5,10 +5,12 @@
 // A command that becomes PENDING is announced the moment its record is queued
 // (onPendingQueued), so a parked claim can take it into the same group commit.
 import { randomUUID } from 'node:crypto';
-import type { CommandType, Outcome, Payload } from './command-types.ts';
-import { step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
+import type { CommandOptions, CommandType, Outcome, Payload } from './command-types.ts';
+import { dueAt, isWaiting, step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
 import { CommandTable, type CommandRecord } from './command-table.ts';
+import { crashPoint } from './crash-points.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';
+import { retryAt } from './retry-backoff.ts';
 
 export type { Command } from './command-fsm.ts';
 
@@ -30,6 +32,14 @@ export interface SubmitInput {
   payload: Payload;
   idemKey?: string;
   bodyHash?: string;
+  opts?: CommandOptions;
+}
+
+export interface ClaimOptions {
+  /** false: skip the commands the agent already holds (for adding to a claim that has them already). */
+  held?: boolean;
+  /** Take only commands of these types (all when absent). */
+  types?: ReadonlySet<CommandType>;
 }
 
 export type SubmitResult =
@@ -49,18 +59,21 @@ export class CommandStore {
   private readonly listeners = new Set<ChangeListener>();
   private readonly pendingListeners = new Set<(cmd: Command) => void>();
   private readonly now: () => number;
+  private readonly random: () => number;
 
-  private constructor(table: CommandTable, durable: DurableMachine<CommandRecord>, now: () => number) {
+  private constructor(table: CommandTable, durable: DurableMachine<CommandRecord>, now: () => number, random: () => number) {
     this.table = table;
     this.durable = durable;
     this.now = now;
+    this.random = random;
   }
 
-  static async open(dir: string, opts: DurableOptions & { now?: () => number } = {}): Promise<CommandStore> {
+  /** `now` is wall time (due times cross restarts); `random` draws retry jitter. */
+  static async open(dir: string, opts: DurableOptions & { now?: () => number; random?: () => number } = {}): Promise<CommandStore> {
     const table = new CommandTable();
     const durable = await DurableMachine.open(dir, table, { role: 'server', ...opts });
     table.resetPendingQueue();
-    return new CommandStore(table, durable, opts.now ?? Date.now);
+    return new CommandStore(table, durable, opts.now ?? Date.now, opts.random ?? Math.random);
   }
 
   /**
@@ -110,6 +123,7 @@ export class CommandStore {
       ev.idemKey = input.idemKey;
       ev.bodyHash = input.bodyHash;
     }
+    if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
     await this.transition(id, ev);
     return { kind: 'created', id };
   }
@@ -151,6 +165,7 @@ export class CommandStore {
         ev.bodyHash = input.bodyHash;
         keyed.set(key, { id, bodyHash: input.bodyHash ?? null });
       }
+      if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
       recs.push({ id, from: null, version: 0, ev });
       ids.push(id);
     }
@@ -163,19 +178,19 @@ export class CommandStore {
 
   /**
    * Hand an agent up to `max` commands: first those it already holds ASSIGNED
-   * (a retried claim gets the same lease back), then PENDING ones in FIFO order.
+   * (a retried claim gets the same lease back), then PENDING ones in claim
+   * order: highest priority first, first in first out within one.
    */
-  async claim(agentId: string, max: number): Promise<Command[]> {
-    return (await this.claimNow(agentId, max)?.commands) ?? [];
+  async claim(agentId: string, max: number, opts: ClaimOptions = {}): Promise<Command[]> {
+    return (await this.claimNow(agentId, max, opts)?.commands) ?? [];
   }
 
   /**
    * claim(), with its records queued before this returns (so they join the
    * group commit of whatever is queued in this tick). Undefined if there is
-   * nothing to hand out. `held: false` skips the commands the agent already
-   * holds: for adding to a claim that has them already.
+   * nothing to hand out.
    */
-  claimNow(agentId: string, max: number, opts: { held?: boolean } = {}): Claimed | undefined {
+  claimNow(agentId: string, max: number, opts: ClaimOptions = {}): Claimed | undefined {
     const out: Command[] = [];
     if (opts.held !== false) {
       for (const id of this.table.heldBy.get(agentId) ?? []) {
@@ -185,7 +200,7 @@ export class CommandStore {
     }
     const recs: CommandRecord[] = [];
     while (out.length + recs.length < max) {
-      const id = this.table.pending.shift();
+      const id = this.table.pending.shift(opts.types);
       if (id === undefined) break;
       const cmd = this.get(id)!;
       if (cmd.state !== 'PENDING') continue; // canceled since it was queued
@@ -203,7 +218,7 @@ export class CommandStore {
   }
 
   finish(agentId: string, id: string, lease: number, outcome: Outcome, result: unknown, error: string | null): Promise<StepResult> {
-    return this.transition(id, { type: 'finish', agentId, lease, outcome, result, error, at: this.now() });
+    return this.transition(id, this.mayRetry(id, { type: 'finish', agentId, lease, outcome, result, error, at: this.now() }));
   }
 
   release(agentId: string, id: string, lease: number): Promise<StepResult> {
@@ -211,7 +226,32 @@ export class CommandStore {
   }
 
   expire(id: string, lease: number): Promise<StepResult> {
-    return this.transition(id, { type: 'expire', lease, at: this.now() });
+    return this.transition(id, this.mayRetry(id, { type: 'expire', lease, at: this.now() }));
+  }
+
+  /** A RUNNING attempt ran past its timeout (plus one lease timeout): fail it, or retry it. */
+  timeout(id: string, lease: number): Promise<StepResult> {
+    return this.transition(id, this.mayRetry(id, { type: 'timeout', lease, at: this.now() }));
+  }
+
+  /**
+   * Move every waiting command whose time has come to PENDING, in due-time
+   * order, in one group commit. Resolves with how many moved.
+   */
+  async promoteDue(): Promise<number> {
+    const now = this.now();
+    const recs: CommandRecord[] = [];
+    for (let top = this.table.due.peekAt(); top !== undefined && top <= now; top = this.table.due.peekAt()) {
+      const { id, at } = this.table.due.pop()!;
+      const cmd = this.get(id);
+      // Skipped: canceled since, or waiting again for a later time (queued anew then).
+      if (!cmd || !isWaiting(cmd.state) || dueAt(cmd) !== at) continue;
+      recs.push(this.record(cmd, { type: 'due', at: now }));
+    }
+    if (recs.length === 0) return 0;
+    crashPoint('server:due');
+    await this.commit(recs);
+    return recs.length;
   }
 
   cancel(id: string): Promise<StepResult> {
@@ -231,6 +271,13 @@ export class CommandStore {
 
   async close(): Promise<void> {
     await this.durable.close();
+  }
+
+  /** A failure of a command that may be retried carries when the retry is due (backoff with jitter, drawn here). */
+  private mayRetry<E extends Extract<CommandEvent, { retryAt?: number }>>(id: string, ev: E): E {
+    const cmd = this.get(id);
+    if (cmd?.retry && cmd.state === 'RUNNING') ev.retryAt = retryAt(cmd.retry, cmd.executions, ev.at, this.random);
+    return ev;
   }
 
   private record(cur: Command | undefined, ev: CommandEvent, id = cur!.id): CommandRecord {

@@ -1,14 +1,18 @@
 // The server's table of commands as a Machine: the in-memory indexes
 // (by id, by idempotency key, by agent, the FIFO of PENDING ids) and how one
 // journal record moves it. Replay and live transitions both come through apply().
+// PENDING commands wait in claim order (claim-queue.ts); SCHEDULED and
+// RETRY_WAIT ones in due-time order (due-heap.ts).
 //
 // A final command never changes again, so it is kept as its snapshot line (a
 // string) and decoded only when read: a million finished commands cost about
 // their line each. A restart goes further: the snapshot's final and PENDING
 // commands stay the bytes they were read as (SnapshotLines), found by id and
 // decoded when read, until a transition moves one into the maps here.
-import type { CommandState } from './command-types.ts';
-import { isFinal, step, type Command, type CommandEvent } from './command-fsm.ts';
+import { COMMAND_STATES, type CommandState, type CommandType } from './command-types.ts';
+import { dueAt, isFinal, isWaiting, step, type Command, type CommandEvent } from './command-fsm.ts';
+import { ClaimQueue } from './claim-queue.ts';
+import { DueHeap } from './due-heap.ts';
 import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';
 import { idHash, SnapshotLines } from './snapshot-lines.ts';
@@ -21,31 +25,6 @@ export interface CommandRecord {
   from: CommandState | null;
   version: number;
   ev: CommandEvent;
-}
-
-/** A FIFO of ids with O(1) push and shift; ids that stopped being PENDING are skipped by readers. */
-class IdQueue {
-  private items: string[] = [];
-  private head = 0;
-  push(id: string): void {
-    this.items.push(id);
-  }
-  shift(): string | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const id = this.items[this.head++];
-    if (this.head > 4096 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return id;
-  }
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  clear(): void {
-    this.items = [];
-    this.head = 0;
-  }
 }
 
 export class CommandTable implements Machine<CommandRecord> {
@@ -61,6 +40,8 @@ export class CommandTable implements Machine<CommandRecord> {
   private readonly loaded = new SnapshotLines();
   /** Ids of the snapshot's commands that were not final, in snapshot order. */
   private readonly loadedLive: string[] = [];
+  /** For each of loadedLive kept as bytes (PENDING): its type and priority, read off the line. */
+  private readonly loadedClaimOrder: Array<{ type: CommandType; priority: number } | undefined> = [];
   /** Ids of those that load() decoded (not kept as bytes). */
   private readonly loadedDecoded = new Set<string>();
   /** Transitions of the snapshot's non-final commands since the load. */
@@ -70,11 +51,14 @@ export class CommandTable implements Machine<CommandRecord> {
   private frozen: Map<string, string> | undefined;
   /** Ids in submission order, for newest-first listing. */
   readonly order: string[] = [];
-  readonly pending = new IdQueue();
+  /** PENDING ids in claim order (ids that moved on since are skipped by readers). */
+  readonly pending = new ClaimQueue();
+  /** SCHEDULED and RETRY_WAIT ids by due time (those that moved on since are skipped by readers). */
+  readonly due = new DueHeap();
   readonly byIdemKey = new Map<string, string>();
   /** agentId -> ids it holds (ASSIGNED or RUNNING). */
   readonly heldBy = new Map<string, Set<string>>();
-  readonly countByState: Record<CommandState, number> = { PENDING: 0, ASSIGNED: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0 };
+  readonly countByState = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>;
   transitions = 0;
 
   get(id: string): Command | undefined {
@@ -172,6 +156,7 @@ export class CommandTable implements Machine<CommandRecord> {
     if (!isFinal(state)) {
       this.put(escaped ?? decode(line), undefined);
       this.loadedLive.push(id);
+      this.loadedClaimOrder.push(undefined);
       this.loadedDecoded.add(id);
       return;
     }
@@ -217,8 +202,14 @@ export class CommandTable implements Machine<CommandRecord> {
         this.loaded.add(c, start, hash);
         this.order.push(id);
         this.countByState[state]++;
-        if (state === 'PENDING') this.loadedLive.push(id);
-        if (buf[stateEnd + 2] === 0x22) this.byIdemKey.set(decode(buf.toString('utf8', start, end)).idemKey!, id);
+        const keyed = buf[stateEnd + 2] === 0x22 ? decode(buf.toString('utf8', start, end)) : undefined;
+        if (keyed) this.byIdemKey.set(keyed.idemKey!, id);
+        if (state === 'PENDING') {
+          this.loadedLive.push(id);
+          // `,null,"D` (DELAY) or `,null,"H` (HTTP_GET_JSON) after the state when there is no key.
+          const type = keyed ? keyed.type : buf[stateEnd + 8] === 0x44 ? 'DELAY' : 'HTTP_GET_JSON';
+          this.loadedClaimOrder.push({ type, priority: keyed ? keyed.priority : priorityAtEnd(buf, end) });
+        }
         return;
       }
     }
@@ -226,24 +217,27 @@ export class CommandTable implements Machine<CommandRecord> {
   }
 
   /**
-   * Rebuild the FIFO of PENDING ids from the commands themselves, oldest
-   * first. Called once after recovery: replay does not consume the queue the
-   * way live claims do, so what it left there is not to be trusted.
+   * Rebuild the claim order of PENDING ids, oldest first within a priority,
+   * and the due-time order of waiting ones, from the commands themselves.
+   * Called once after recovery: replay does not consume the queues the way
+   * live claims and promotions do, so what it left there is not to be trusted.
    */
   resetPendingQueue(): void {
     this.pending.clear();
+    this.due.clear();
     // The snapshot's commands first, in its order, then those replay added.
-    if (this.loadedMoved === 0 && this.loadedDecoded.size === 0) {
-      for (const id of this.loadedLive) this.pending.push(id); // all still PENDING, as loaded
-    } else {
-      for (const id of this.loadedLive) {
-        // Not in either map: still the PENDING line it was loaded as.
-        const state = this.live.get(id)?.state ?? (this.final.has(id) ? undefined : 'PENDING');
-        if (state === 'PENDING') this.pending.push(id);
+    this.loadedLive.forEach((id, i) => {
+      const asLoaded = this.loadedClaimOrder[i];
+      const cmd = this.live.get(id);
+      if (cmd) {
+        if (cmd.state === 'PENDING') this.pending.push(id, cmd.type, cmd.priority);
+      } else if (asLoaded && !this.final.has(id)) {
+        this.pending.push(id, asLoaded.type, asLoaded.priority); // still the PENDING line it was loaded as
       }
-    }
+    });
     for (const cmd of this.live.values()) {
-      if (cmd.state === 'PENDING' && !this.loadedDecoded.has(cmd.id) && (this.loaded.size === 0 || this.loaded.find(cmd.id) < 0)) this.pending.push(cmd.id);
+      if (cmd.state === 'PENDING' && !this.loadedDecoded.has(cmd.id) && (this.loaded.size === 0 || this.loaded.find(cmd.id) < 0)) this.pending.push(cmd.id, cmd.type, cmd.priority);
+      if (isWaiting(cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
     }
   }
 
@@ -265,7 +259,8 @@ export class CommandTable implements Machine<CommandRecord> {
       this.live.set(cmd.id, cmd);
     }
     this.countByState[cmd.state]++;
-    if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') this.pending.push(cmd.id);
+    if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') this.pending.push(cmd.id, cmd.type, cmd.priority);
+    if (isWaiting(cmd.state) && (prev === undefined || prev.state !== cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
     if (cmd.agentId && holding(cmd.state)) {
       let held = this.heldBy.get(cmd.agentId);
       if (!held) this.heldBy.set(cmd.agentId, (held = new Set()));
@@ -277,6 +272,14 @@ export class CommandTable implements Machine<CommandRecord> {
 /** The state a loaded line's state letter names, if such lines are kept as bytes. */
 function keptAsBytes(letter: number): 'PENDING' | 'COMPLETED' | 'FAILED' | undefined {
   return letter === 0x50 ? 'PENDING' : letter === 0x43 ? 'COMPLETED' : letter === 0x46 ? 'FAILED' : undefined;
+}
+
+/** The last field of a snapshot line (`...,<priority>]`); 0 for a line from before priorities (it ends in the trail's `"]`). */
+function priorityAtEnd(buf: Buffer, end: number): number {
+  if (buf[end - 2] === 0x22) return 0;
+  let i = end - 2;
+  while (buf[i] !== 0x2c) i--;
+  return Number(buf.toString('latin1', i + 1, end - 1));
 }
 
 function holding(state: CommandState): boolean {

@@ -161,7 +161,10 @@ getOne('shows every field of a new command', async () => {
   const r = await call(s.url, 'GET', `/commands/${id}`);
   assert.is(r.status, 200);
   const v = r.body;
-  assert.equal(Object.keys(v).sort(), ['agentId', 'attempt', 'cancelRequested', 'createdAt', 'error', 'id', 'payload', 'result', 'state', 'status', 'type', 'updatedAt']);
+  assert.equal(Object.keys(v).sort(), [
+    'agentId', 'attempt', 'attempts', 'cancelRequested', 'createdAt', 'error', 'id', 'nextAttemptAt', 'payload', 'priority', 'result',
+    'retry', 'retryOf', 'runAt', 'state', 'status', 'timeoutMs', 'type', 'updatedAt',
+  ]);
   assert.is(v.id, id);
   assert.is(v.type, 'DELAY');
   assert.equal(v.payload, { ms: 42 });
@@ -424,7 +427,22 @@ const ROWS: Array<[string, string, string, unknown, number, string | undefined]>
   ['unknown type', 'POST', '/commands', { type: 'SHELL', payload: {} }, 400, 'type'],
   ['type in lower case', 'POST', '/commands', { type: 'delay', payload: { ms: 1 } }, 400, 'type'],
   ['type not a string', 'POST', '/commands', { type: 7, payload: { ms: 1 } }, 400, 'type'],
-  ['unknown top-level field', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, priority: 1 }, 400, 'priority'],
+  ['unknown top-level field', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, owner: 1 }, 400, 'owner'],
+  ['retry.attempts 0', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 0 } }, 400, 'retry.attempts'],
+  ['retry.attempts 101', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 101 } }, 400, 'retry.attempts'],
+  ['retry without attempts', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, retry: { backoff: 'fixed' } }, 400, 'retry.attempts'],
+  ['unknown backoff', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 3, backoff: 'linear' } }, 400, 'retry.backoff'],
+  ['retry.delay not a duration', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 3, delay: 'soon' } }, 400, 'retry.delay'],
+  ['runAt not a time', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, runAt: 'tomorrow' }, 400, 'runAt'],
+  ['runAt a number', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, runAt: 1790000000000 }, 400, 'runAt'],
+  ['both runAt and delay', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, runAt: '2030-01-01T00:00:00Z', delay: '1s' }, 400, 'delay'],
+  ['delay not a duration', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, delay: '-5s' }, 400, 'delay'],
+  ['priority not an integer', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, priority: 1.5 }, 400, 'priority'],
+  ['priority out of range', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, priority: 101 }, 400, 'priority'],
+  ['timeout zero', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 }, timeout: '0s' }, 400, 'timeout'],
+  ['expectStatus not a class', 'POST', '/commands', { type: 'HTTP_GET_JSON', payload: { url: 'http://127.0.0.1:1/', expectStatus: '2xxx' } }, 400, 'payload.expectStatus'],
+  ['expectStatus code out of range', 'POST', '/commands', { type: 'HTTP_GET_JSON', payload: { url: 'http://127.0.0.1:1/', expectStatus: [200, 999] } }, 400, 'payload.expectStatus'],
+  ['expectStatus on DELAY', 'POST', '/commands', { type: 'DELAY', payload: { ms: 1, expectStatus: '2xx' } }, 400, 'payload.expectStatus'],
   ['__proto__ field', 'POST', '/commands', '{"type":"DELAY","payload":{"ms":1},"__proto__":{"x":1}}', 400, '__proto__'],
   ['missing payload', 'POST', '/commands', { type: 'DELAY' }, 400, 'payload'],
   ['payload not an object', 'POST', '/commands', { type: 'DELAY', payload: [5] }, 400, 'payload'],
@@ -521,7 +539,7 @@ refuse('wrong method: 405 with Allow; unknown route: 404 JSON', async () => {
     assert.is(r.headers.get('allow'), allow, `${method} ${p}`);
     assert.type(r.body.error, 'string');
   }
-  for (const p of ['/', '/command', '/commands/', `/commands/${ID0}/`, `/commands/${ID0}/retry`, '/agent', '/agent/claim/x', '/COMMANDS']) {
+  for (const p of ['/', '/command', '/commands/', `/commands/${ID0}/`, `/commands/${ID0}/rerun`, '/agent', '/agent/claim/x', '/COMMANDS']) {
     const r = await call(s.url, 'GET', p);
     assert.is(r.status, 404, p);
     assert.match(r.headers.get('content-type') ?? '', /application\/json/);

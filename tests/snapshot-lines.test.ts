@@ -103,7 +103,7 @@ test('after a restore, PENDING commands are queued oldest first, moved ones incl
   assert.equal(queued, ['p0', 'p1', 'p4', 'p5', 'p6']);
   assert.equal([...r.heldCommands()].map((c) => c.id), ['p2']);
   assert.equal([...r.liveCommands()].map((c) => c.id).sort(), ['p0', 'p1', 'p2', 'p4', 'p5', 'p6']);
-  assert.equal(r.countByState, { PENDING: 5, ASSIGNED: 1, RUNNING: 0, COMPLETED: 0, FAILED: 1 });
+  assert.equal(r.countByState, { SCHEDULED: 0, PENDING: 5, ASSIGNED: 1, RUNNING: 0, RETRY_WAIT: 0, COMPLETED: 0, FAILED: 1 });
 
   // Nothing decoded at load: a PENDING command claimed in replay leaves the queue all the same.
   const plain = new CommandTable();

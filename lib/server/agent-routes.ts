@@ -21,7 +21,11 @@ export async function claim(ctx: ServerContext, req: IncomingMessage, res: Serve
   // Even if the client went away meanwhile: a lease nobody heard of expires
   // like any other, and the command goes back to PENDING.
   for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
-  const commands: Assignment[] = cmds.map((c) => ({ id: c.id, type: c.type, payload: c.payload, lease: c.attempt }));
+  const commands: Assignment[] = cmds.map((c) => {
+    const a: Assignment = { id: c.id, type: c.type, payload: c.payload, lease: c.attempt };
+    if (c.timeoutMs !== null) a.timeoutMs = c.timeoutMs;
+    return a;
+  });
   const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
   if (results) body.finished = results;
   sendJson(res, 200, body);

@@ -12,11 +12,13 @@ import { EventHub } from './event-hub.ts';
 import * as streamRoutes from './stream-routes.ts';
 import { HttpError, sendJson, sendText } from './http-io.ts';
 import { LeaseClock } from './leases.ts';
+import { DueClock } from './due-clock.ts';
+import { RunDeadlines } from './run-deadlines.ts';
 import type { Logger } from '../log.ts';
 import { HttpMetrics } from './metrics.ts';
 import { AGENT_ROUTES } from '../protocol.ts';
 import { ClaimWaiters, FinalWaiters } from './waiters.ts';
-import { isFinal } from '../../state/command-fsm.ts';
+import { isFinal, isWaiting } from '../../state/command-fsm.ts';
 import type { ServerConfig, ServerContext } from './context.ts';
 
 type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
@@ -35,6 +37,7 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: /^\/commands$/, name: '/commands', handler: clientRoutes.list },
   { method: 'GET', pattern: new RegExp(`^/commands/${ID}$`), name: '/commands/:id', handler: clientRoutes.getOne },
   { method: 'POST', pattern: new RegExp(`^/commands/${ID}/cancel$`), name: '/commands/:id/cancel', handler: clientRoutes.cancel },
+  { method: 'POST', pattern: new RegExp(`^/commands/${ID}/retry$`), name: '/commands/:id/retry', handler: clientRoutes.retry },
   { method: 'GET', pattern: new RegExp(`^/commands/${ID}/events$`), name: '/commands/:id/events', handler: clientRoutes.events },
   { method: 'GET', pattern: /^\/agents$/, name: '/agents', handler: clientRoutes.agents },
   { method: 'GET', pattern: /^\/events$/, name: '/events', handler: streamRoutes.allEvents },
@@ -84,6 +87,8 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     config,
     store,
     leases: new LeaseClock(store, config.leaseTimeoutMs, log),
+    due: new DueClock(store, log),
+    runDeadlines: new RunDeadlines(store, config.leaseTimeoutMs, log),
     agents: new AgentRegistry(config.leaseTimeoutMs),
     claimWaiters: new ClaimWaiters(store),
     finalWaiters: new FinalWaiters(),
@@ -97,10 +102,14 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     log('transition', { id: cmd.id, event, state: cmd.state, agentId: cmd.agentId, lease: cmd.attempt, error: cmd.error ?? undefined });
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
     ctx.events.publish(cmd, event, seq);
+    if (isWaiting(cmd.state)) ctx.due.arm();
+    if (cmd.state === 'RUNNING' && event === 'start') ctx.runDeadlines.started(cmd);
   });
   const c = store.table.countByState;
   log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
   ctx.leases.start();
+  ctx.due.start();
+  ctx.runDeadlines.start();
 
   const headersTimeout = config.headersTimeoutMs ?? 10_000;
   const server = http.createServer({
@@ -119,6 +128,8 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     });
   }).catch(async (err) => {
     ctx.leases.stop();
+    ctx.due.stop();
+    ctx.runDeadlines.stop();
     await store.close();
     throw err;
   });
@@ -134,6 +145,8 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
       ctx.ready = false;
       ctx.leases.stop();
       for (const stream of [...ctx.streams.open]) stream.end();
+      ctx.due.stop();
+      ctx.runDeadlines.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

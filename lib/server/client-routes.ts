@@ -1,36 +1,30 @@
 // The client API: submit, read, wait, list, cancel, events, agents.
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isFinal } from '../../state/command-fsm.ts';
+import { isFinal, type Command } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
 import { parseDuration } from '../duration.ts';
 import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
-import type { BatchSubmitResponse, CommandList, CommandStatus, SubmitRequest, SubmitResponse } from '../protocol.ts';
+import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type CommandList, type CommandStatus, type CommandType, type SubmitResponse } from '../protocol.ts';
+import type { CommandOptions } from '../../state/command-types.ts';
 import type { ServerContext } from './context.ts';
 import { followCommand, wantsFollow } from './stream-routes.ts';
 import { batchSubmitRequest, commandId, idempotencyKey, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;
 const MAX_LIMIT = 1000;
-const STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 
 export async function submit(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const body = submitRequest(await readJsonObject(req));
-  const key = idempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
-  const known = key !== undefined && ctx.store.table.byIdemKey.has(key);
-  if (!known) refuseIfFull(ctx, 1);
-  const r = await ctx.store.submit({ ...body, idemKey: key, bodyHash: bodyHash(body, key) });
-  if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
-  const answer: SubmitResponse = { commandId: r.id };
-  sendJson(res, r.kind === 'created' ? 201 : 200, answer);
+  const body = submitRequest(await readJsonObject(req), Date.now());
+  await create(ctx, req, res, body.type, body.payload, body.opts, body.asSent);
 }
 
 export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const items = batchSubmitRequest(await readJsonObject(req, BATCH_BODY_LIMIT));
+  const items = batchSubmitRequest(await readJsonObject(req, BATCH_BODY_LIMIT), Date.now());
   const table = ctx.store.table;
   refuseIfFull(ctx, items.filter((it) => it.idempotencyKey === undefined || !table.byIdemKey.has(it.idempotencyKey)).length);
   const r = await ctx.store.submitMany(
-    items.map(({ idempotencyKey: key, ...body }) => ({ ...body, idemKey: key, bodyHash: bodyHash(body, key) })),
+    items.map(({ idempotencyKey: key, type, payload, opts, asSent }) => ({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) })),
   );
   if (r.kind === 'conflict') {
     throw new HttpError(409, `commands[${r.index}]: ${r.reason}`, { field: `commands[${r.index}].idempotencyKey`, extra: { commandId: r.id } });
@@ -42,16 +36,53 @@ export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res:
 /** A batch body may hold 1,000 commands with long URLs and keys. */
 const BATCH_BODY_LIMIT = 4 * 1024 * 1024;
 
+/**
+ * POST /commands/:id/retry: a final command's type, payload and options
+ * (priority, retry, timeout; not its schedule, which has passed) as a new
+ * command that names it in retryOf. The original stays as it is: final.
+ */
+export async function retry(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[]): Promise<void> {
+  const id = commandId(params[0]);
+  await ctx.store.readBarrier();
+  const orig = ctx.store.get(id);
+  if (!orig) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  if (!isFinal(orig.state)) {
+    throw new HttpError(409, `command is ${shownStatus(orig.state)}; only a COMPLETED or FAILED command can be retried`, { extra: { reason: 'WRONG_STATE' } });
+  }
+  const opts: CommandOptions = { retryOf: id };
+  if (orig.priority !== 0) opts.priority = orig.priority;
+  if (orig.retry) opts.retry = orig.retry;
+  if (orig.timeoutMs !== null) opts.timeoutMs = orig.timeoutMs;
+  await create(ctx, req, res, orig.type, orig.payload, opts, { retryOf: id });
+}
+
+/** Submit one command: honours Idempotency-Key (checked against `asSent`) and --max-pending. */
+async function create(
+  ctx: ServerContext, req: IncomingMessage, res: ServerResponse,
+  type: CommandType, payload: Command['payload'], opts: CommandOptions, asSent: unknown,
+): Promise<void> {
+  const key = idempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
+  const known = key !== undefined && ctx.store.table.byIdemKey.has(key);
+  if (!known) refuseIfFull(ctx, 1);
+  const r = await ctx.store.submit({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) });
+  if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
+  const answer: SubmitResponse = { commandId: r.id };
+  sendJson(res, r.kind === 'created' ? 201 : 200, answer);
+}
+
+/** Commands shown PENDING count against --max-pending: a scheduled backlog holds memory too. */
 function refuseIfFull(ctx: ServerContext, adding: number): void {
-  if (adding > 0 && ctx.store.table.countByState.PENDING + adding > ctx.config.maxPending) {
+  const c = ctx.store.table.countByState;
+  if (adding > 0 && c.PENDING + c.SCHEDULED + c.RETRY_WAIT + adding > ctx.config.maxPending) {
     throw new HttpError(429, `too many pending commands (${ctx.config.maxPending}); retry later`, { headers: { 'retry-after': '1' } });
   }
 }
 
-// What an idempotency key is checked against: the validated command, so the
-// same command sent alone or in a batch matches.
-function bodyHash(body: SubmitRequest, key: string | undefined): string | undefined {
-  return key === undefined ? undefined : createHash('sha256').update(JSON.stringify(body)).digest('hex');
+// What an idempotency key is checked against: the validated command as sent
+// (a relative delay as its text), so the same command sent alone or in a
+// batch, or sent again later, matches.
+function bodyHash(asSent: unknown, key: string | undefined): string | undefined {
+  return key === undefined ? undefined : createHash('sha256').update(JSON.stringify(asSent)).digest('hex');
 }
 
 export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
@@ -78,10 +109,12 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
 export async function list(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
   const q = url.searchParams;
   for (const k of q.keys()) {
-    if (!['status', 'limit', 'cursor'].includes(k)) throw new HttpError(400, `unknown query parameter "${k}"; allowed: status, limit, cursor`, { field: k });
+    if (!['status', 'type', 'limit', 'cursor'].includes(k)) throw new HttpError(400, `unknown query parameter "${k}"; allowed: status, type, limit, cursor`, { field: k });
   }
   const status = q.get('status');
-  if (status !== null && !STATUSES.includes(status as CommandStatus)) throw new HttpError(400, `status must be one of ${STATUSES.join(', ')}`, { field: 'status' });
+  if (status !== null && !COMMAND_STATUSES.includes(status as CommandStatus)) throw new HttpError(400, `status must be one of ${COMMAND_STATUSES.join(', ')}`, { field: 'status' });
+  const type = q.get('type');
+  if (type !== null && !COMMAND_TYPES.includes(type as CommandType)) throw new HttpError(400, `type must be one of ${COMMAND_TYPES.join(', ')}`, { field: 'type' });
   const limit = q.has('limit') ? Number(q.get('limit')) : 50;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT || !/^\d+$/.test(q.get('limit') ?? '1')) {
     throw new HttpError(400, `limit must be an integer from 1 to ${MAX_LIMIT}`, { field: 'limit' });
@@ -98,7 +131,9 @@ export async function list(ctx: ServerContext, _req: IncomingMessage, res: Serve
   let i = end - 1;
   for (; i >= 0 && commands.length < limit; i--) {
     const id = order[i]!;
-    if (status === null || shownStatus(ctx.store.table.stateOf(id)!) === status) commands.push(commandView(ctx.store.get(id)!));
+    if (status !== null && shownStatus(ctx.store.table.stateOf(id)!) !== status) continue;
+    const cmd = ctx.store.get(id)!;
+    if (type === null || cmd.type === type) commands.push(commandView(cmd));
   }
   const body: CommandList = { commands, nextCursor: i >= 0 ? String(i + 1) : null };
   sendJson(res, 200, body);

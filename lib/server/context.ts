@@ -6,6 +6,8 @@ import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agent-registry.ts';
 import type { EventHub, RingLimits } from './event-hub.ts';
 import type { LeaseClock } from './leases.ts';
+import type { DueClock } from './due-clock.ts';
+import type { RunDeadlines } from './run-deadlines.ts';
 import type { HttpMetrics } from './metrics.ts';
 import type { SseStream } from './sse.ts';
 import type { ClaimWaiters, FinalWaiters } from './waiters.ts';
@@ -35,6 +37,10 @@ export interface ServerContext {
   config: ServerConfig;
   store: CommandStore;
   leases: LeaseClock;
+  /** Promotes SCHEDULED and RETRY_WAIT commands when they fall due. */
+  due: DueClock;
+  /** Fails RUNNING attempts past their timeout plus one lease timeout. */
+  runDeadlines: RunDeadlines;
   agents: AgentRegistry;
   claimWaiters: ClaimWaiters;
   finalWaiters: FinalWaiters;

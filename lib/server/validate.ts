@@ -1,6 +1,8 @@
 // Validation of every body a client or agent sends. Bad input never reaches
 // the journal: each check names the field it refuses, as a 400.
 import { HttpError } from './http-io.ts';
+import { parseDuration } from '../duration.ts';
+import { MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, type CommandOptions, type ExpectStatus, type RetryPolicy } from '../../state/command-types.ts';
 import {
   AGENT_ID_RE,
   COMMAND_TYPES,
@@ -66,9 +68,72 @@ function httpUrl(v: unknown, field: string): string {
   return v;
 }
 
-/** One command to submit; `prefix` names where it sits in a batch (`commands[3].`). */
-export function submitRequest(body: Obj, prefix = '', extra: readonly string[] = []): SubmitRequest {
-  onlyFields(body, ['type', 'payload', ...extra], prefix);
+const DAY_MS = 24 * 60 * 60 * 1000;
+const MAX_SCHEDULE_MS = 366 * DAY_MS;
+const MAX_BACKOFF_MS = 7 * DAY_MS;
+const ISO_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** A duration as text ("30s", "250ms", "2m") or a number of milliseconds. */
+function duration(v: unknown, field: string, min: number, max: number): number {
+  const ms = typeof v === 'number' && Number.isInteger(v) ? v : typeof v === 'string' ? parseDuration(v) : undefined;
+  if (ms === undefined) throw bad(field, `${field} must be a duration like 500ms, 30s or 2m`);
+  if (ms < min || ms > max) throw bad(field, `${field} must be from ${min} ms to ${max / DAY_MS} days`);
+  return ms;
+}
+
+function expectStatus(v: unknown, field: string): ExpectStatus {
+  if (typeof v === 'string' && /^[1-5]xx$/.test(v)) return v;
+  if (Array.isArray(v) && v.length >= 1 && v.length <= 50 && v.every((c) => Number.isInteger(c) && c >= 100 && c <= 599)) return v as number[];
+  throw bad(field, `${field} must be a status class like "2xx" or a list of 1 to 50 status codes like [200, 204]`);
+}
+
+function retryPolicy(v: unknown, prefix: string): RetryPolicy {
+  const f = (name: string): string => prefix + name;
+  const r = object(v, f('retry'));
+  onlyFields(r, ['attempts', 'backoff', 'delay', 'maxDelay'], f('retry.'));
+  if (r.attempts === undefined) throw bad(f('retry.attempts'), `${f('retry.attempts')} is required: the total number of executions, 1 to ${MAX_ATTEMPTS}`);
+  const attempts = int(r.attempts, f('retry.attempts'), 1, MAX_ATTEMPTS);
+  const backoff = r.backoff ?? 'exponential';
+  if (backoff !== 'exponential' && backoff !== 'fixed') throw bad(f('retry.backoff'), `${f('retry.backoff')} must be "exponential" or "fixed"`);
+  const delayMs = r.delay === undefined ? 1000 : duration(r.delay, f('retry.delay'), 0, MAX_BACKOFF_MS);
+  const maxDelayMs = r.maxDelay === undefined ? Math.max(600_000, delayMs) : duration(r.maxDelay, f('retry.maxDelay'), 0, MAX_BACKOFF_MS);
+  return { attempts, backoff, delayMs, maxDelayMs };
+}
+
+/** A submit's body as validated: the command, its options, and the fields its Idempotency-Key hash covers. */
+export interface ValidSubmit extends SubmitRequest {
+  opts: CommandOptions;
+  /** The request as sent, normalized: a repeated submit with a relative `delay` hashes the same. */
+  asSent: Obj;
+}
+
+/**
+ * One command to submit, with its options; `prefix` names where it sits in a
+ * batch (`commands[3].`). `now` is what a relative `delay` counts from.
+ */
+export function submitRequest(body: Obj, now: number, prefix = '', extra: readonly string[] = []): ValidSubmit {
+  onlyFields(body, ['type', 'payload', 'priority', 'runAt', 'delay', 'retry', 'timeout', ...extra], prefix);
+  const base = commandBody(body, prefix);
+  const f = (name: string): string => prefix + name;
+  const opts: CommandOptions = {};
+  if (body.priority !== undefined) opts.priority = int(body.priority, f('priority'), MIN_PRIORITY, MAX_PRIORITY);
+  if (body.runAt !== undefined && body.delay !== undefined) throw bad(f('delay'), 'give runAt or delay, not both');
+  if (body.runAt !== undefined) {
+    const t = typeof body.runAt === 'string' && ISO_TIME_RE.test(body.runAt) ? Date.parse(body.runAt) : NaN;
+    if (!Number.isFinite(t)) throw bad(f('runAt'), `${f('runAt')} must be an ISO time like 2030-01-01T12:00:00Z`);
+    if (t - now > MAX_SCHEDULE_MS) throw bad(f('runAt'), `${f('runAt')} is more than 366 days ahead`);
+    opts.runAt = t;
+  }
+  if (body.delay !== undefined) opts.runAt = now + duration(body.delay, f('delay'), 0, MAX_SCHEDULE_MS);
+  if (body.retry !== undefined) opts.retry = retryPolicy(body.retry, prefix);
+  if (body.timeout !== undefined) opts.timeoutMs = duration(body.timeout, f('timeout'), 1, DAY_MS);
+  const asSent: Obj = { ...base };
+  for (const k of ['priority', 'runAt', 'delay', 'timeout'] as const) if (body[k] !== undefined) asSent[k] = body[k];
+  if (opts.retry) asSent.retry = opts.retry;
+  return { ...base, opts, asSent };
+}
+
+function commandBody(body: Obj, prefix: string): SubmitRequest {
   const type = body.type;
   const f = (name: string): string => prefix + name;
   if (type === undefined) throw bad(f('type'), `${f('type')} is required: one of ${COMMAND_TYPES.join(', ')}`);
@@ -81,9 +146,10 @@ export function submitRequest(body: Obj, prefix = '', extra: readonly string[] =
     if (p.ms === undefined) throw bad(f('payload.ms'), `${f('payload.ms')} is required`);
     payload = { ms: int(p.ms, f('payload.ms'), 0, MAX_DELAY_MS) };
   } else {
-    onlyFields(p, ['url'], f('payload.'));
+    onlyFields(p, ['url', 'expectStatus'], f('payload.'));
     if (p.url === undefined) throw bad(f('payload.url'), `${f('payload.url')} is required`);
     payload = { url: httpUrl(p.url, f('payload.url')) };
+    if (p.expectStatus !== undefined) payload.expectStatus = expectStatus(p.expectStatus, f('payload.expectStatus'));
   }
   return { type: type as CommandType, payload };
 }
@@ -101,7 +167,7 @@ export function idempotencyKey(v: unknown, field: string): string | undefined {
  * POST /commands/batch: every item checked before anything is written, the
  * first bad one named by its index (`commands[3].payload.ms`).
  */
-export function batchSubmitRequest(body: Obj): Array<SubmitRequest & { idempotencyKey?: string }> {
+export function batchSubmitRequest(body: Obj, now: number): Array<ValidSubmit & { idempotencyKey?: string }> {
   onlyFields(body, ['commands']);
   const list = body.commands;
   if (!Array.isArray(list) || list.length === 0 || list.length > MAX_BATCH) {
@@ -110,7 +176,7 @@ export function batchSubmitRequest(body: Obj): Array<SubmitRequest & { idempoten
   return list.map((it, i) => {
     const field = `commands[${i}]`;
     const item = object(it, field);
-    const cmd: SubmitRequest & { idempotencyKey?: string } = submitRequest(item, `${field}.`, ['idempotencyKey']);
+    const cmd: ValidSubmit & { idempotencyKey?: string } = submitRequest(item, now, `${field}.`, ['idempotencyKey']);
     const key = idempotencyKey(item.idempotencyKey, `${field}.idempotencyKey`);
     if (key !== undefined) cmd.idempotencyKey = key;
     return cmd;

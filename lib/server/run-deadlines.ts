@@ -1,0 +1,83 @@
+// The server's side of execution timeouts. The agent aborts an attempt at its
+// deadline and reports FAILED TIMEOUT; this is the backstop for an agent that
+// cannot (wedged, or cut off while still heartbeating): a RUNNING attempt still
+// running one lease timeout past its deadline is failed TIMEOUT here (and
+// retried if it has attempts left).
+//
+// Deadlines are kept on the monotonic clock. Only a restart needs wall time:
+// a command RUNNING at startup keeps what is left of its timeout, measured
+// from the start time its trail journaled.
+import { performance } from 'node:perf_hooks';
+import type { Command } from '../../state/command-fsm.ts';
+import { decodeTrail } from '../../state/command-line.ts';
+import { crashPoint } from '../../state/crash-points.ts';
+import type { CommandStore } from '../../state/command-store.ts';
+import type { Logger } from '../log.ts';
+
+export class RunDeadlines {
+  private readonly store: CommandStore;
+  private readonly graceMs: number;
+  private readonly log: Logger;
+  /** id -> the lease that runs and when (performance.now()) it is failed. */
+  private readonly deadlines = new Map<string, { lease: number; at: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  constructor(store: CommandStore, leaseTimeoutMs: number, log: Logger) {
+    this.store = store;
+    this.graceMs = leaseTimeoutMs;
+    this.log = log;
+  }
+
+  /** Time every RUNNING command with a timeout, then start sweeping. */
+  start(): void {
+    const now = Date.now();
+    for (const cmd of this.store.table.heldCommands()) {
+      if (cmd.state !== 'RUNNING' || cmd.timeoutMs === null) continue;
+      const startedAt = decodeTrail(cmd).findLast((e) => e.to === 'RUNNING' && e.event !== 'cancel')?.at ?? cmd.updatedAt;
+      this.track(cmd, Math.max(0, startedAt + cmd.timeoutMs - now));
+    }
+    const every = Math.max(20, Math.min(1000, Math.floor(this.graceMs / 4)));
+    this.timer = setInterval(() => void this.sweep(), every);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** A command just started RUNNING. */
+  started(cmd: Command): void {
+    if (cmd.timeoutMs !== null) this.track(cmd, cmd.timeoutMs);
+  }
+
+  get size(): number {
+    return this.deadlines.size;
+  }
+
+  private track(cmd: Command, leftMs: number): void {
+    this.deadlines.set(cmd.id, { lease: cmd.attempt, at: performance.now() + leftMs + this.graceMs });
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const now = performance.now();
+      for (const [id, d] of [...this.deadlines]) {
+        const cmd = this.store.get(id);
+        if (!cmd || cmd.state !== 'RUNNING' || cmd.attempt !== d.lease) {
+          this.deadlines.delete(id); // it ended on its own
+          continue;
+        }
+        if (d.at > now) continue;
+        this.deadlines.delete(id);
+        crashPoint('server:timeout');
+        const r = await this.store.timeout(id, d.lease);
+        if (r.kind === 'next') this.log('attempt timed out', { id, lease: d.lease, agentId: cmd.agentId, state: r.cmd.state });
+      }
+    } finally {
+      this.sweeping = false;
+    }
+  }
+}
