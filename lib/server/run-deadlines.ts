@@ -4,21 +4,21 @@
 // running one lease timeout past its deadline is failed TIMEOUT here (and
 // retried if it has attempts left).
 //
-// Deadlines are kept on the monotonic clock. Only a restart needs wall time:
-// a command RUNNING at startup keeps what is left of its timeout, measured
-// from the start time its trail journaled.
-import { performance } from 'node:perf_hooks';
+// Deadlines are kept on the monotonic clock (lib/clock.ts). Only a restart
+// needs wall time: a command RUNNING at startup keeps what is left of its
+// timeout, measured from the start time its trail journaled.
 import type { Command } from '../../state/command-fsm.ts';
 import { decodeTrail } from '../../state/command-line.ts';
 import { crashPoint } from '../../state/crash-points.ts';
 import type { CommandStore } from '../../state/command-store.ts';
+import { momentFromWall, monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
 
 export class RunDeadlines {
   private readonly store: CommandStore;
   private readonly graceMs: number;
   private readonly log: Logger;
-  /** id -> the lease that runs and when (performance.now()) it is failed. */
+  /** id -> the lease that runs and when (monotonic ms) it is failed. */
   private readonly deadlines = new Map<string, { lease: number; at: number }>();
   private timer: NodeJS.Timeout | undefined;
   private sweeping = false;
@@ -31,11 +31,10 @@ export class RunDeadlines {
 
   /** Time every RUNNING command with a timeout, then start sweeping. */
   start(): void {
-    const now = Date.now();
     for (const cmd of this.store.table.heldCommands()) {
       if (cmd.state !== 'RUNNING' || cmd.timeoutMs === null) continue;
       const startedAt = decodeTrail(cmd).findLast((e) => e.to === 'RUNNING' && e.event !== 'cancel')?.at ?? cmd.updatedAt;
-      this.track(cmd, Math.max(0, startedAt + cmd.timeoutMs - now));
+      this.track(cmd, momentFromWall(startedAt).mono + cmd.timeoutMs - monotonicMs());
     }
     const every = Math.max(20, Math.min(1000, Math.floor(this.graceMs / 4)));
     this.timer = setInterval(() => void this.sweep(), every);
@@ -56,14 +55,14 @@ export class RunDeadlines {
   }
 
   private track(cmd: Command, leftMs: number): void {
-    this.deadlines.set(cmd.id, { lease: cmd.attempt, at: performance.now() + leftMs + this.graceMs });
+    this.deadlines.set(cmd.id, { lease: cmd.attempt, at: monotonicMs() + Math.max(0, leftMs) + this.graceMs });
   }
 
   private async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      const now = performance.now();
+      const now = monotonicMs();
       for (const [id, d] of [...this.deadlines]) {
         const cmd = this.store.get(id);
         if (!cmd || cmd.state !== 'RUNNING' || cmd.attempt !== d.lease) {
