@@ -2,6 +2,7 @@
 // what each answers, that a refusal is a 4xx JSON naming the field, and that
 // nothing refused reaches the journal. One in-process server, loopback only.
 import fs from 'node:fs';
+import http from 'node:http';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
@@ -201,12 +202,12 @@ getOne('unknown id: 404 JSON naming the id', async () => {
   assert.match(r.body.error, /00000000-0000-4000-8000-000000000000/);
 });
 
-getOne('ids that are not ids: 400 on every :id route', async () => {
+getOne('ids that are not ids name no command: 404 on every :id route', async () => {
   const notIds = ['abc', '12345', '00000000-0000-4000-8000-00000000000G', '00000000-0000-4000-8000-000000000000x', 'AAAAAAAA-0000-4000-8000-000000000000', '%E0%A4%A', '..%2F..%2Fetc', '%00'];
   for (const bad of notIds) {
     for (const [method, p] of [['GET', `/commands/${bad}`], ['GET', `/commands/${bad}/events`], ['POST', `/commands/${bad}/cancel`]] as const) {
       const r = await call(s.url, method, p);
-      assert.is(r.status, 400, `${method} ${p}: ${r.text}`);
+      assert.is(r.status, 404, `${method} ${p}: ${r.text}`);
       assert.is(r.body.field, 'id', `${method} ${p}`);
     }
   }
@@ -404,7 +405,7 @@ misc('/metrics: Prometheus text with every named series, and the numbers move', 
   assert.is(samples.get('keel_agents_online'), 1);
   assert.is(samples.get('keel_http_requests_total{route="/commands",code="201"}'), 1);
   assert.is(samples.get('keel_http_requests_total{route="/agent/claim",code="200"}'), 1);
-  assert.is(samples.get('keel_http_requests_total{route="/commands/:id",code="400"}'), 1);
+  assert.is(samples.get('keel_http_requests_total{route="/commands/:id",code="404"}'), 1);
   assert.ok(id);
 });
 
@@ -520,6 +521,38 @@ refuse('body over 64 KiB: 413, declared or streamed, and the server carries on',
   assert.is((await call(s.url, 'POST', '/commands', under)).status, 201);
   assert.is(lastSeq(), seq + 1);
   assert.is((await call(s.url, 'GET', '/healthz')).status, 200);
+});
+
+refuse('a 5 MB body sent in full before reading: the client reads its 413, and the connection serves the next request', async () => {
+  const seq = lastSeq();
+  const big = JSON.stringify({ type: 'DELAY', payload: { ms: 1 }, pad: 'x'.repeat(5 * 1024 * 1024) });
+  // node:http writes the whole body before it looks at the answer: a server
+  // that closes as soon as it has answered resets the connection under it.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const post = (body: string): Promise<{ status: number; text: string; socket: unknown }> =>
+    new Promise((resolve, reject) => {
+      const req = http.request(`${s.url}/commands`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, text, socket: req.socket }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const tooBig = await post(big);
+      assert.is(tooBig.status, 413, tooBig.text);
+      assert.is(JSON.parse(tooBig.text).field, 'body');
+      const next = await post(JSON.stringify({ type: 'DELAY', payload: { ms: 1 } }));
+      assert.is(next.status, 201, next.text);
+      assert.is(next.socket, tooBig.socket, 'the connection was kept for the next request');
+    }
+  } finally {
+    agent.destroy();
+  }
+  assert.is(lastSeq(), seq + 3, 'only the three small submits were journaled');
 });
 
 refuse('wrong method: 405 with Allow; unknown route: 404 JSON', async () => {

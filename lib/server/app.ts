@@ -10,7 +10,7 @@ import { AgentRegistry } from './agent-registry.ts';
 import * as clientRoutes from './client-routes.ts';
 import { EventHub } from './event-hub.ts';
 import * as streamRoutes from './stream-routes.ts';
-import { HttpError, sendJson, sendText } from './http-io.ts';
+import { discardBody, HttpError, sendJson, sendText } from './http-io.ts';
 import { LeaseClock } from './leases.ts';
 import { DueClock } from './due-clock.ts';
 import { RunDeadlines } from './run-deadlines.ts';
@@ -178,7 +178,7 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
   } catch (err) {
     if (err instanceof HttpError) {
       sendJson(res, err.status, err.body(), err.headers);
-      if (err.headers.connection === 'close') req.destroy();
+      discardBody(req);
       return;
     }
     if (ctx.store.durable.journal.broken) {

@@ -9,7 +9,7 @@ import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type Command
 import type { CommandOptions } from '../../state/command-types.ts';
 import type { ServerContext } from './context.ts';
 import { followCommand, wantsFollow } from './stream-routes.ts';
-import { batchSubmitRequest, commandId, idempotencyKey, submitRequest } from './validate.ts';
+import { batchSubmitRequest, pathId, idempotencyKey, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;
 const MAX_LIMIT = 1000;
@@ -42,7 +42,7 @@ const BATCH_BODY_LIMIT = 4 * 1024 * 1024;
  * command that names it in retryOf. The original stays as it is: final.
  */
 export async function retry(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[]): Promise<void> {
-  const id = commandId(params[0]);
+  const id = pathId(params[0]);
   await ctx.store.readBarrier();
   const orig = ctx.store.get(id);
   if (!orig) throw new HttpError(404, `no command ${id}`, { field: 'id' });
@@ -86,7 +86,7 @@ function bodyHash(asSent: unknown, key: string | undefined): string | undefined 
 }
 
 export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
-  const id = commandId(params[0]);
+  const id = pathId(params[0]);
   const waitText = url.searchParams.get('wait');
   let waitMs = 0;
   if (waitText !== null) {
@@ -140,7 +140,7 @@ export async function list(ctx: ServerContext, _req: IncomingMessage, res: Serve
 }
 
 export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[]): Promise<void> {
-  const id = commandId(params[0]);
+  const id = pathId(params[0]);
   const r = await ctx.store.cancel(id);
   if (r.kind === 'rejected') {
     if (r.error === 'NOT_FOUND') throw new HttpError(404, `no command ${id}`, { field: 'id' });
@@ -151,7 +151,7 @@ export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: Ser
 }
 
 export async function events(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
-  const id = commandId(params[0]);
+  const id = pathId(params[0]);
   const follow = wantsFollow(url.searchParams);
   await ctx.store.readBarrier();
   const cmd = ctx.store.get(id);

@@ -5,6 +5,10 @@ import type { ErrorBody } from '../protocol.ts';
 import { flushLogs } from '../log.ts';
 
 export const MAX_BODY_BYTES = 64 * 1024;
+// After a 413, this much more of the body is read and dropped before the
+// connection is closed (gracefully, see discardBody).
+const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
+const LINGER_MS = 2000;
 
 /** A refusal the client can act on: status, a message, and the field at fault. */
 export class HttpError extends Error {
@@ -52,8 +56,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       size += chunk.length;
       if (size > limit) {
         done();
-        req.resume(); // drain the rest; the answer closes the connection
-        reject(tooLarge(limit));
+        reject(tooLarge(limit)); // the rest is dropped by discardBody once the answer is out
         return;
       }
       chunks.push(chunk);
@@ -82,8 +85,32 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
 }
 
 function tooLarge(limit: number): HttpError {
-  // Connection: close, so the unread rest of the body is not parsed as a next request.
-  return new HttpError(413, `request body is larger than ${limit} bytes`, { field: 'body', headers: { connection: 'close' } });
+  return new HttpError(413, `request body is larger than ${limit} bytes`, { field: 'body' });
+}
+
+/**
+ * After an answer sent before the body was read (a 413): read the rest of the
+ * body and drop it. Closing at once would reset the connection while the
+ * client is still writing, and a reset can throw away the answer before the
+ * client reads it. The parser frames the rest of the body, so the connection
+ * stays usable. A body that goes on past DISCARD_LIMIT_BYTES more gets a
+ * graceful close: FIN first, then the socket is destroyed after a linger.
+ */
+export function discardBody(req: IncomingMessage): void {
+  if (req.complete) return;
+  let left = DISCARD_LIMIT_BYTES;
+  const onData = (chunk: Buffer): void => {
+    left -= chunk.length;
+    if (left >= 0) return;
+    req.off('data', onData);
+    const socket = req.socket;
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  };
+  req.on('data', onData);
+  req.resume();
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -48,6 +48,15 @@ export function commandId(v: unknown, field = 'id'): string {
   return v;
 }
 
+/**
+ * The id in a /commands/:id path. A path names a resource, so one that is
+ * not an id names no command: 404, as a REST client expects, not 400.
+ */
+export function pathId(v: string | undefined): string {
+  if (v === undefined || !ID_RE.test(v)) throw new HttpError(404, `no command ${JSON.stringify(v ?? '')}`, { field: 'id' });
+  return v;
+}
+
 function agentId(v: unknown): string {
   if (typeof v !== 'string' || !AGENT_ID_RE.test(v)) {
     throw bad('agentId', 'agentId must be 1-128 characters of letters, digits, ".", "_", ":" or "-", starting with a letter or digit');
