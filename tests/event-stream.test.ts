@@ -168,13 +168,14 @@ one('a final command: its whole history, then the end; resumed past its end, 204
   assert.is(done.status, 204);
 });
 
-one('unknown id 404, bad id and bad parameters 400', async () => {
+one('unknown id or not an id 404, bad parameters 400', async () => {
   const id = await submit(s.url);
-  const unknown = await call(s.url, 'GET', '/commands/00000000-0000-4000-8000-000000000000/events?follow=1');
-  assert.is(unknown.status, 404);
-  assert.is(unknown.body.field, 'id');
+  for (const p of ['/commands/00000000-0000-4000-8000-000000000000/events?follow=1', '/commands/nope/events?follow=1']) {
+    const unknown = await call(s.url, 'GET', p);
+    assert.is(unknown.status, 404, `${p}: ${unknown.text}`);
+    assert.is(unknown.body.field, 'id');
+  }
   for (const [p, field] of [
-    ['/commands/nope/events?follow=1', 'id'],
     [`/commands/${id}/events?follow=yes`, 'follow'],
     [`/commands/${id}/events?since=1`, 'since'],
     [`/commands/${id}/events?follow=1&since=x`, 'since'],
