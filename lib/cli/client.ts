@@ -1,0 +1,165 @@
+// The CLI's calls to the server, over node-fetch-native's Node build (node:http
+// and node:https underneath, so --ca is an https.Agent's `ca`). Every way a
+// call can go wrong ends up as a CliError with its exit code: unreachable or
+// refused auth 3, a request the server calls invalid 2, any other refusal 1.
+import fs from 'node:fs';
+import https from 'node:https';
+import { fetch } from 'node-fetch-native/node';
+import { CliError, EXIT, ServerUnreachable } from './errors.ts';
+import { readEvents, type SseEvent } from './sse.ts';
+
+export interface ClientOptions {
+  server: string;
+  token: string | undefined;
+  /** A PEM file of CA certificates to trust for an https server. */
+  caFile: string | undefined;
+}
+
+export interface Answer<T> {
+  status: number;
+  body: T;
+  /** The server's clock at the answer (its Date header), epoch ms. */
+  serverNow: number;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Statuses the caller handles; any other is an error. Default: 2xx. */
+  accept?: readonly number[];
+  signal?: AbortSignal;
+}
+
+/** No answer within this long means the server is as good as unreachable (streams have no limit). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+const TLS_TRUST_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+export class KeelClient {
+  readonly server: string;
+  private readonly token: string | undefined;
+  private readonly agent: https.Agent | undefined;
+
+  constructor(opts: ClientOptions) {
+    let url: URL;
+    try {
+      url = new URL(opts.server);
+    } catch {
+      throw new CliError(EXIT.USAGE, `--server must be a URL like http://127.0.0.1:3000; got ${JSON.stringify(opts.server)}`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CliError(EXIT.USAGE, `--server must be an http:// or https:// URL; got ${JSON.stringify(opts.server)}`);
+    this.server = url.href.replace(/\/+$/, '');
+    this.token = opts.token;
+    if (opts.caFile !== undefined) {
+      let ca: Buffer;
+      try {
+        ca = fs.readFileSync(opts.caFile);
+      } catch (err) {
+        throw new CliError(EXIT.USAGE, `cannot read --ca ${opts.caFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      this.agent = new https.Agent({ ca, keepAlive: true });
+    }
+  }
+
+  /** One JSON request; the parsed body of an accepted answer. */
+  async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<Answer<T>> {
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    if (opts.body !== undefined) headers['content-type'] = 'application/json';
+    const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]) : AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    const res = await this.send(method, path, headers, opts.body === undefined ? undefined : JSON.stringify(opts.body), signal);
+    const text = await res.text().catch((err: unknown) => this.lost(err, opts.signal));
+    const accepted = opts.accept ? opts.accept.includes(res.status) : res.status >= 200 && res.status < 300;
+    if (!accepted) throw this.refusal(res.status, text);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = text;
+    }
+    return { status: res.status, body: body as T, serverNow: serverClock(res.headers.get('date')) };
+  }
+
+  /** GET /metrics, as text. */
+  async metricsText(): Promise<string> {
+    const r = await this.request<string>('GET', '/metrics', { headers: { accept: 'text/plain' } });
+    return String(r.body);
+  }
+
+  /**
+   * An event stream: its events until the server ends it, or undefined when
+   * it answered 204 (nothing more will come). A broken connection ends the
+   * iteration with a CliError (exit 3), an abort with the signal's reason.
+   */
+  async stream(path: string, opts: { lastEventId?: string; signal?: AbortSignal } = {}): Promise<AsyncGenerator<SseEvent> | undefined> {
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (opts.lastEventId) headers['last-event-id'] = opts.lastEventId;
+    const res = await this.send('GET', path, headers, undefined, opts.signal);
+    if (res.status === 204) return undefined;
+    if (res.status !== 200) throw this.refusal(res.status, await res.text().catch(() => ''));
+    if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
+      throw new CliError(EXIT.FAILED, `${this.server}${path.split('?')[0]} does not stream events; is the server older than this CLI?`);
+    }
+    const body = res.body as unknown as AsyncIterable<Uint8Array>;
+    const lost = (err: unknown): never => this.lost(err, opts.signal);
+    return (async function* () {
+      try {
+        yield* readEvents(body);
+      } catch (err) {
+        lost(err);
+      }
+    })();
+  }
+
+  private async send(method: string, path: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal | undefined) {
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    // node-fetch's Node build takes an http(s).Agent; RequestInit does not know it.
+    const init = { method, headers, body, signal, agent: this.server.startsWith('https:') ? this.agent : undefined } as RequestInit;
+    try {
+      return await fetch(this.server + path, init);
+    } catch (err) {
+      return this.lost(err, signal);
+    }
+  }
+
+  /** A request that got no (whole) answer. An abort the caller asked for passes through as is. */
+  private lost(err: unknown, callerSignal: AbortSignal | undefined): never {
+    if (callerSignal?.aborted) throw callerSignal.reason;
+    const e = err as Error & { code?: string; type?: string; erroredSysCall?: string };
+    if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
+      throw new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s`);
+    }
+    const code = e?.code ?? (e as { cause?: { code?: string } })?.cause?.code;
+    if (code && TLS_TRUST_CODES.has(code)) {
+      throw new CliError(EXIT.UNREACHABLE, `${this.server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
+    }
+    const reason = (e?.message ?? String(err)).replace(/^request to \S+ failed, reason: /, '');
+    throw new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason} (set --server or KEEL_SERVER)`);
+  }
+
+  private refusal(status: number, text: string): CliError {
+    let message = text.trim().split('\n')[0]!.slice(0, 300);
+    try {
+      const b = JSON.parse(text) as { error?: unknown };
+      if (typeof b.error === 'string') message = b.error;
+    } catch {
+      // not JSON: keep the first line of the text
+    }
+    if (status === 401 || status === 403) {
+      return new CliError(EXIT.UNREACHABLE, `the server refused the token (${status}): ${message}; set --token or KEEL_TOKEN`);
+    }
+    if (status === 400) return new CliError(EXIT.USAGE, message || `the server answered 400`);
+    return new CliError(EXIT.FAILED, message ? `${message} (${status})` : `the server answered ${status}`);
+  }
+}
+
+function serverClock(date: string | null): number {
+  const t = date === null ? NaN : Date.parse(date);
+  return Number.isFinite(t) ? t : Date.now();
+}

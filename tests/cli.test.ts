@@ -1,0 +1,262 @@
+// The keel CLI as a user meets it: the real bin in a child process against a
+// real server and agent. Every subcommand, its plain and --json output, and
+// the documented exit codes (0 ok or COMPLETED, 1 FAILED or refused, 2 usage,
+// 3 unreachable or token refused, 4 wait timed out).
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { CommandView } from '../lib/protocol.ts';
+import { SUBCOMMANDS } from '../lib/cli/commands.ts';
+import { KEEL_USAGE } from '../lib/cli/usage.ts';
+import { refusedPort } from './fixtures/agent-target.ts';
+import { keel, stopKeels, type KeelRun } from './support/keel-cli.ts';
+import { cleanup, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+import { UUID_RE } from './support/server-harness.ts';
+
+const test = suite('keel CLI');
+let server: ServerHandle;
+let env: NodeJS.ProcessEnv;
+
+test.before(async () => {
+  server = await startServer(tempDir());
+  startAgent(server.url, tempDir(), ['--concurrency', '4']);
+  env = { KEEL_SERVER: server.url };
+});
+test.after(async () => {
+  stopKeels();
+  await cleanup();
+});
+
+/** An error ends the CLI with one line on stderr and nothing that looks like a stack. */
+function oneLine(r: KeelRun, pattern: RegExp, what: string): void {
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  assert.is(lines.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, pattern, what);
+  assert.not.match(r.stderr, /\n\s+at /, `${what}: no stack trace`);
+}
+
+async function submitDelay(ms: number): Promise<string> {
+  const r = await keel(['submit', 'DELAY', '--ms', String(ms)], env);
+  assert.is(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+test('--help, and each subcommand --help, print the usage and exit 0; no command exits 2', async () => {
+  const runs = await Promise.all([keel(['--help']), keel([]), ...Object.keys(SUBCOMMANDS).map((name) => keel([name, '--help']))]);
+  const [help, bare, ...subs] = runs;
+  assert.is(help!.code, 0);
+  assert.is(help!.stdout, KEEL_USAGE);
+  assert.is(bare!.code, 2);
+  assert.is(bare!.stderr, KEEL_USAGE);
+  Object.values(SUBCOMMANDS).forEach((sub, i) => {
+    assert.is(subs[i]!.code, 0);
+    assert.is(subs[i]!.stdout, sub.usage);
+  });
+});
+
+test('usage errors exit 2 with one line that says what is wrong, and need no server', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['bogus'], /^keel: unknown command "bogus"/],
+    [['ls', '--bogus'], /^keel ls: Unknown option '--bogus'/],
+    [['get'], /^keel get: missing ID/],
+    [['get', 'a', 'b'], /^keel get: unexpected argument "b"/],
+    [['ls', '--limit', 'many'], /^keel ls: --limit must be an integer from 1/],
+    [['ls', '--status', 'DONE'], /^keel ls: --status must be one of PENDING, RUNNING, COMPLETED, FAILED/],
+    [['submit', 'SLEEP'], /^keel submit: TYPE must be one of DELAY, HTTP_GET_JSON/],
+    [['submit', 'DELAY'], /^keel submit: DELAY needs --ms N/],
+    [['submit', 'DELAY', '--ms', '-1'], /^keel submit: --ms must be an integer \(0 or more\); got "-1"/],
+    [['submit', 'HTTP_GET_JSON', '--ms', '5'], /^keel submit: --ms is for DELAY commands/],
+    [['submit', 'DELAY', '--payload', '{"ms":'], /^keel submit: --payload must be a JSON object/],
+    [['wait', 'x', '--timeout', 'soon'], /^keel wait: --timeout must be a duration/],
+    [['ls', '--server', 'ftp://x'], /^keel ls: --server must be an http:\/\/ or https:\/\/ URL/],
+  ];
+  // A server that is not there: a usage error must be found before any request.
+  const nowhere = { KEEL_SERVER: `http://127.0.0.1:${await refusedPort()}` };
+  const runs = await Promise.all(cases.map(([args]) => keel(args, nowhere)));
+  runs.forEach((r, i) => {
+    const [args, pattern] = cases[i]!;
+    assert.is(r.code, 2, args.join(' '));
+    oneLine(r, pattern, args.join(' '));
+    assert.is(r.stdout, '', args.join(' '));
+  });
+});
+
+test('an unreachable server exits 3 with one line naming it', async () => {
+  const url = `http://127.0.0.1:${await refusedPort()}`;
+  const [byFlag, byEnv] = await Promise.all([keel(['ls', '--server', url]), keel(['stats'], { KEEL_SERVER: url })]);
+  for (const r of [byFlag, byEnv]) {
+    assert.is(r.code, 3);
+    oneLine(r, new RegExp(`cannot reach the server at ${url}: .*ECONNREFUSED`), 'unreachable');
+  }
+});
+
+test('a token the server refuses exits 3; the right one (flag or KEEL_TOKEN) works', async () => {
+  const guarded = await startServer(tempDir(), ['--token', 'sesame']);
+  const [none, wrong, byFlag, byEnv] = await Promise.all([
+    keel(['ls', '--server', guarded.url]),
+    keel(['ls', '--server', guarded.url, '--token', 'open']),
+    keel(['ls', '--server', guarded.url, '--token', 'sesame']),
+    keel(['agents', '--server', guarded.url], { KEEL_TOKEN: 'sesame' }),
+  ]);
+  for (const r of [none, wrong]) {
+    assert.is(r.code, 3);
+    oneLine(r, /^keel ls: the server refused the token \(401\).*--token or KEEL_TOKEN$/, 'refused');
+  }
+  assert.is(byFlag.code, 0, byFlag.stderr);
+  assert.is(byEnv.code, 0, byEnv.stderr);
+  await guarded.proc.kill();
+});
+
+test('submit prints the id alone; wait, piped, prints the final command and nothing else, exit 0', async () => {
+  const id = await submitDelay(200);
+  assert.match(id, UUID_RE);
+  const w = await keel(['wait', id], env);
+  assert.is(w.code, 0, w.stderr);
+  assert.is(w.stderr, '', 'no status line when piped');
+  const get = await keel(['get', id], env);
+  assert.is(w.stdout, get.stdout, 'wait shows the command as get does');
+  assert.match(w.stdout, new RegExp(`^id +${id}\n`));
+  assert.match(w.stdout, /^status +COMPLETED$/m);
+  assert.match(w.stdout, /^result +\{"ok":true,"tookMs":\d+\}$/m);
+});
+
+test('submit --wait exits 1 when the command FAILED, 0 when it COMPLETED', async () => {
+  const refused = `http://127.0.0.1:${await refusedPort()}/`;
+  const [failed, completed] = await Promise.all([
+    keel(['submit', 'HTTP_GET_JSON', '--url', refused, '--wait'], env),
+    keel(['submit', 'HTTP_GET_JSON', '--url', `${server.url}/healthz`, '--wait', '--json'], env),
+  ]);
+  assert.is(failed.code, 1, failed.stderr);
+  assert.match(failed.stdout, /^status +FAILED$/m);
+  assert.match(failed.stdout, /^error +ECONNREFUSED/m);
+  assert.is(completed.code, 0, completed.stderr);
+  const view = JSON.parse(completed.stdout) as CommandView;
+  assert.is(view.status, 'COMPLETED');
+  assert.equal((view.result as { body: unknown }).body, { ok: true });
+});
+
+test('--json: submit, get, ls, agents and stats print JSON documents', async () => {
+  const s = await keel(['submit', 'DELAY', '--payload', '{"ms":1}', '--json'], env);
+  assert.is(s.code, 0, s.stderr);
+  const { commandId } = JSON.parse(s.stdout) as { commandId: string };
+  assert.match(commandId, UUID_RE);
+  assert.is((await keel(['wait', commandId], env)).code, 0);
+  const [get, ls, agents, stats] = await Promise.all([
+    keel(['get', commandId, '--json'], env),
+    keel(['ls', '--json', '--status', 'COMPLETED', '--limit', '500'], env),
+    keel(['agents', '--json'], env),
+    keel(['stats', '--json'], env),
+  ]);
+  for (const r of [get, ls, agents, stats]) assert.is(r.code, 0, r.stderr);
+  const view = JSON.parse(get.stdout) as CommandView;
+  assert.is(view.id, commandId);
+  assert.equal(view.payload, { ms: 1 });
+  assert.is(view.status, 'COMPLETED');
+  const list = JSON.parse(ls.stdout) as { commands: CommandView[] };
+  assert.ok(list.commands.some((c) => c.id === commandId));
+  assert.ok(list.commands.every((c) => c.status === 'COMPLETED'));
+  const a = JSON.parse(agents.stdout) as { agents: Array<{ status: string }> };
+  assert.is(a.agents.length, 1);
+  assert.is(a.agents[0]!.status, 'online');
+  const st = JSON.parse(stats.stdout) as { counts: Record<string, number>; lastMinute: { completed: number }; agents: { online: number } };
+  assert.ok(st.counts.COMPLETED! >= 1);
+  assert.ok(st.lastMinute.completed >= 1);
+  assert.is(st.agents.online, 1);
+});
+
+test('ls: an aligned table, newest first, filtered and limited', async () => {
+  const ids = [await submitDelay(1), await submitDelay(1), await submitDelay(1)];
+  for (const id of ids) assert.is((await keel(['wait', id], env)).code, 0);
+  const r = await keel(['ls', '--status', 'COMPLETED', '--limit', '2'], env);
+  assert.is(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.match(lines[0]!, /^ID +TYPE +STATUS +AGE +AGENT +OUTCOME$/);
+  assert.is(lines.length, 3, 'header and two rows');
+  assert.ok(lines[1]!.startsWith(ids[2]!) && lines[2]!.startsWith(ids[1]!), 'newest first');
+  // Aligned: every row has its status where the header has STATUS.
+  const at = lines[0]!.indexOf('STATUS');
+  for (const l of lines.slice(1)) assert.is(l.slice(at, at + 9), 'COMPLETED');
+});
+
+test('wait --timeout exits 4 while it runs; cancel asks its agent to abort; wait then exits 1', async () => {
+  const id = await submitDelay(60_000);
+  const w = await keel(['wait', id, '--timeout', '300ms'], env);
+  assert.is(w.code, 4);
+  oneLine(w, new RegExp(`^keel wait: ${id} is not final after 300ms$`), 'timeout');
+  assert.is(w.stdout, '');
+  const running = await waitForStatus(id, 'RUNNING');
+  assert.is(running.status, 'RUNNING');
+  const c = await keel(['cancel', id], env);
+  assert.is(c.code, 0, c.stderr);
+  assert.match(c.stdout, new RegExp(`^${id} is RUNNING on \\S+: cancel requested`));
+  const done = await keel(['wait', id, '--json'], env);
+  assert.is(done.code, 1);
+  const view = JSON.parse(done.stdout) as CommandView;
+  assert.is(view.status, 'FAILED');
+  assert.is(view.error, 'CANCELED');
+});
+
+/** Long-poll through the CLI until the command shows `status`; get's --json says where it is. */
+async function waitForStatus(id: string, status: string): Promise<CommandView> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const view = JSON.parse((await keel(['get', id, '--json'], env)).stdout) as CommandView;
+    if (view.status === status || Date.now() > deadline) return view;
+  }
+}
+
+test('refusals exit 1 with the server\'s sentence: an unknown id, cancel of a COMPLETED command', async () => {
+  const id = await submitDelay(1);
+  assert.is((await keel(['wait', id], env)).code, 0);
+  const unknown = '00000000-0000-4000-8000-000000000000';
+  const [get, cancel] = await Promise.all([keel(['get', unknown], env), keel(['cancel', id], env)]);
+  assert.is(get.code, 1);
+  oneLine(get, new RegExp(`^keel get: no command ${unknown}`), 'unknown id');
+  assert.is(cancel.code, 1);
+  oneLine(cancel, /^keel cancel: cannot cancel: .*\(409\)$/, 'cancel of a final command');
+});
+
+test('a request the server calls invalid exits 2 with its sentence, naming the field', async () => {
+  const r = await keel(['submit', 'DELAY', '--payload', '{"ms":-1}'], env);
+  assert.is(r.code, 2);
+  oneLine(r, /^keel submit: payload\.ms must be an integer from 0 to 86400000$/, 'server 400');
+});
+
+test('submit --idempotency-key returns the same command twice', async () => {
+  const args = ['submit', 'DELAY', '--ms', '1', '--idempotency-key', 'cli-order-7'];
+  const a = await keel(args, env);
+  const b = await keel(args, env);
+  assert.is(a.code, 0, a.stderr);
+  assert.is(b.stdout, a.stdout);
+  const other = await keel(['submit', 'DELAY', '--ms', '2', '--idempotency-key', 'cli-order-7'], env);
+  assert.is(other.code, 1, 'same key, other body: 409');
+});
+
+test('events: the transitions, oldest first, as a table and as JSON', async () => {
+  const id = await submitDelay(1);
+  assert.is((await keel(['wait', id], env)).code, 0);
+  const [plain, json] = await Promise.all([keel(['events', id], env), keel(['events', id, '--json'], env)]);
+  assert.is(plain.code, 0, plain.stderr);
+  const rows = plain.stdout.trimEnd().split('\n');
+  assert.match(rows[0]!, /^SEQ +EVENT +FROM +TO +AT +AGENT +LEASE +ERROR$/);
+  assert.equal(rows.slice(1).map((l) => l.split(/\s+/).slice(0, 4).join(' ')), [
+    '1 submit - PENDING',
+    '2 claim PENDING ASSIGNED',
+    '3 start ASSIGNED RUNNING',
+    '4 finish RUNNING COMPLETED',
+  ]);
+  const body = JSON.parse(json.stdout) as { id: string; events: Array<{ seq: number; event: string }> };
+  assert.is(body.id, id);
+  assert.equal(body.events.map((e) => e.event), ['submit', 'claim', 'start', 'finish']);
+});
+
+test('agents and stats: aligned tables', async () => {
+  const [agents, stats] = await Promise.all([keel(['agents'], env), keel(['stats'], env)]);
+  assert.is(agents.code, 0, agents.stderr);
+  assert.match(agents.stdout, /^ID +STATUS +LAST SEEN +HOLDS +COMMANDS\n\S+ +online +\d+(ms|s) ago +\d+/);
+  assert.is(stats.code, 0, stats.stderr);
+  assert.match(stats.stdout, /^STATUS +COMMANDS +OF WHICH\nPENDING +\d+.*\nRUNNING +\d+.*\nCOMPLETED +[1-9]\d*.*\nFAILED +\d+/);
+  assert.match(stats.stdout, /^agents +1 online, 0 offline$/m);
+  assert.match(stats.stdout, /^last minute +[1-9]\d* completed, \d+ failed \([\d.]+\/s\)$/m);
+});
+
+test.run();
