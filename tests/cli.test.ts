@@ -2,14 +2,15 @@
 // real server and agent. Every subcommand, its plain and --json output, and
 // the documented exit codes (0 ok or COMPLETED, 1 FAILED or refused, 2 usage,
 // 3 unreachable or token refused, 4 wait timed out).
+import { spawn } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { CommandView } from '../lib/protocol.ts';
 import { SUBCOMMANDS } from '../lib/cli/commands.ts';
 import { KEEL_USAGE } from '../lib/cli/usage.ts';
 import { refusedPort } from './fixtures/agent-target.ts';
-import { keel, stopKeels, type KeelRun } from './support/keel-cli.ts';
-import { cleanup, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+import { KEEL_BIN, keel, KeelProc, stopKeels, type KeelRun } from './support/keel-cli.ts';
+import { cleanup, ROOT, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 import { UUID_RE } from './support/server-harness.ts';
 
 const test = suite('keel CLI');
@@ -257,6 +258,92 @@ test('agents and stats: aligned tables', async () => {
   assert.match(stats.stdout, /^STATUS +COMMANDS +OF WHICH\nPENDING +\d+.*\nRUNNING +\d+.*\nCOMPLETED +[1-9]\d*.*\nFAILED +\d+/);
   assert.match(stats.stdout, /^agents +1 online, 0 offline$/m);
   assert.match(stats.stdout, /^last minute +[1-9]\d* completed, \d+ failed \([\d.]+\/s\)$/m);
+});
+
+test('events --follow prints each transition as it happens and ends when the command is final', async () => {
+  const id = await submitDelay(1500);
+  const [plain, json] = await Promise.all([keel(['events', id, '--follow'], env), keel(['events', id, '--follow', '--json'], env)]);
+  assert.is(plain.code, 0, plain.stderr);
+  const rows = plain.stdout.trimEnd().split('\n');
+  assert.match(rows[0]!, /^SEQ +EVENT/);
+  assert.equal(rows.slice(1).map((l) => l.split(/\s+/)[1]), ['submit', 'claim', 'start', 'finish']);
+  assert.is(json.code, 0, json.stderr);
+  const lines = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; event: string; to: string });
+  assert.equal(lines.map((e) => e.seq), [1, 2, 3, 4]);
+  assert.is(lines[3]!.to, 'COMPLETED');
+});
+
+interface TailLine {
+  seq: number;
+  event: string;
+  data: CommandView;
+}
+const tailLines = (stdout: string): TailLine[] => stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as TailLine);
+
+test('tail --json: every transition once, in seq order, from --since and then live', async () => {
+  const before = await submitDelay(1);
+  assert.is((await keel(['wait', before], env)).code, 0);
+  const tail = new KeelProc(['tail', '--json', '--since', '0'], env);
+  const finished = (id: string) => (out: string): boolean => tailLines(out).some((l) => l.data.id === id && l.event === 'finish');
+  await tail.waitForOutput(finished(before), 15_000, 'the replayed finish');
+  const live = await submitDelay(1);
+  await tail.waitForOutput(finished(live), 15_000, 'the live finish');
+  await tail.kill();
+  const lines = tailLines(tail.stdout);
+  const seqs = lines.map((l) => l.seq);
+  assert.equal(seqs, [...new Set(seqs)].sort((a, b) => a - b), 'each seq once, rising');
+  assert.equal(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'no gap: every journaled transition');
+  assert.equal(lines.filter((l) => l.data.id === live).map((l) => l.event), ['submit', 'claim', 'start', 'finish']);
+});
+
+test('tail: filtered by type and status, as aligned lines', async () => {
+  const refused = `http://127.0.0.1:${await refusedPort()}/`;
+  const failing = (await keel(['submit', 'HTTP_GET_JSON', '--url', refused], env)).stdout.trim();
+  const other = await submitDelay(1); // neither its type nor (until it ends) its status passes
+  // --since 0 replays what the server holds (all of this run), then goes on live.
+  const tail = new KeelProc(['tail', '--type', 'http_get_json', '--status', 'FAILED', '--since', '0'], env);
+  await tail.waitForOutput((out) => out.includes(failing), 15_000, 'the failed command');
+  await tail.kill();
+  const rows = tail.stdout.trimEnd().split('\n');
+  assert.match(rows[0]!, /^SEQ +EVENT +ID +TYPE +STATUS +AGENT +DETAIL$/);
+  for (const row of rows.slice(1)) assert.match(row, /^\d+ +finish +\S+ +HTTP_GET_JSON +FAILED +\S+ +ECONNREFUSED/);
+  assert.ok(rows.some((r) => r.includes(failing)));
+  assert.not.ok(tail.stdout.includes(other));
+});
+
+test('tail carries on across a server restart, resuming after the last seq it saw', async () => {
+  const dir = tempDir();
+  const first = await startServer(dir);
+  const local = { KEEL_SERVER: first.url };
+  // --since 0: whatever it connects after, a new server still holds all of it.
+  const tail = new KeelProc(['tail', '--json', '--since', '0'], local);
+  const a = (await keel(['submit', 'DELAY', '--ms', '1'], local)).stdout.trim();
+  await tail.waitForOutput((out) => out.includes(a), 15_000, 'the first submit');
+  await first.proc.kill('SIGTERM');
+  const second = await startServer(dir, [], {}, first.port);
+  const b = (await keel(['submit', 'DELAY', '--ms', '1'], local)).stdout.trim();
+  await tail.waitForOutput((out) => out.includes(b), 20_000, 'the submit after the restart');
+  await tail.kill();
+  const lines = tailLines(tail.stdout);
+  assert.equal(lines.map((l) => [l.seq, l.data.id]), [[1, a], [2, b]]);
+  await second.proc.kill();
+});
+
+test('wait on a terminal shows a live status line on stderr, then the command', async () => {
+  const id = await submitDelay(1500);
+  // script(1) gives the CLI a pseudo-terminal.
+  const child = spawn('script', ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(KEEL_BIN)} wait ${id}`, '/dev/null'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, COLUMNS: '200' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.is(code, 0, out);
+  assert.match(out, new RegExp(`\\r\\x1b\\[2K\\d+\\.\\ds  ${id} (PENDING|RUNNING)`), 'a status line');
+  assert.match(out, /\r\x1b\[2Kid +\S+\r?\n/, 'cleared before the command is printed');
+  assert.match(out, /status +COMPLETED/);
 });
 
 test.run();

@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { SUBCOMMANDS } from '../lib/cli/commands.ts';
+import { KEEL_USAGE } from '../lib/cli/usage.ts';
 import { AGENT_USAGE_FLAGS, SERVER_USAGE_FLAGS } from './support/usage.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir } from './support/processes.ts';
 
@@ -61,5 +63,42 @@ for (const [title, flags] of [['Server flags', SERVER_USAGE_FLAGS], ['Agent flag
     for (const flag of flags) assert.ok(table.includes(`\`${flag}`), `${flag} is not documented under "${title}"`);
   });
 }
+
+/** A `### title` part of a section. */
+function part(text: string, title: string): string {
+  const start = text.indexOf(`\n### ${title}\n`);
+  assert.ok(start >= 0, `README has no "### ${title}"`);
+  const end = text.indexOf('\n### ', start + 5);
+  return text.slice(start, end < 0 ? undefined : end);
+}
+
+const cliPart = (): string => part(section('Operating keel'), 'The `keel` CLI');
+
+test('keel --help and every command\'s --help are in the README, as printed', () => {
+  const cli = cliPart();
+  const usages: Array<[string, string]> = [['keel --help', KEEL_USAGE], ...Object.entries(SUBCOMMANDS).map(([name, sub]): [string, string] => [`keel ${name} --help`, sub.usage])];
+  for (const [what, usage] of usages) {
+    assert.ok(cli.includes(`\`${what}\`:\n\n\`\`\`text\n${usage}\`\`\``), `the README does not show ${what} as it prints`);
+  }
+});
+
+test('the CLI examples run as written', async () => {
+  const server = await startServer(tempDir());
+  startAgent(server.url, tempDir());
+  const hostPort = new URL(server.url).host;
+  const script = shBlocks(cliPart()).join('\n').replaceAll('127.0.0.1:3000', hostPort);
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 90_000, env: { ...process.env, KEEL_SERVER: server.url } });
+  assert.is(run.status, 0, `CLI examples failed:\n${run.stdout}\n${run.stderr}`);
+  const out = run.stdout;
+  assert.match(out, /^status +COMPLETED$/m, 'submit --wait shows the outcome');
+  assert.match(out, /^SEQ +EVENT +FROM +TO/m, 'events');
+  assert.match(out, /^ID +TYPE +STATUS +AGE +AGENT +OUTCOME$/m, 'ls');
+  assert.match(out, /^\S+ +online /m, 'agents');
+  assert.match(out, /^last minute +\d+ completed/m, 'stats');
+  assert.match(out, /: cancel requested, its agent aborts it$|canceled: FAILED CANCELED$/m, 'cancel');
+  assert.match(out, /^error +CANCELED$/m, 'the canceled command');
+  assert.match(out, /^exit 1$/m, 'wait on a FAILED command exits 1');
+  assert.is(run.stderr, '', 'nothing on stderr');
+});
 
 test.run();
