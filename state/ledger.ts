@@ -14,6 +14,8 @@ export interface LedgerEntry {
   payload: Payload;
   step: LedgerStep;
   claimedAt: number;
+  /** The command's execution limit, as the claim said; absent: none. */
+  timeoutMs?: number;
   startedAt?: number;
   outcome?: Outcome;
   result?: unknown;
@@ -22,7 +24,7 @@ export interface LedgerEntry {
 
 export type LedgerRecord =
   | { t: 'identity'; agentId: string }
-  | { t: 'claimed'; id: string; lease: number; type: CommandType; payload: Payload; at: number }
+  | { t: 'claimed'; id: string; lease: number; type: CommandType; payload: Payload; at: number; timeoutMs?: number }
   | { t: 'executing'; id: string; lease: number; startedAt: number }
   | { t: 'done'; id: string; lease: number; outcome: Outcome; result: unknown; error: string | null }
   | { t: 'reported'; id: string; lease: number }
@@ -58,7 +60,7 @@ export class LedgerState implements Machine<LedgerRecord> {
     if (cur && cur.lease !== rec.lease) throw new Error(`${rec.t} of ${rec.id} names lease ${rec.lease}, the entry holds ${cur.lease}`);
     switch (rec.t) {
       case 'claimed':
-        this.entries.set(rec.id, { id: rec.id, lease: rec.lease, type: rec.type, payload: rec.payload, step: 'claimed', claimedAt: rec.at });
+        this.entries.set(rec.id, { id: rec.id, lease: rec.lease, type: rec.type, payload: rec.payload, step: 'claimed', claimedAt: rec.at, ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}) });
         return;
       case 'executing':
         this.entries.set(rec.id, { ...cur!, step: 'executing', startedAt: rec.startedAt });

@@ -9,7 +9,7 @@
 // and reporting it (settle) need no slot, so the work loop claims the next
 // command meanwhile. Each command's own steps keep their order.
 import { crashPoint } from '../../state/crash-points.ts';
-import { currentMoment, momentFromWall, type Moment } from '../clock.ts';
+import { currentMoment, momentFromWall, monotonicMs, type Moment } from '../clock.ts';
 import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
@@ -46,7 +46,7 @@ export interface Executed {
 export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<Executed | undefined> {
   crashPoint('agent:after-claim');
   const at = Date.now();
-  await ctx.ledger.write({ t: 'claimed', id: a.id, lease: a.lease, type: a.type, payload: a.payload, at });
+  await ctx.ledger.write({ t: 'claimed', id: a.id, lease: a.lease, type: a.type, payload: a.payload, at, ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}) });
   ctx.log('claimed', { id: a.id, lease: a.lease, type: a.type });
   crashPoint('agent:after-claimed');
   return startClaimed(ctx, ctx.ledger.get(a.id)!);
@@ -94,13 +94,27 @@ export async function confirmStart(ctx: AgentContext, entry: LedgerEntry): Promi
  */
 export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal: AbortSignal, started = momentFromWall(entry.startedAt!)): Promise<Executed> {
   let exec: Execution;
+  const limit = entry.timeoutMs === undefined ? undefined : timeLimit(started, entry.timeoutMs);
   try {
-    exec = await execute(entry.type, entry.payload, started, ctx.http, signal);
+    exec = await execute(entry.type, entry.payload, started, ctx.http, limit ? AbortSignal.any([signal, limit.signal]) : signal);
   } catch (err) {
     if (!(err instanceof WorkAborted)) throw err;
     exec = aborted(entry, err);
+  } finally {
+    limit?.clear();
   }
   return { entry, exec };
+}
+
+/**
+ * A signal that aborts with TIMEOUT at started + ms (monotonic; a resumed
+ * execution's start is its journaled wall time placed on this clock).
+ */
+function timeLimit(started: Moment, ms: number): { signal: AbortSignal; clear(): void } {
+  const ctl = new AbortController();
+  const left = started.mono + ms - monotonicMs();
+  const timer = setTimeout(() => ctl.abort(new WorkAborted('TIMEOUT', `TIMEOUT: the attempt ran past its ${ms} ms timeout`)), Math.max(0, Math.ceil(left)));
+  return { signal: ctl.signal, clear: () => clearTimeout(timer) };
 }
 
 /**
@@ -173,7 +187,7 @@ async function drop(ctx: AgentContext, entry: LedgerEntry, reason: string): Prom
 
 /** What an aborted command reports: FAILED with the abort's code as the error. */
 function aborted(entry: LedgerEntry, err: WorkAborted): Execution {
-  const error = err.code === 'CANCELED' ? 'CANCELED' : err.message;
+  const error = err.code === 'CANCELED' || err.code === 'TIMEOUT' ? err.code : err.message;
   if (entry.type === 'HTTP_GET_JSON') return noResponse(error);
   return { outcome: 'FAILED', result: { error }, error };
 }

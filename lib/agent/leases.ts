@@ -6,7 +6,7 @@ import type { Logger } from '../log.ts';
 import type { LeaseRef } from '../protocol.ts';
 import type { ServerClient } from './server-client.ts';
 
-export type AbortCode = 'CANCELED' | 'LEASE_LOST' | 'SHUTDOWN';
+export type AbortCode = 'CANCELED' | 'LEASE_LOST' | 'SHUTDOWN' | 'TIMEOUT';
 
 /** Why work on a command was aborted; executors reject with this. */
 export class WorkAborted extends Error {

@@ -1,6 +1,8 @@
-// HTTP_GET_JSON {url}: one GET (plus up to MAX_REDIRECTS redirects) within a
-// time limit and a byte cap. Any HTTP status completes the command; no
-// response at all (refused, DNS, timeout, connection cut) fails it.
+// HTTP_GET_JSON {url, expectStatus?}: one GET (plus up to MAX_REDIRECTS
+// redirects) within a time limit and a byte cap. Any HTTP status completes the
+// command, unless expectStatus names the ones that do: then any other fails
+// it HTTP_STATUS_<code>. No response at all (refused, DNS, timeout,
+// connection cut) fails it.
 //
 // node:http rather than fetch: fetch refuses a list of "bad ports", follows or
 // hides redirects on its own and decompresses bodies, and here we want every
@@ -9,7 +11,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { crashPoint } from '../../../state/crash-points.ts';
 import { monotonicMs } from '../../clock.ts';
-import type { HttpGetJsonPayload, HttpGetJsonResult } from '../../protocol.ts';
+import type { ExpectStatus, HttpGetJsonPayload, HttpGetJsonResult } from '../../protocol.ts';
 import type { Execution } from './execution.ts';
 
 export interface HttpGetOptions {
@@ -65,8 +67,19 @@ export async function runHttpGetJson(payload: HttpGetJsonPayload, opts: HttpGetO
       bytesReturned: read.bytes.length,
       error,
     };
+    if (payload.expectStatus !== undefined && !statusExpected(res.statusCode!, payload.expectStatus)) {
+      // Its own code, so a client (or a retry policy) can tell a 503 from a refused connection.
+      const code = `HTTP_STATUS_${res.statusCode}`;
+      return { outcome: 'FAILED', result: { ...result, error: result.error ?? code }, error: code };
+    }
     return { outcome: 'COMPLETED', result, error: null };
   }
+}
+
+/** Whether `status` is one `expect` allows: a class like "2xx", or a list of codes. */
+export function statusExpected(status: number, expect: ExpectStatus): boolean {
+  if (typeof expect === 'string') return Math.floor(status / 100) === Number(expect[0]);
+  return expect.includes(status);
 }
 
 type Got = { kind: 'response'; res: http.IncomingMessage; timedOut: AbortSignal } | { kind: 'none'; error: string };
