@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SUBCOMMANDS } from '../lib/cli/commands.ts';
 import { KEEL_USAGE } from '../lib/cli/usage.ts';
+import { call } from './support/http.ts';
 import { AGENT_USAGE_FLAGS, SERVER_USAGE_FLAGS } from './support/usage.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir } from './support/processes.ts';
 
@@ -55,6 +56,36 @@ test('the curl walkthrough runs as written', async () => {
   assert.match(out, /"agents":\[\{"id":"[^"]+","status":"online"/, 'the agent is online');
   assert.match(out, /keel_commands\{state="COMPLETED"\} \d+/, 'metrics');
   assert.match(out, /\{"error":"payload.ms must be an integer from 0 to 86400000","field":"payload.ms"\}/, 'bad input names the field');
+});
+
+test('the retries, scheduling and priorities examples run as written', async () => {
+  const server = await startServer(tempDir());
+  startAgent(server.url, tempDir(), ['--concurrency', '4']);
+  const hostPort = new URL(server.url).host;
+  const script = shBlocks(section('Retries, scheduling and priorities'))
+    .join('\n')
+    .replaceAll('localhost:3000', hostPort)
+    .replaceAll('127.0.0.1:3000', hostPort);
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(run.status, 0, `examples failed:\n${run.stdout}\n${run.stderr}`);
+  const out = run.stdout;
+  const view = (id: string, rest: string): RegExp => new RegExp(`"id":"${id}","type":"[A-Z_]+","payload":\\{[^}]*\\}(,"status":"${rest})`);
+  // The scheduled one: PENDING (SCHEDULED, with runAt) at first, COMPLETED once due.
+  const later = /"id":"([0-9a-f-]{36})","type":"DELAY","payload":\{"ms":10\},"status":"PENDING","state":"SCHEDULED"[^]*?"runAt":"\d{4}-/.exec(out);
+  assert.ok(later, `no SCHEDULED command shown:\n${out}`);
+  assert.match(out, view(later[1]!, 'COMPLETED'), 'the scheduled command completes once due');
+  // The one scheduled 300 days ahead is canceled.
+  assert.match(out, /"status":"FAILED","state":"FAILED","result":\{"error":"CANCELED"\}[^]*?"runAt":"\d{4}-/, 'the far-off command is canceled');
+  // Keel's own 404, retried twice, then FAILED for good with three attempts.
+  const flaky = /"id":"([0-9a-f-]{36})","type":"HTTP_GET_JSON","payload":\{"url":"[^"]+\/no-such-page","expectStatus":"2xx"\},"status":"FAILED"/.exec(out);
+  assert.ok(flaky, `the 404 command did not end FAILED:\n${out}`);
+  const v = (await call(server.url, 'GET', `/commands/${flaky[1]}`)).body;
+  assert.equal([v.error, v.attempts.map((a: { error: string }) => a.error)], ['HTTP_STATUS_404', ['HTTP_STATUS_404', 'HTTP_STATUS_404', 'HTTP_STATUS_404']]);
+  const rerun = (await call(server.url, 'GET', '/commands?type=HTTP_GET_JSON&limit=10')).body.commands.filter((c: { retryOf: string }) => c.retryOf === flaky[1]);
+  assert.is(rerun.length, 1, 'POST /commands/:id/retry made one new command naming the original');
+  assert.match(out, /"payload":\{"ms":60000\},"status":"FAILED","state":"FAILED"[^]*?"error":"TIMEOUT"/, 'the slow one times out');
+  assert.match(out, /\{"commands":\[\{"id":"[0-9a-f-]{36}","type":"HTTP_GET_JSON"/, 'the list filters by type');
+  assert.match(out, /\{"error":"retry.attempts must be an integer from 1 to 100","field":"retry.attempts"\}/, 'a bad option names the field');
 });
 
 for (const [title, flags] of [['Server flags', SERVER_USAGE_FLAGS], ['Agent flags', AGENT_USAGE_FLAGS]] as const) {
