@@ -1,18 +1,24 @@
 // Runs every tests/*.test.ts file in its own Node process (crash tests kill
 // children and set env vars; isolation keeps one file's leftovers from
-// another), two at a time, then prints `N passed, N failed`.
+// another), two at a time, then prints `N passed, N failed`. Browser tests
+// (*.browser.test.ts) run when a Chromium is found; without one they are
+// left out, said so in one line, and not counted.
 //   node --import tsx tests/run.ts [name-filter ...]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { findChromium, NO_CHROMIUM } from './support/chromium.ts';
 
 const dir = path.dirname(new URL(import.meta.url).pathname);
 const filters = process.argv.slice(2);
-const files = fs
+const chosen = fs
   .readdirSync(dir)
   .filter((f) => f.endsWith('.test.ts'))
   .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
   .sort();
+const browserless = findChromium() === undefined;
+const files = chosen.filter((f) => !(browserless && f.endsWith('.browser.test.ts')));
+if (files.length < chosen.length) process.stdout.write(`${NO_CHROMIUM} (${chosen.length - files.length} file(s))\n`);
 const parallel = Number(process.env.KEEL_TEST_JOBS ?? 2);
 
 let passed = 0;

@@ -8,6 +8,7 @@ import { CommandStore } from '../../state/command-store.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { AgentRegistry } from './agent-registry.ts';
 import * as clientRoutes from './client-routes.ts';
+import * as dashboard from './dashboard-files.ts';
 import { EventHub } from './event-hub.ts';
 import * as streamRoutes from './stream-routes.ts';
 import { discardBody, HttpError, sendJson, sendText } from './http-io.ts';
@@ -49,6 +50,8 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: /^\/healthz$/, name: '/healthz', handler: async (_c, _q, res) => sendJson(res, 200, { ok: true }), open: true },
   { method: 'GET', pattern: /^\/readyz$/, name: '/readyz', handler: readyz, open: true },
   { method: 'GET', pattern: /^\/metrics$/, name: '/metrics', handler: metrics },
+  { method: 'GET', pattern: /^\/$/, name: '/', handler: dashboard.page, open: true },
+  { method: 'GET', pattern: /^\/dashboard\/([^/]+)$/, name: '/dashboard/:file', handler: dashboard.file, open: true },
 ];
 
 async function readyz(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,0 +1,68 @@
+// Calls to the keel server: JSON in and out, the bearer token from this tab's
+// sessionStorage, and an ApiError carrying the server's own message.
+const TOKEN_KEY = 'keel.token';
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const text = body && typeof body === 'object' && body.error ? body.error : String(body || `HTTP ${status}`);
+    super(text);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(value) {
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Headers for a call: the token, when there is one, and `extra`. */
+export function headers(extra = {}) {
+  const h = { ...extra };
+  const t = token();
+  if (t) h.authorization = `Bearer ${t}`;
+  return h;
+}
+
+const unauthorized = new Set();
+/** Called whenever the server refuses the token (401). */
+export function onUnauthorized(fn) {
+  unauthorized.add(fn);
+}
+export function reportUnauthorized() {
+  for (const fn of unauthorized) fn();
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }), cache: 'no-store' };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let data = text;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON (metrics): keep the text
+  }
+  if (res.status === 401) reportUnauthorized();
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+export const get = (path) => call('GET', path);
+export const post = (path, body) => call('POST', path, body);
+
+/** Commands by shown status, from /metrics (ASSIGNED shows as PENDING). */
+export async function counts() {
+  const text = await get('/metrics');
+  const by = { PENDING: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0 };
+  for (const m of text.matchAll(/^keel_commands\{state="([A-Z_]+)"\} (\d+)$/gm)) {
+    const status = m[1] === 'ASSIGNED' ? 'PENDING' : m[1];
+    by[status] = (by[status] ?? 0) + Number(m[2]);
+  }
+  return by;
+}

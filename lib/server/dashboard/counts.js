@@ -1,0 +1,47 @@
+// Commands by shown status: read from /metrics, then kept current from the
+// event stream. An event names the transition and the status after it, which
+// is enough to know the status before it; an event this page does not know
+// (a newer server) makes it read /metrics again instead.
+import { counts as fetchCounts } from './api.js';
+import { $ } from './dom.js';
+
+const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
+
+function statusBefore(event, status) {
+  switch (event) {
+    case 'submit': return null;
+    case 'claim': case 'release': case 'start': return 'PENDING';
+    case 'finish': return 'RUNNING';
+    case 'expire': return status === 'FAILED' ? 'RUNNING' : 'PENDING';
+    case 'cancel': return status === 'FAILED' ? 'PENDING' : 'RUNNING';
+    default: return undefined;
+  }
+}
+
+export class Counts {
+  by = null;
+  resync = null;
+
+  async load() {
+    this.by = await fetchCounts();
+    this.render();
+  }
+
+  apply(event, view) {
+    if (!this.by) return;
+    const before = statusBefore(event, view.status);
+    if (before === undefined) {
+      clearTimeout(this.resync);
+      this.resync = setTimeout(() => void this.load().catch(() => {}), 300);
+      return;
+    }
+    if (before === view.status) return;
+    if (before !== null) this.by[before] = Math.max(0, (this.by[before] ?? 0) - 1);
+    this.by[view.status] = (this.by[view.status] ?? 0) + 1;
+    this.render();
+  }
+
+  render() {
+    for (const s of STATUSES) $(`count-${s}`).textContent = (this.by?.[s] ?? 0).toLocaleString();
+  }
+}

@@ -1,0 +1,102 @@
+// One command in a side panel: its fields, payload, result and event history,
+// with Cancel and Retry. Kept current from the event stream while open.
+import { ApiError, get, post } from './api.js';
+import { $, el, newer, pill } from './dom.js';
+
+// Shown in their own blocks, or in the title.
+const OWN_BLOCK = new Set(['id', 'payload', 'result']);
+
+export class Detail {
+  id = null;
+  view = null;
+  historyTimer = null;
+
+  constructor() {
+    $('detail-close').addEventListener('click', () => this.close());
+    document.addEventListener('keydown', (e) => e.key === 'Escape' && !$('detail').hidden && this.close());
+    $('cancel').addEventListener('click', () => void this.act('cancel'));
+    $('retry').addEventListener('click', () => void this.act('retry'));
+  }
+
+  async open(id) {
+    this.id = id;
+    this.view = null;
+    $('detail').hidden = false;
+    $('detail-title').textContent = id;
+    $('detail-message').textContent = '';
+    $('detail-history').replaceChildren();
+    await this.reload();
+  }
+
+  close() {
+    this.id = null;
+    $('detail').hidden = true;
+  }
+
+  async reload() {
+    const id = this.id;
+    if (!id) return;
+    try {
+      const [view, history] = await Promise.all([get(`/commands/${id}`), get(`/commands/${id}/events`)]);
+      if (id !== this.id) return;
+      if (newer(view, this.view)) this.view = view;
+      this.renderHistory(history.events);
+      this.render();
+    } catch (err) {
+      if (id === this.id) $('detail-message').textContent = err.message;
+    }
+  }
+
+  apply(view) {
+    if (view.id !== this.id) return;
+    if (newer(view, this.view)) {
+      this.view = view;
+      this.render();
+    }
+    clearTimeout(this.historyTimer);
+    this.historyTimer = setTimeout(() => void this.reload(), 150);
+  }
+
+  async act(what) {
+    const id = this.id;
+    const msg = $('detail-message');
+    msg.textContent = what === 'cancel' ? 'canceling…' : 'retrying…';
+    try {
+      const view = await post(`/commands/${id}/${what}`);
+      msg.textContent = what === 'cancel'
+        ? view && view.status === 'RUNNING' ? 'cancel requested: the agent aborts on its next heartbeat' : 'canceled'
+        : 'retry requested';
+      if (view && view.id === id) this.apply(view);
+    } catch (err) {
+      msg.textContent = err instanceof ApiError && (err.status === 404 || err.status === 405) && what === 'retry' && !err.message.startsWith('no command')
+        ? 'this server does not offer retry'
+        : `${what} refused: ${err.message}`;
+    }
+  }
+
+  render() {
+    const v = this.view;
+    if (!v) return;
+    $('detail-status').replaceWith(Object.assign(pill(v.status), { id: 'detail-status' }));
+    const final = v.status === 'COMPLETED' || v.status === 'FAILED';
+    $('cancel').disabled = final || v.cancelRequested;
+    $('retry').disabled = !final;
+    const rows = Object.entries(v).filter(([k]) => !OWN_BLOCK.has(k)).map(([k, val]) =>
+      [el('dt', {}, k), el('dd', { class: typeof val === 'string' && k !== 'type' ? 'mono' : '' }, val === null ? '—' : typeof val === 'object' ? JSON.stringify(val) : String(val))]);
+    $('detail-fields').replaceChildren(...rows.flat());
+    $('detail-payload').textContent = JSON.stringify(v.payload, null, 2);
+    $('detail-result').textContent = v.result === null ? '—' : JSON.stringify(v.result, null, 2);
+  }
+
+  renderHistory(events) {
+    $('detail-history').replaceChildren(...events.map((e) =>
+      el('tr', {},
+        el('td', { class: 'num' }, e.seq),
+        el('td', {}, e.event),
+        el('td', {}, e.to),
+        el('td', { title: e.at }, new Date(e.at).toLocaleTimeString(undefined, { hour12: false }) + `.${e.at.slice(20, 23)}`),
+        el('td', { class: 'mono' }, e.agentId ?? ''),
+        el('td', { class: 'num' }, e.lease ?? ''),
+        el('td', {}, e.error ?? ''))));
+  }
+}

@@ -1,0 +1,205 @@
+// The dashboard in a real browser (Debian's Chromium through playwright-core):
+// it loads without console errors, follows commands submitted through the API
+// live, cancels a RUNNING command, shows a command's history, and says so when
+// the token is wrong. Screenshots go to tests/screenshots/ (git-ignored).
+// tests/run.ts runs this file only when a Chromium is found.
+import fs from 'node:fs';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { launchBrowser, type TestBrowser } from './support/browser.ts';
+import { cleanup as cleanupProcs, ROOT, startAgent, tempDir } from './support/processes.ts';
+import { call, claimOne, closeAll, finish, start, startTestServer, submit, type TestServer } from './support/server-harness.ts';
+
+const SHOTS = path.join(ROOT, 'tests', 'screenshots');
+fs.mkdirSync(SHOTS, { recursive: true });
+
+const test = suite('dashboard');
+let b: TestBrowser;
+let s: TestServer;
+
+test.before(async () => {
+  b = await launchBrowser();
+});
+test.before.each(() => {
+  b.errors.length = 0;
+});
+test.after.each(async () => {
+  // Leave the page first: its stream would retry against the closed server
+  // and log connection errors into the next test.
+  await b.page.goto('about:blank');
+  await closeAll();
+});
+test.after(async () => {
+  await b?.close();
+  await cleanupProcs();
+});
+
+const shot = (name: string): Promise<Buffer> => b.page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+
+async function openLive(url: string): Promise<void> {
+  await b.page.goto(url);
+  await b.page.waitForSelector('#conn[data-state="live"]');
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent !== '–');
+}
+
+const count = (status: string): Promise<number> => b.page.$eval(`#count-${status}`, (e) => Number(e.textContent!.replace(/\D/g, '')));
+
+/** Run the next PENDING command to COMPLETED through the agent API. */
+async function complete(url: string): Promise<string> {
+  const { id, lease } = await claimOne(url, 'agent-t');
+  await start(url, 'agent-t', [{ id, lease }]);
+  await finish(url, 'agent-t', [{ id, lease, outcome: 'COMPLETED', result: { ok: true, tookMs: 1 } }]);
+  return id;
+}
+
+test('the page loads from the server alone, with no console errors', async () => {
+  s = await startTestServer();
+  const failed: string[] = [];
+  b.page.on('requestfailed', (r) => failed.push(r.url()));
+  const external: string[] = [];
+  b.page.on('request', (r) => {
+    if (!r.url().startsWith(s.url)) external.push(r.url());
+  });
+  await openLive(`${s.url}/`);
+  assert.is(await b.page.title(), 'keel');
+  assert.is(await b.page.$eval('#commands', (e) => e.textContent), 'No commands yet. Submit one on the right.');
+  await shot('empty');
+  assert.equal(b.errors, []);
+  assert.equal(external, [], 'the page loaded something from elsewhere');
+  assert.equal(failed.filter((u) => !u.endsWith('/events')), []);
+});
+
+test('counts, chart and table follow commands submitted through the API, live', async () => {
+  s = await startTestServer();
+  await openLive(`${s.url}/`);
+  const ids = [await submit(s.url), await submit(s.url), await submit(s.url)];
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '3');
+  for (const id of ids) await b.page.waitForSelector(`tr[data-id="${id}"]`);
+  // Newest first.
+  assert.equal(await b.page.$$eval('#commands tr', (trs) => trs.map((t) => (t as HTMLElement).dataset.id)), ids.slice().reverse());
+
+  const done = await complete(s.url);
+  await b.page.waitForFunction(() => document.getElementById('count-COMPLETED')!.textContent === '1');
+  assert.is(await count('PENDING'), 2);
+  await b.page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] .pill`)?.textContent === 'COMPLETED', done);
+  await b.page.waitForFunction(() => /1 completed/.test(document.getElementById('rate')!.textContent!));
+
+  // The status filter asks the server; a command that enters the filter's status shows up.
+  await b.page.selectOption('#status-filter', 'COMPLETED');
+  await b.page.waitForFunction(() => document.querySelectorAll('#commands tr[data-id]').length === 1);
+  const next = await complete(s.url);
+  await b.page.waitForSelector(`tr[data-id="${next}"]`);
+  await shot('live');
+  assert.equal(b.errors, []);
+});
+
+test('paging: older commands on the next page, and back', async () => {
+  s = await startTestServer();
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) ids.push(await submit(s.url));
+  await openLive(`${s.url}/`);
+  await b.page.waitForFunction(() => document.querySelectorAll('#commands tr[data-id]').length === 15);
+  await b.page.click('#next');
+  await b.page.waitForFunction(() => document.getElementById('page')!.textContent === 'page 2');
+  await b.page.waitForFunction((first) => (document.querySelector('#commands tr[data-id]') as HTMLElement | null)?.dataset.id === first, ids[4]);
+  assert.equal(await b.page.$$eval('#commands tr[data-id]', (trs) => trs.map((t) => (t as HTMLElement).dataset.id)), ids.slice(0, 5).reverse());
+  assert.ok(await b.page.$eval('#next', (e) => (e as HTMLButtonElement).disabled));
+  await b.page.click('#prev');
+  await b.page.waitForFunction((first) => (document.querySelector('#commands tr[data-id]') as HTMLElement | null)?.dataset.id === first, ids[19]);
+  assert.equal(b.errors, []);
+});
+
+test('Cancel cancels a RUNNING command; the detail shows its history as it grows', async () => {
+  s = await startTestServer({ leaseTimeoutMs: 3000 });
+  const agent = startAgent(s.url, tempDir());
+  await agent.waitForMsg('agent ready', 30_000);
+  await openLive(`${s.url}/`);
+  const id = await submit(s.url, { type: 'DELAY', payload: { ms: 120_000 } });
+  await b.page.waitForFunction((cid) => document.querySelector(`tr[data-id="${cid}"] .pill`)?.textContent === 'RUNNING', id, { timeout: 30_000 });
+  // The agent list: online, running this command.
+  await b.page.waitForFunction((short) => document.querySelector('.agent.online')?.textContent!.includes(short), id.slice(0, 8));
+
+  await b.page.click(`tr[data-id="${id}"]`);
+  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 3);
+  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim', 'start']);
+  assert.match(await b.page.$eval('#detail-payload', (e) => e.textContent), /"ms": 120000/);
+  await b.page.click('#cancel');
+  await b.page.waitForFunction(() => /cancel requested/.test(document.getElementById('detail-message')!.textContent!));
+  // The agent hears of it on its next heartbeat, aborts and reports FAILED CANCELED.
+  await b.page.waitForFunction(() => document.getElementById('detail-status')!.textContent === 'FAILED', undefined, { timeout: 30_000 });
+  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 5);
+  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim', 'start', 'cancel', 'finish']);
+  assert.match(await b.page.$eval('#detail-result', (e) => e.textContent), /CANCELED/);
+  const cmd = await call(s.url, 'GET', `/commands/${id}`);
+  assert.equal([cmd.body.status, cmd.body.error], ['FAILED', 'CANCELED']);
+  assert.ok(await b.page.$eval('#cancel', (e) => (e as HTMLButtonElement).disabled), 'Cancel stays enabled on a final command');
+  await shot('detail-canceled');
+  assert.equal(b.errors, []);
+});
+
+test('Retry on a failed command: the server retries it, or the page says it cannot', async () => {
+  s = await startTestServer();
+  const id = await submit(s.url);
+  await call(s.url, 'POST', `/commands/${id}/cancel`);
+  await openLive(`${s.url}/`);
+  await b.page.click(`tr[data-id="${id}"]`);
+  await b.page.waitForFunction(() => document.getElementById('detail-status')!.textContent === 'FAILED');
+  await b.page.click('#retry');
+  await b.page.waitForFunction(() => /retry/.test(document.getElementById('detail-message')!.textContent!) && !/retrying/.test(document.getElementById('detail-message')!.textContent!));
+  const message = await b.page.$eval('#detail-message', (e) => e.textContent!);
+  const probe = await call(s.url, 'POST', `/commands/${id}/retry`);
+  if (probe.status === 404 && /no route/.test(probe.text)) {
+    assert.is(message, 'this server does not offer retry');
+  } else {
+    assert.not.match(message, /refused/, message);
+    await b.page.waitForFunction(() => document.getElementById('detail-status')!.textContent !== 'FAILED');
+  }
+  assert.equal(b.errors.filter((e) => !/status of 404/.test(e)), []);
+});
+
+test('the submit form submits, and a refusal shows the server\'s message', async () => {
+  s = await startTestServer();
+  await openLive(`${s.url}/`);
+  await b.page.fill('textarea[name="payload"]', '{"ms": 250}');
+  await b.page.click('form.submit button[type="submit"]');
+  await b.page.waitForFunction(() => /submitted/.test(document.getElementById('submit-result')!.textContent!));
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '1');
+  const { body } = await call(s.url, 'GET', '/commands');
+  assert.equal(body.commands[0].payload, { ms: 250 });
+  await b.page.fill('textarea[name="payload"]', '{"ms": -1}');
+  await b.page.click('form.submit button[type="submit"]');
+  await b.page.waitForFunction(() => /payload\.ms/.test(document.getElementById('submit-result')!.textContent!));
+  assert.equal(b.errors.filter((e) => !/status of 400/.test(e)), []);
+});
+
+test('with a token: the page asks once, keeps it for the tab, never puts it in a URL; a wrong one shows an error', async () => {
+  s = await startTestServer({ token: 'right-token' });
+  const urls: string[] = [];
+  b.page.on('request', (r) => urls.push(r.url()));
+  await b.page.goto(`${s.url}/`);
+  await b.page.waitForSelector('#token-dialog[open]');
+  await b.page.fill('#token-dialog input', 'wrong-token');
+  await b.page.click('#token-dialog button[type="submit"]');
+  await b.page.waitForSelector('#token-error:not([hidden])');
+  assert.match(await b.page.$eval('#token-error', (e) => e.textContent), /refused/);
+  assert.match(await b.page.$eval('#banner', (e) => ((e as HTMLElement).hidden ? '' : e.textContent)), /refused/);
+  assert.is(await b.page.$eval('#conn', (e) => e.textContent), 'needs token');
+  await shot('wrong-token');
+
+  await b.page.fill('#token-dialog input', 'right-token');
+  await b.page.click('#token-dialog button[type="submit"]');
+  await b.page.waitForSelector('#conn[data-state="live"]');
+  await b.page.waitForSelector('#token-dialog:not([open])', { state: 'attached' });
+  const id = await submit(s.url, undefined, { authorization: 'Bearer right-token' });
+  await b.page.waitForSelector(`tr[data-id="${id}"]`);
+  assert.is(await b.page.evaluate(() => sessionStorage.getItem('keel.token')), 'right-token');
+  // A reload keeps the token: no second question.
+  await b.page.reload();
+  await b.page.waitForSelector('#conn[data-state="live"]');
+  assert.is(await b.page.$('#token-dialog[open]'), null);
+  assert.ok(urls.every((u) => !u.includes('token')), `a URL carried the token: ${urls.find((u) => u.includes('token'))}`);
+  assert.equal(b.errors.filter((e) => !/status of 401/.test(e)), []);
+});
+
+test.run();
