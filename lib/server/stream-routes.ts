@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isFinal, type Command } from '../../state/command-fsm.ts';
 import { decodeTrail } from '../../state/command-line.ts';
-import { COMMAND_TYPES, type CommandStatus } from '../protocol.ts';
+import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
 import { eventViews } from './command-view.ts';
 import type { ServerContext } from './context.ts';
 import type { StreamedEvent } from './event-hub.ts';
@@ -13,13 +13,12 @@ import { SseStream, sseFrame } from './sse.ts';
 
 export const STREAM_BUFFER_BYTES = 1024 * 1024;
 export const STREAM_KEEPALIVE_MS = 15_000;
-const STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 
 export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
   const q = url.searchParams;
   onlyParams(q, ['type', 'status', 'since']);
   const types = oneOf(q, 'type', COMMAND_TYPES);
-  const statuses = oneOf(q, 'status', STATUSES);
+  const statuses = oneOf(q, 'status', COMMAND_STATUSES);
   const since = resumePoint(req, q);
   const wanted = (e: StreamedEvent): boolean => (!types || types.has(e.type)) && (!statuses || statuses.has(e.status));
 

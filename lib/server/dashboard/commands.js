@@ -90,9 +90,9 @@ export class CommandsTable {
       el('tr', { dataset: { id: c.id }, tabindex: 0, onclick: () => this.openCommand(c.id), onkeydown: (e) => e.key === 'Enter' && this.openCommand(c.id) },
         el('td', { class: 'mono', title: c.id }, shortId(c.id)),
         el('td', {}, c.type),
-        el('td', {}, pill(c.status), c.cancelRequested && c.status === 'RUNNING' ? el('span', { class: 'muted small' }, ' canceling') : null),
+        el('td', {}, pill(c.status), el('span', { class: 'muted small' }, note(c))),
         el('td', { class: 'mono' }, c.agentId ?? ''),
-        el('td', { class: 'num' }, c.attempts ?? c.attempt),
+        el('td', { class: 'num' }, Array.isArray(c.attempts) ? c.attempts.length : c.attempt),
         el('td', { title: c.createdAt }, ago(c.createdAt, now)),
         el('td', { title: c.updatedAt }, ago(c.updatedAt, now))));
     $('commands').replaceChildren(...(trs.length ? trs : [el('tr', {}, el('td', { colspan: 7, class: 'muted empty' }, this.filter ? `No ${this.filter} commands.` : 'No commands yet. Submit one on the right.'))]));
@@ -100,4 +100,12 @@ export class CommandsTable {
     $('prev').disabled = this.page === 0;
     $('next').disabled = this.page + 1 >= this.cursors.length;
   }
+}
+
+/** What the status pill leaves out: waiting for a time, or being canceled. */
+function note(c) {
+  if (c.status === 'RUNNING' && c.cancelRequested) return ' canceling';
+  if (c.state === 'SCHEDULED') return ' scheduled';
+  if (c.state === 'RETRY_WAIT') return ' retry wait';
+  return '';
 }

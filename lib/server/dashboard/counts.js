@@ -7,13 +7,16 @@ import { $ } from './dom.js';
 
 const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 
-function statusBefore(event, status) {
+// The shown status before an event, from the event and the internal state
+// after it (see the FSM's table in docs/design.md). ASSIGNED, SCHEDULED and
+// RETRY_WAIT all show as PENDING.
+function statusBefore(event, state) {
   switch (event) {
     case 'submit': return null;
-    case 'claim': case 'release': case 'start': return 'PENDING';
-    case 'finish': return 'RUNNING';
-    case 'expire': return status === 'FAILED' ? 'RUNNING' : 'PENDING';
-    case 'cancel': return status === 'FAILED' ? 'PENDING' : 'RUNNING';
+    case 'claim': case 'release': case 'start': case 'due': return 'PENDING';
+    case 'finish': case 'timeout': return 'RUNNING';
+    case 'expire': return state === 'PENDING' ? 'PENDING' : 'RUNNING';
+    case 'cancel': return state === 'RUNNING' ? 'RUNNING' : 'PENDING';
     default: return undefined;
   }
 }
@@ -29,7 +32,7 @@ export class Counts {
 
   apply(event, view) {
     if (!this.by) return;
-    const before = statusBefore(event, view.status);
+    const before = statusBefore(event, view.state);
     if (before === undefined) {
       clearTimeout(this.resync);
       this.resync = setTimeout(() => void this.load().catch(() => {}), 300);

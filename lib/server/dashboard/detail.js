@@ -1,10 +1,10 @@
 // One command in a side panel: its fields, payload, result and event history,
 // with Cancel and Retry. Kept current from the event stream while open.
-import { ApiError, get, post } from './api.js';
+import { get, post } from './api.js';
 import { $, el, newer, pill } from './dom.js';
 
 // Shown in their own blocks, or in the title.
-const OWN_BLOCK = new Set(['id', 'payload', 'result']);
+const OWN_BLOCK = new Set(['id', 'payload', 'result', 'attempts']);
 
 export class Detail {
   id = null;
@@ -62,15 +62,16 @@ export class Detail {
     const msg = $('detail-message');
     msg.textContent = what === 'cancel' ? 'canceling…' : 'retrying…';
     try {
-      const view = await post(`/commands/${id}/${what}`);
-      msg.textContent = what === 'cancel'
-        ? view && view.status === 'RUNNING' ? 'cancel requested: the agent aborts on its next heartbeat' : 'canceled'
-        : 'retry requested';
-      if (view && view.id === id) this.apply(view);
+      const answer = await post(`/commands/${id}/${what}`);
+      if (what === 'retry') {
+        // A retry is a new command (retryOf: this one).
+        msg.replaceChildren('retried as ', el('button', { type: 'button', class: 'link mono', onclick: () => void this.open(answer.commandId) }, answer.commandId.slice(0, 8)));
+        return;
+      }
+      msg.textContent = answer.status === 'RUNNING' ? 'cancel requested: the agent aborts on its next heartbeat' : 'canceled';
+      if (answer.id === id) this.apply(answer);
     } catch (err) {
-      msg.textContent = err instanceof ApiError && (err.status === 404 || err.status === 405) && what === 'retry' && !err.message.startsWith('no command')
-        ? 'this server does not offer retry'
-        : `${what} refused: ${err.message}`;
+      msg.textContent = `${what} refused: ${err.message}`;
     }
   }
 
@@ -86,6 +87,18 @@ export class Detail {
     $('detail-fields').replaceChildren(...rows.flat());
     $('detail-payload').textContent = JSON.stringify(v.payload, null, 2);
     $('detail-result').textContent = v.result === null ? '—' : JSON.stringify(v.result, null, 2);
+    const attempts = Array.isArray(v.attempts) ? v.attempts : null;
+    $('detail-attempts-block').hidden = !attempts || attempts.length === 0;
+    if (attempts) {
+      $('detail-attempts').replaceChildren(...attempts.map((a) =>
+        el('tr', {},
+          el('td', { class: 'num' }, a.number),
+          el('td', { class: 'mono' }, a.agentId ?? ''),
+          el('td', { title: a.startedAt }, clock(a.startedAt)),
+          el('td', { title: a.finishedAt ?? '' }, a.finishedAt ? clock(a.finishedAt) : 'running'),
+          el('td', {}, a.outcome ? pill(a.outcome) : ''),
+          el('td', {}, a.error ?? ''))));
+    }
   }
 
   renderHistory(events) {
@@ -94,9 +107,14 @@ export class Detail {
         el('td', { class: 'num' }, e.seq),
         el('td', {}, e.event),
         el('td', {}, e.to),
-        el('td', { title: e.at }, new Date(e.at).toLocaleTimeString(undefined, { hour12: false }) + `.${e.at.slice(20, 23)}`),
+        el('td', { title: e.at }, clock(e.at)),
         el('td', { class: 'mono' }, e.agentId ?? ''),
         el('td', { class: 'num' }, e.lease ?? ''),
         el('td', {}, e.error ?? ''))));
   }
+}
+
+/** 14:03:07.412, local time. */
+function clock(iso) {
+  return `${new Date(iso).toLocaleTimeString(undefined, { hour12: false })}.${iso.slice(20, 23)}`;
 }
