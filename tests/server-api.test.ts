@@ -565,6 +565,7 @@ refuse('wrong method: 405 with Allow; unknown route: 404 JSON', async () => {
     ['GET', '/agent/claim', 'POST'],
     ['POST', '/healthz', 'GET'],
     ['POST', '/metrics', 'GET'],
+    ['POST', '/', 'GET'], // the dashboard
   ];
   for (const [method, p, allow] of rows) {
     const r = await call(s.url, method, p);
@@ -572,7 +573,7 @@ refuse('wrong method: 405 with Allow; unknown route: 404 JSON', async () => {
     assert.is(r.headers.get('allow'), allow, `${method} ${p}`);
     assert.type(r.body.error, 'string');
   }
-  for (const p of ['/', '/command', '/commands/', `/commands/${ID0}/`, `/commands/${ID0}/rerun`, '/agent', '/agent/claim/x', '/COMMANDS']) {
+  for (const p of ['/command', '/commands/', `/commands/${ID0}/`, `/commands/${ID0}/rerun`, '/agent', '/agent/claim/x', '/COMMANDS']) {
     const r = await call(s.url, 'GET', p);
     assert.is(r.status, 404, p);
     assert.match(r.headers.get('content-type') ?? '', /application\/json/);
