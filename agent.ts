@@ -39,7 +39,7 @@ try {
   const ledger = await Ledger.open(cfg.stateDir, { log, repair: cfg.repair });
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
-  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, log });
+  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, log });
   const leases = new LeaseKeeper(client, log);
   const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes };
   const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };

@@ -1,5 +1,5 @@
 // agent.ts's command line: every flag, its default, and what a bad value says.
-import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from '../flags.ts';
+import { durationFlag, fileFlag, intFlag, parseFlags, secretFlag, stringFlag, UsageError, type FlagValues } from '../flags.ts';
 import { AGENT_ID_RE } from '../protocol.ts';
 
 export const USAGE = `usage: node --import tsx agent.ts [flags]
@@ -9,6 +9,8 @@ export const USAGE = `usage: node --import tsx agent.ts [flags]
   --id ID                 agent id (default: generated on first start, kept in the ledger)
   --concurrency N         commands run at once (default 1)
   --token TOKEN           bearer token for the server (default: $KEEL_TOKEN)
+  --token-file FILE       the token read from FILE: keeps it out of ps
+  --ca FILE               trust only the CA certificate(s) in FILE (PEM) for an https:// server
   --http-timeout DUR      HTTP_GET_JSON time limit (default 10s)
   --max-body SIZE         HTTP_GET_JSON body cap, e.g. 65536, 64KiB, 1MiB (default 64KiB)
   --grace DUR             on SIGTERM/SIGINT, time to finish work in hand (default 10s)
@@ -30,6 +32,8 @@ export interface AgentConfig {
   id: string | undefined;
   concurrency: number;
   token: string | undefined;
+  /** PEM CA certificate(s) the agent trusts for an https:// server, instead of the system's. */
+  ca: Buffer | undefined;
   httpTimeoutMs: number;
   maxBodyBytes: number;
   graceMs: number;
@@ -49,6 +53,8 @@ const OPTIONS = {
   id: { type: 'string' },
   concurrency: { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
+  ca: { type: 'string' },
   'http-timeout': { type: 'string' },
   'max-body': { type: 'string' },
   grace: { type: 'string' },
@@ -71,7 +77,8 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
     stateDir: stringFlag(v, 'state-dir', './data/agent'),
     id,
     concurrency: intFlag(v, 'concurrency', 1, 1, 1024),
-    token: (v.token as string | undefined) ?? (env.KEEL_TOKEN || undefined),
+    token: secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined),
+    ca: caFlag(v, server),
     httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
     maxBodyBytes: sizeFlag(v['max-body'] as string | undefined, 64 * 1024),
     graceMs: durationFlag(v, 'grace', 10_000),
@@ -117,4 +124,12 @@ function sizeFlag(text: string | undefined, fallback: number): number {
   const n = m && unit ? Number(m[1]) * unit : NaN;
   if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--max-body must be a size like 65536, 64KiB or 1MiB; got ${JSON.stringify(text)}`);
   return n;
+}
+
+function caFlag(v: FlagValues, server: string): Buffer | undefined {
+  const ca = fileFlag(v, 'ca');
+  if (ca === undefined) return undefined;
+  if (!server.startsWith('https://')) throw new UsageError(`--ca applies to an https:// --server only; got ${JSON.stringify(server)}`);
+  if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--ca: ${JSON.stringify(v.ca)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return ca;
 }

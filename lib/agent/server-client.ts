@@ -35,6 +35,8 @@ export interface ServerClientOptions {
   baseUrl: string;
   agentId: string;
   token?: string;
+  /** PEM CA certificate(s) to trust for an https:// server (--ca), instead of the system's, as curl --cacert. */
+  ca?: Buffer;
   log: Logger & { error: Logger };
   /** Per-request limit for everything but the claim long-poll. Default 10 s. */
   requestTimeoutMs?: number;
@@ -85,7 +87,7 @@ export class ServerClient {
     this.headers = { 'content-type': 'application/json' };
     if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
     const tls = base.protocol === 'https:';
-    if (tls) this.tlsAgent = new https.Agent({ keepAlive: true });
+    if (tls) this.tlsAgent = new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: opts.ca } : {}) });
     else this.pool = new KeepAlivePool(base, this.headers);
     for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
       this.batches.set(route, new Coalescer((items, signal) => this.sendBatch(route, items, signal)));
@@ -384,6 +386,9 @@ export class Coalescer {
 // node:http errors carry the useful part in code (ECONNREFUSED ...).
 function describe(err: unknown): string {
   const e = err as Error & { code?: string };
-  if (e.code && !e.message?.includes(e.code)) return `${e.code}: ${e.message}`;
-  return e.message ?? String(err);
+  const text = e.code && !e.message?.includes(e.code) ? `${e.code}: ${e.message}` : (e.message ?? String(err));
+  return e.code && UNTRUSTED_CERT.has(e.code) ? `${text}; if the server's certificate comes from a private CA, pass --ca FILE with that CA` : text;
 }
+
+// How node:tls says it could not check the server's certificate against the CAs it trusts.
+const UNTRUSTED_CERT = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY']);

@@ -1,11 +1,12 @@
 // The control server: opens the command store, wires the routes, and builds
 // the context shared between requests (see context.ts).
-import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { CommandStore } from '../../state/command-store.ts';
 import * as agentRoutes from './agent-routes.ts';
+import { checkAccess, tokensOf, type Role, type Tokens } from './auth.ts';
 import { AgentRegistry } from './agent-registry.ts';
 import * as clientRoutes from './client-routes.ts';
 import * as dashboard from './dashboard-files.ts';
@@ -29,6 +30,8 @@ interface Route {
   name: string;
   handler: Handler;
   open?: boolean; // no token needed
+  /** Whose token it wants (auth.ts). Default: client. */
+  role?: Role;
 }
 
 const ID = '([^/]+)';
@@ -42,17 +45,24 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: new RegExp(`^/commands/${ID}/events$`), name: '/commands/:id/events', handler: clientRoutes.events },
   { method: 'GET', pattern: /^\/agents$/, name: '/agents', handler: clientRoutes.agents },
   { method: 'GET', pattern: /^\/events$/, name: '/events', handler: streamRoutes.allEvents },
-  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.claim}$`), name: AGENT_ROUTES.claim, handler: agentRoutes.claim },
-  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.start}$`), name: AGENT_ROUTES.start, handler: agentRoutes.start },
-  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.finish}$`), name: AGENT_ROUTES.finish, handler: agentRoutes.finish },
-  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.release}$`), name: AGENT_ROUTES.release, handler: agentRoutes.release },
-  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.heartbeat}$`), name: AGENT_ROUTES.heartbeat, handler: agentRoutes.heartbeat },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.claim}$`), name: AGENT_ROUTES.claim, handler: agentRoutes.claim, role: 'agent' },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.start}$`), name: AGENT_ROUTES.start, handler: agentRoutes.start, role: 'agent' },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.finish}$`), name: AGENT_ROUTES.finish, handler: agentRoutes.finish, role: 'agent' },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.release}$`), name: AGENT_ROUTES.release, handler: agentRoutes.release, role: 'agent' },
+  { method: 'POST', pattern: new RegExp(`^${AGENT_ROUTES.heartbeat}$`), name: AGENT_ROUTES.heartbeat, handler: agentRoutes.heartbeat, role: 'agent' },
   { method: 'GET', pattern: /^\/healthz$/, name: '/healthz', handler: async (_c, _q, res) => sendJson(res, 200, { ok: true }), open: true },
   { method: 'GET', pattern: /^\/readyz$/, name: '/readyz', handler: readyz, open: true },
   { method: 'GET', pattern: /^\/metrics$/, name: '/metrics', handler: metrics },
   { method: 'GET', pattern: /^\/$/, name: '/', handler: dashboard.page, open: true },
   { method: 'GET', pattern: /^\/dashboard\/([^/]+)$/, name: '/dashboard/:file', handler: dashboard.file, open: true },
 ];
+
+/** Every route with the token it wants: for tests that cover every route. */
+export const ROUTE_ROLES: ReadonlyArray<{ method: string; name: string; role: Role | 'open' }> = ROUTES.map((r) => ({
+  method: r.method,
+  name: r.name,
+  role: r.open ? 'open' : (r.role ?? 'client'),
+}));
 
 async function readyz(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
   sendJson(res, ctx.ready ? 200 : 503, { ready: ctx.ready });
@@ -115,13 +125,19 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   ctx.runDeadlines.start();
 
   const headersTimeout = config.headersTimeoutMs ?? 10_000;
-  const server = http.createServer({
+  const options: http.ServerOptions = {
     headersTimeout,
     requestTimeout: config.requestTimeoutMs ?? 30_000,
     // Node checks both timeouts only every connectionsCheckingInterval
     // (default 30 s), so a half-sent request line would hang ~30 s, not 10.
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4))),
-  }, (req, res) => void handle(ctx, req, res));
+  };
+  const tokens = tokensOf(config);
+  const listener = (req: IncomingMessage, res: ServerResponse): void => void handle(ctx, tokens, req, res);
+  // The same API over TLS; a client that stalls its handshake is cut off like one that stalls its headers.
+  const server: http.Server = config.tls
+    ? https.createServer({ ...options, cert: config.tls.cert, key: config.tls.key, handshakeTimeout: headersTimeout }, listener)
+    : http.createServer(options, listener);
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -139,7 +155,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   ctx.ready = true;
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
+  const url = `${config.tls ? 'https' : 'http'}://${host}:${addr.port}`;
   return {
     ctx,
     server,
@@ -160,7 +176,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   };
 }
 
-async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, res: ServerResponse): Promise<void> {
   let routeName = 'unknown';
   res.once('finish', () => ctx.metrics.count(routeName, res.statusCode));
   try {
@@ -173,9 +189,7 @@ async function handle(ctx: ServerContext, req: IncomingMessage, res: ServerRespo
       const allow = matching.map((r) => r.method).join(', ');
       throw new HttpError(405, `${req.method} is not allowed on ${routeName}; use ${allow}`, { headers: { allow } });
     }
-    if (!route.open && ctx.config.token !== undefined && !authorized(req, ctx.config.token)) {
-      throw new HttpError(401, 'missing or wrong bearer token: send Authorization: Bearer <token>', { field: 'Authorization', headers: { 'www-authenticate': 'Bearer' } });
-    }
+    if (!route.open) checkAccess(tokens, route.role ?? 'client', req, route.name);
     const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeSegment);
     await route.handler(ctx, req, res, params, url);
   } catch (err) {
@@ -211,14 +225,4 @@ function decodeSegment(s: string): string {
   } catch {
     return s; // not valid percent-encoding: the id check refuses it with a 400
   }
-}
-
-function authorized(req: IncomingMessage, token: string): boolean {
-  const header = req.headers.authorization ?? '';
-  const m = /^Bearer (.+)$/i.exec(header); // the scheme is case-insensitive (RFC 9110 11.1)
-  if (!m) return false;
-  // Compare digests: equal length, and no early exit on the first differing byte.
-  const a = createHash('sha256').update(m[1]!).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
 }

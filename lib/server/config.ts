@@ -1,5 +1,6 @@
 // server.ts's command line: flags, defaults, usage.
-import { durationFlag, intFlag, parseFlags, stringFlag, UsageError } from '../flags.ts';
+import tls from 'node:tls';
+import { durationFlag, fileFlag, intFlag, parseFlags, secretFlag, stringFlag, UsageError, type FlagValues } from '../flags.ts';
 import type { ServerConfig } from './context.ts';
 
 export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
@@ -8,7 +9,14 @@ export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
   --host ADDR           address to bind (default 127.0.0.1)
   --state-dir DIR       where the journal and snapshots live (default ./data/server)
   --lease-timeout D     how long a lease lives without a heartbeat (default 15s)
-  --token T             require Authorization: Bearer T (or set KEEL_TOKEN)
+  --token T             require Authorization: Bearer T on client and agent routes (or set KEEL_TOKEN)
+  --client-token T      the token for client routes only (overrides --token there)
+  --agent-token T       the token for agent routes (/agent/*) only (overrides --token there)
+  --token-file F        --token read from file F: keeps it out of ps
+  --client-token-file F --client-token read from file F
+  --agent-token-file F  --agent-token read from file F
+  --tls-cert FILE       serve HTTPS with this certificate chain (PEM); needs --tls-key
+  --tls-key FILE        the certificate's private key (PEM)
   --max-pending N       past N pending commands, POST /commands answers 429 (default 100000)
   --snapshot-bytes N    snapshot once the journal segment passes N bytes (default 67108864)
   --repair              cut a damaged journal at the first bad record instead of refusing to start
@@ -24,6 +32,13 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     'state-dir': { type: 'string' },
     'lease-timeout': { type: 'string' },
     token: { type: 'string' },
+    'token-file': { type: 'string' },
+    'client-token': { type: 'string' },
+    'client-token-file': { type: 'string' },
+    'agent-token': { type: 'string' },
+    'agent-token-file': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
     'max-pending': { type: 'string' },
     'snapshot-bytes': { type: 'string' },
     repair: { type: 'boolean' },
@@ -38,17 +53,35 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
   const headersTimeoutMs = durationFlag(v, 'headers-timeout', 10_000);
   const requestTimeoutMs = durationFlag(v, 'request-timeout', 30_000);
   if (headersTimeoutMs < 1 || requestTimeoutMs < headersTimeoutMs) throw new UsageError('--request-timeout must be at least --headers-timeout, and both above 0');
-  const token = stringFlag(v, 'token', env.KEEL_TOKEN ?? '') || undefined;
+  const token = secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined);
   return {
     port: intFlag(v, 'port', 3000, 0, 65535),
     host: stringFlag(v, 'host', '127.0.0.1'),
     stateDir: stringFlag(v, 'state-dir', './data/server'),
     leaseTimeoutMs,
     token,
+    clientToken: secretFlag(v, 'client-token'),
+    agentToken: secretFlag(v, 'agent-token'),
+    tls: tlsFlags(v),
     maxPending: intFlag(v, 'max-pending', 100_000, 1, 1e9),
     snapshotBytes: intFlag(v, 'snapshot-bytes', 64 * 1024 * 1024, 4096, 2 ** 40),
     repair: v.repair === true,
     headersTimeoutMs,
     requestTimeoutMs,
   };
+}
+
+/** --tls-cert and --tls-key: both or neither, and a key that matches the certificate. */
+function tlsFlags(v: FlagValues): ServerConfig['tls'] {
+  const cert = fileFlag(v, 'tls-cert');
+  const key = fileFlag(v, 'tls-key');
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) throw new UsageError('--tls-cert and --tls-key go together: give both, or neither for plain HTTP');
+  try {
+    tls.createSecureContext({ cert, key });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new UsageError(`--tls-cert ${JSON.stringify(v['tls-cert'])} with --tls-key ${JSON.stringify(v['tls-key'])}: ${e.message}${e.code ? ` (${e.code})` : ''}; give a PEM certificate and the private key that matches it`);
+  }
+  return { cert, key };
 }

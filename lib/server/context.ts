@@ -17,7 +17,14 @@ export interface ServerConfig {
   host: string;
   stateDir: string;
   leaseTimeoutMs: number;
+  /** Bearer token for client and agent routes alike, unless the role's own token is set. */
   token: string | undefined;
+  /** Bearer token for the client routes; default `token`. */
+  clientToken?: string | undefined;
+  /** Bearer token for the agent routes (/agent/*); default `token`. */
+  agentToken?: string | undefined;
+  /** Serve HTTPS with this certificate chain and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
   maxPending: number;
   repair: boolean;
   snapshotBytes?: number;
