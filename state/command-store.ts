@@ -251,6 +251,7 @@ export class CommandStore {
     if (recs.length === 0) return 0;
     crashPoint('server:due');
     await this.commit(recs);
+    crashPoint('server:due-synced');
     return recs.length;
   }
 

@@ -28,6 +28,12 @@ interface Row {
   filler?: number;
   /** The crashing command's expected end: status and, for FAILED, the error. */
   expect: { status: 'COMPLETED' | 'FAILED'; error?: RegExp; attempt?: number };
+  /** Job options for the crashing command (retry, delay, timeout). */
+  opts?: Record<string, unknown>;
+  /** The HTTP command's target path (default /json) and how often it may be requested (default once). */
+  http?: { path: string; maxHits: number; expectStatus?: string };
+  /** A ghost agent claims the command first: and vanishes (`claim`), or starts it and keeps heartbeating, wedged (`wedged`). */
+  ghost?: 'claim' | 'wedged';
 }
 
 const DELAY_MS = 300;
@@ -44,7 +50,20 @@ const ROWS: Row[] = [
   ),
   // server: during lease expiry (a ghost agent claims and vanishes); the restart
   // grants a fresh lease, it expires again, and a real agent runs attempt 2
-  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', expect: { status: 'COMPLETED', attempt: 2 } },
+  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', ghost: 'claim', expect: { status: 'COMPLETED', attempt: 2 } },
+  // server: job semantics. Scheduled -> PENDING, killed before and after the due
+  // records are durable; the restart promotes what fell due at once.
+  ...['server:due', 'server:due-synced'].map((point): Row => ({ side: 'server', point, kind: 'DELAY', opts: { delay: '500ms' }, expect: done })),
+  // RETRY_WAIT -> PENDING: the first attempt gets a 503, the second (after the crash) a 200.
+  ...['server:due', 'server:due-synced'].map((point): Row => ({
+    side: 'server', point, kind: 'HTTP', http: { path: '/flaky/1', maxHits: 2, expectStatus: '2xx' },
+    opts: { retry: { attempts: 2, backoff: 'fixed', delay: '300ms' } }, expect: { status: 'COMPLETED', attempt: 2 },
+  })),
+  // The server's timeout of a wedged attempt (its agent heartbeats but never finishes),
+  // killed before and after the timeout is durable; the restart times it out again if needed.
+  ...['server:timeout', 'server:timeout-synced'].map((point): Row => ({
+    side: 'server', point, kind: 'DELAY', ghost: 'wedged', opts: { timeout: '100ms' }, expect: { status: 'FAILED', error: /^TIMEOUT$/, attempt: 1 },
+  })),
   // agent: each gap of the ledger sequence, for both command types
   ...(['DELAY', 'HTTP'] as const).flatMap((kind) =>
     ['agent:after-claim', 'agent:after-claimed', 'agent:after-start', 'agent:after-done', 'agent:after-finish'].map(
@@ -84,15 +103,19 @@ for (const row of ROWS) {
     const serverDir = tempDir();
     const agentDir = tempDir();
     const crashEnv = { KEEL_CRASH_AT: row.point };
-    const lease = row.point === 'server:lease-expiry' ? '1s' : '10s';
+    const lease = row.ghost ? '1s' : '10s';
     const serverArgs = ['--lease-timeout', lease, ...(row.serverFlags ?? [])];
     let server: ServerHandle = await startServer(serverDir, serverArgs, row.side === 'server' ? crashEnv : {});
     const port = server.port;
     const url = server.url;
     const watch = new StatusWatch().poll(url);
     const tag = `${row.point.replace(/[^a-z0-9]/g, '-')}-${row.kind}`;
-    const path = `/json?${tag}`;
-    const body = row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path } };
+    const path = `${row.http?.path ?? '/json'}?${tag}`;
+    const expectStatus = row.http?.expectStatus ? { expectStatus: row.http.expectStatus } : {};
+    const body = {
+      ...(row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path, ...expectStatus } }),
+      ...row.opts,
+    };
 
     let crashed: Proc = server.proc;
     const ids: string[] = [];
@@ -109,9 +132,16 @@ for (const row of ROWS) {
     ids.push(id);
     watch.track(ids);
 
-    if (row.point === 'server:lease-expiry') {
+    let beating: NodeJS.Timeout | undefined;
+    if (row.ghost) {
       const claim = await call(url, 'POST', '/agent/claim', { agentId: 'ghost', max: 10 });
       assert.is(claim.status, 200);
+      if (row.ghost === 'wedged') {
+        const leases = claim.body.commands.map((c: { id: string; lease: number }) => ({ id: c.id, lease: c.lease }));
+        assert.is((await call(url, 'POST', '/agent/start', { agentId: 'ghost', items: leases })).status, 200);
+        // Alive to the server, across its restart, but it never finishes.
+        beating = setInterval(() => void call(url, 'POST', '/agent/heartbeat', { agentId: 'ghost', leases }).catch(() => {}), 200);
+      }
     }
     // The agent joins now and rides out a server crash on its own.
     let agent = startAgent(url, agentDir, ['--id', `matrix-${tag}`], row.side === 'agent' ? crashEnv : {});
@@ -132,8 +162,10 @@ for (const row of ROWS) {
       assert.ok(r.body.status === 'COMPLETED' || r.body.status === 'FAILED', `${each} not final: ${r.text}`);
       finals.push(r.body);
     }
+    clearInterval(beating);
     await watch.stop();
-    assert.equal(watch.regressions, [], 'shown status went backwards');
+    // A retried command goes back to PENDING between attempts, by design.
+    if (!row.opts?.retry) assert.equal(watch.regressions, [], 'shown status went backwards');
 
     const main = finals.find((v) => v.id === id)!;
     assert.is(main.status, row.expect.status, `${row.point}: ${JSON.stringify(main)}`);
@@ -141,7 +173,7 @@ for (const row of ROWS) {
     if (row.expect.attempt) assert.is(main.attempt, row.expect.attempt);
     if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= DELAY_MS);
     if (row.kind === 'HTTP') {
-      assert.ok(target.hits(path) <= 1, `${path} requested ${target.hits(path)} times`);
+      assert.ok(target.hits(path) <= (row.http?.maxHits ?? 1), `${path} requested ${target.hits(path)} times`);
       if (main.status === 'COMPLETED') assert.is((main.result as HttpGetJsonResult).status, 200);
     }
     for (const v of finals) if (v.id !== id) assert.is(v.status, 'COMPLETED', `bystander ${v.id}: ${JSON.stringify(v)}`);

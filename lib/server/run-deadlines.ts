@@ -73,6 +73,7 @@ export class RunDeadlines {
         this.deadlines.delete(id);
         crashPoint('server:timeout');
         const r = await this.store.timeout(id, d.lease);
+        crashPoint('server:timeout-synced');
         if (r.kind === 'next') this.log('attempt timed out', { id, lease: d.lease, agentId: cmd.agentId, state: r.cmd.state });
       }
     } finally {
