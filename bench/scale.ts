@@ -6,26 +6,20 @@
 //
 //   npm run bench:scale                 (BENCH_COMMANDS=1000000 by default)
 //
-// The state is generated straight into the on-disk format (a snapshot, and a
-// journal tail of real records) rather than pushed through HTTP, which would
-// take minutes; the server then opens it exactly as after a crash.
+// The state is generated straight into the on-disk format (bench/state-dir.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
-import { encode, type CommandRecord } from '../state/command-table.ts';
-import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
-import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
 import { call } from '../tests/support/http.ts';
 import { emitResults, result } from './report.ts';
+import { buildStateDir, sizes } from './state-dir.ts';
 
 const N = Number(process.env.BENCH_COMMANDS ?? 1_000_000);
 const PENDING = Math.min(10_000, N);
 const TAIL = Number(process.env.BENCH_TAIL ?? 50_000); // commands whose whole life is in the journal tail
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-scale-'));
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const at = 1_790_000_000_000;
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(0)} MB`;
 const print = (label: string, value: string): void => console.log(`${label.padEnd(46)} ${value}`);
@@ -33,49 +27,6 @@ const row = (metric: string, value: string, goal?: string): void => {
   result(`scale: ${metric}`, value, goal);
   print(metric, goal ? `${value}  (goal ${goal})` : value);
 };
-
-const uuid = (i: number): string => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-${(i * 7919).toString(16).padStart(12, '0').slice(-12)}`;
-
-function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
-  const t = at + i;
-  const agentId = `agent-${i % 16}`;
-  const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
-  if (state === 'PENDING') return base;
-  return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
-}
-
-/** A state dir: a snapshot of `total` commands (the last `pending` of them PENDING) and a journal tail. */
-async function buildStateDir(total: number, pending: number, tail: number): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(root, 'state-'));
-  const seq = total * 4;
-  await writeSnapshotTmp(dir, 'commands', seq, (function* () {
-    for (let i = 0; i < total; i++) yield encode(command(i, i >= total - pending ? 'PENDING' : 'COMPLETED'));
-  })());
-  installSnapshot(dir);
-  // The tail: whole command lives as the store journals them, after the snapshot.
-  const lines: string[] = [`${JSON.stringify({ keel: 'journal', format: JOURNAL_FORMAT, firstSeq: seq + 1 })}\n`];
-  let s = seq;
-  for (let i = 0; i < tail; i++) {
-    const id = uuid(total + i);
-    const agentId = `agent-${i % 16}`;
-    const t = at + total + i;
-    const recs: CommandRecord[] = [
-      { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: t } },
-      { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: t + 1 } },
-      { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: t + 2 } },
-      { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
-    ];
-    for (const r of recs) lines.push(encodeRecord(++s, r));
-  }
-  fs.writeFileSync(path.join(dir, segmentName(seq + 1)), lines.join(''));
-  return dir;
-}
-
-function sizes(dir: string): { snapshot: number; journal: number } {
-  let journal = 0;
-  for (const f of fs.readdirSync(dir)) if (f.startsWith('journal-')) journal += fs.statSync(path.join(dir, f)).size;
-  return { snapshot: fs.statSync(path.join(dir, 'snapshot.jsonl')).size, journal };
-}
 
 interface Running {
   child: ChildProcess;
@@ -123,7 +74,7 @@ const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[M
 async function restartAtScale(): Promise<void> {
   console.log(`\n# restart with ${fmt(N)} commands (${fmt(PENDING)} pending) in the state directory`);
   for (const tail of [0, TAIL]) {
-    const dir = await buildStateDir(N - tail, PENDING, tail);
+    const dir = await buildStateDir(root, N - tail, PENDING, tail);
     const { snapshot, journal } = sizes(dir);
     const label = tail === 0 ? 'snapshot only' : `+ ${fmt(tail * 4)} records to replay`;
     print(`on disk (${label})`, `snapshot ${mb(snapshot)}, journal ${mb(journal)}`);
@@ -147,7 +98,7 @@ async function restartAtScale(): Promise<void> {
 async function claimScaling(): Promise<void> {
   console.log('\n# claim latency as the backlog grows (each claim: one PENDING -> ASSIGNED, fsynced)');
   for (const backlog of [10_000, 100_000, 1_000_000].filter((b) => b <= N)) {
-    const dir = await buildStateDir(backlog, backlog, 0);
+    const dir = await buildStateDir(root, backlog, backlog, 0);
     const r = await startServer(dir);
     const lat: number[] = [];
     for (let i = 0; i < 1000; i++) {

@@ -1,0 +1,122 @@
+// Restart (npm run bench:restart): the time from spawning server.ts to the
+// first GET /commands/:id answering 200, on a state directory left by a crash:
+//   - 50,000 commands whose whole lives are in the journal (200,000 records);
+//   - 1,000,000 commands: a snapshot of 950,000 plus 50,000 in the journal;
+//   - 1,000,000 commands, snapshot only.
+// And where the time goes: node alone, node with tsx, server.ts --help (tsx
+// plus every server module), and replay in this process (records/s).
+// Goals: 50,000 <= 0.6 s, 1M <= 2 s, RSS at 1M <= 500 MB.
+//
+//   node --import tsx bench/restart.ts [--runs 5] [--only 50k|1m|parts]
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { CommandStore } from '../state/command-store.ts';
+import { call } from '../tests/support/http.ts';
+import { median } from './children.ts';
+import { emitResults, result } from './report.ts';
+import { buildStateDir, sizes, uuid } from './state-dir.ts';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, only: { type: 'string' } } });
+const RUNS = Number(values.runs);
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-restart-'));
+const s2 = (ms: number): string => (ms / 1000).toFixed(2);
+const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(0)} MB`;
+const fmt = (n: number): string => n.toLocaleString('en-US');
+
+/** Spawn -> exit, in ms, of `node args` (for the fixed costs). */
+function timeExit(args: string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: 'ignore' });
+  if (r.status !== 0) throw new Error(`node ${args.join(' ')} exited ${r.status}`);
+  return performance.now() - t0;
+}
+
+/** Spawn server.ts on dir; ms until GET /commands/<id> answers 200, and the RSS then. */
+async function restart(dir: string, id: string): Promise<{ ms: number; rss: number }> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts', '--state-dir', dir, '--port', '0', '--max-pending', '2000000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let buf = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        buf += d;
+        const m = /"msg":"listening"[^\n]*"url":"([^"]+)"/.exec(buf);
+        if (m) resolve(m[1]!);
+        if (buf.length > 1e6) buf = buf.slice(-1e5);
+      });
+      child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+    });
+    child.stdout!.resume();
+    const r = await call(url, 'GET', `/commands/${id}`);
+    if (r.status !== 200) throw new Error(`GET /commands/${id} answered ${r.status}: ${r.text}`);
+    const ms = performance.now() - t0;
+    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
+    return { ms, rss };
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function replayRate(dir: string, records: number): Promise<number> {
+  const t0 = performance.now();
+  const store = await CommandStore.open(dir, { noLock: true });
+  const ms = performance.now() - t0;
+  await store.close();
+  return records / (ms / 1000);
+}
+
+async function scenario(label: string, total: number, tail: number, goalMs: number, rssGoal?: number): Promise<void> {
+  const dir = await buildStateDir(root, total, Math.min(10_000, total), tail);
+  const { snapshot, journal } = sizes(dir);
+  console.log(`\n# ${label}: snapshot ${mb(snapshot)}, journal ${mb(journal)} (${fmt(tail * 4)} records)`);
+  const id = uuid(total + tail - 1); // the last command: found only once everything is read
+  await restart(dir, id); // warm the page cache and tsx's cache
+  const runs: Array<{ ms: number; rss: number }> = [];
+  for (let i = 0; i < RUNS; i++) runs.push(await restart(dir, id));
+  const ms = median(runs.map((r) => r.ms));
+  const rss = Math.max(...runs.map((r) => r.rss));
+  console.log(`  spawn -> first GET 200: ${s2(ms)} s (runs ${runs.map((r) => s2(r.ms)).join(', ')}), RSS ${mb(rss)}`);
+  result(`restart, ${label}: spawn -> first GET 200`, `${s2(ms)} s (runs ${runs.map((r) => s2(r.ms)).join(', ')})`, `<= ${s2(goalMs)} s`);
+  if (rssGoal) result(`restart, ${label}: RSS`, mb(rss), `<= ${mb(rssGoal)}`);
+  if (tail > 0) {
+    const rates: number[] = [];
+    for (let i = 0; i < 3; i++) rates.push(await replayRate(dir, tail * 4));
+    const rate = median(rates);
+    console.log(`  open in this process (snapshot + replay): ${fmt(Math.round(rate))} journal records/s`);
+    if (total === 0) result(`restart, ${label}: replay in process`, `${fmt(Math.round(rate / 1000) * 1000)} records/s`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+function parts(): void {
+  console.log('\n# fixed costs (spawn -> exit)');
+  const row = (what: string, args: string[]): void => {
+    timeExit(args);
+    const ms = median(Array.from({ length: RUNS }, () => timeExit(args)));
+    console.log(`  ${what.padEnd(44)} ${s2(ms)} s`);
+    result(`restart: ${what}`, `${s2(ms)} s`);
+  };
+  row('node -e 0', ['-e', '0']);
+  row('node --import tsx -e 0', ['--import', 'tsx', '-e', '0']);
+  row('node --import tsx server.ts --help', ['--import', 'tsx', 'server.ts', '--help']);
+}
+
+try {
+  console.log(`keel restart bench, node ${process.version}, ${os.cpus().length} cpus, load average ${os.loadavg()[0]!.toFixed(1)}, ${RUNS} runs each`);
+  const only = values.only;
+  if (!only || only === 'parts') parts();
+  if (!only || only === '50k') await scenario('50,000 commands, journal only', 0, 50_000, 600);
+  if (!only || only === '1m') {
+    await scenario('1,000,000 commands, snapshot + 50,000 in the journal', 950_000, 50_000, 2000, 500e6);
+    await scenario('1,000,000 commands, snapshot only', 1_000_000, 0, 2000, 500e6);
+  }
+  emitResults('restart');
+} finally {
+  fs.rmSync(root, { recursive: true, force: true });
+}

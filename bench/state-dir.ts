@@ -1,0 +1,71 @@
+// Big state directories for the restart benchmarks, written straight in the
+// on-disk format (a snapshot, and a journal of real records) rather than
+// pushed through HTTP, which would take minutes; a server then opens one
+// exactly as after a crash.
+import fs from 'node:fs';
+import path from 'node:path';
+import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
+import { encode, type CommandRecord } from '../state/command-table.ts';
+import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
+import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
+
+const at = 1_790_000_000_000;
+
+/** The i-th command's id: a valid lowercase UUID, distinct for every i. */
+export const uuid = (i: number): string => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-${(i * 7919).toString(16).padStart(12, '0').slice(-12)}`;
+
+function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
+  const t = at + i;
+  const agentId = `agent-${i % 16}`;
+  const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
+  if (state === 'PENDING') return base;
+  return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
+}
+
+/**
+ * A state dir in `parent`: a snapshot of `total` commands (the last `pending`
+ * of them PENDING; none if total is 0) and a journal of `tail` more commands'
+ * whole lives (submit, claim, start, finish), as the store journals them.
+ */
+export async function buildStateDir(parent: string, total: number, pending: number, tail: number): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(parent, 'state-'));
+  const seq = total * 4;
+  if (total > 0) {
+    await writeSnapshotTmp(dir, 'commands', seq, (function* () {
+      for (let i = 0; i < total; i++) yield encode(command(i, i >= total - pending ? 'PENDING' : 'COMPLETED'));
+    })());
+    installSnapshot(dir);
+  }
+  const fd = fs.openSync(path.join(dir, segmentName(seq + 1)), 'w');
+  let lines: string[] = [`${JSON.stringify({ keel: 'journal', format: JOURNAL_FORMAT, firstSeq: seq + 1 })}\n`];
+  let s = seq;
+  for (let i = 0; i < tail; i++) {
+    const id = uuid(total + i);
+    const agentId = `agent-${i % 16}`;
+    const t = at + total + i;
+    const recs: CommandRecord[] = [
+      { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: t } },
+      { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: t + 1 } },
+      { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: t + 2 } },
+      { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
+    ];
+    for (const r of recs) lines.push(encodeRecord(++s, r));
+    if (lines.length > 40_000) {
+      fs.writeSync(fd, lines.join(''));
+      lines = [];
+    }
+  }
+  fs.writeSync(fd, lines.join(''));
+  fs.closeSync(fd);
+  return dir;
+}
+
+export function sizes(dir: string): { snapshot: number; journal: number } {
+  let journal = 0;
+  let snapshot = 0;
+  for (const f of fs.readdirSync(dir)) {
+    if (f.startsWith('journal-')) journal += fs.statSync(path.join(dir, f)).size;
+    if (f === 'snapshot.jsonl') snapshot = fs.statSync(path.join(dir, f)).size;
+  }
+  return { snapshot, journal };
+}
