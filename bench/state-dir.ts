@@ -8,6 +8,7 @@ import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
 import { encode, type CommandRecord } from '../state/command-table.ts';
 import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
 import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
+import { DEFAULT_SNAPSHOT_BYTES, SNAPSHOT_FLOOR_BYTES } from '../state/durable-machine.ts';
 
 const at = 1_790_000_000_000;
 
@@ -20,6 +21,41 @@ function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
   const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
   if (state === 'PENDING') return base;
   return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
+}
+
+/** Journal bytes of one command's whole life (4 records), and snapshot bytes of it once COMPLETED. */
+function lifeBytes(): { journal: number; line: number } {
+  let journal = 0;
+  for (const r of lifeRecords(0, 'agent-0', at)) journal += encodeRecord(1_000_000, r).length;
+  return { journal, line: encode(command(0, 'COMPLETED')).length + 1 };
+}
+
+/**
+ * What a server that ran `total` commands leaves at worst under the snapshot
+ * policy (state/durable-machine.ts): a snapshot, and a journal tail just short
+ * of the size that would have started the next one. Returns how many of the
+ * commands are in the tail.
+ */
+export function worstTail(total: number, snapshotBytes = DEFAULT_SNAPSHOT_BYTES): number {
+  const { journal, line } = lifeBytes();
+  // Solve for the tail k: the snapshot holds total - k lines, and the tail
+  // stays under min(cap, max(floor, snapshot / 2)).
+  let k = 0;
+  for (let i = 0; i < 20; i++) {
+    const limit = Math.min(snapshotBytes, Math.max(SNAPSHOT_FLOOR_BYTES, ((total - k) * line) / 2));
+    k = Math.min(total, Math.floor(limit / journal) - 1);
+  }
+  return Math.max(0, k);
+}
+
+function lifeRecords(i: number, agentId: string, t: number): CommandRecord[] {
+  const id = uuid(i);
+  return [
+    { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: t } },
+    { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: t + 1 } },
+    { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: t + 2 } },
+    { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
+  ];
 }
 
 /**
@@ -40,16 +76,7 @@ export async function buildStateDir(parent: string, total: number, pending: numb
   let lines: string[] = [`${JSON.stringify({ keel: 'journal', format: JOURNAL_FORMAT, firstSeq: seq + 1 })}\n`];
   let s = seq;
   for (let i = 0; i < tail; i++) {
-    const id = uuid(total + i);
-    const agentId = `agent-${i % 16}`;
-    const t = at + total + i;
-    const recs: CommandRecord[] = [
-      { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: t } },
-      { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: t + 1 } },
-      { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: t + 2 } },
-      { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
-    ];
-    for (const r of recs) lines.push(encodeRecord(++s, r));
+    for (const r of lifeRecords(total + i, `agent-${i % 16}`, at + total + i)) lines.push(encodeRecord(++s, r));
     if (lines.length > 40_000) {
       fs.writeSync(fd, lines.join(''));
       lines = [];

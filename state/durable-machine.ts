@@ -31,8 +31,10 @@ export interface Machine<R> {
 }
 
 export interface DurableOptions {
-  /** Take a snapshot once the current journal segment passes this many bytes. Default 64 MiB. */
+  /** Take a snapshot once the current journal segment passes this many bytes at most. Default 64 MiB. */
   snapshotBytes?: number;
+  /** ...and not before this many (SNAPSHOT_FLOOR_BYTES; tests lower it). */
+  snapshotFloorBytes?: number;
   /** Cut the journal at the first damaged record instead of refusing to open. */
   repair?: boolean;
   log?: Log;
@@ -44,15 +46,25 @@ export interface DurableOptions {
 }
 
 export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+/**
+ * A snapshot is taken once the current journal segment holds half as many
+ * bytes as the last snapshot, but not before this many, nor after
+ * snapshotBytes: a restart then replays a journal about the state's own size
+ * or smaller, and snapshots add at most two bytes written per journal byte.
+ */
+export const SNAPSHOT_FLOOR_BYTES = 4 * 1024 * 1024;
 
 export class DurableMachine<R> {
   readonly dir: string;
   readonly machine: Machine<R>;
   readonly journal: Journal;
   readonly snapshotBytes: number;
+  private readonly snapshotFloorBytes: number;
   private readonly lock: StateLock | undefined;
   private readonly log: Log;
   private compacting: Promise<void> | undefined;
+  /** Bytes of the last snapshot written or found at open. */
+  private snapshotSize: number;
   snapshots = 0;
   /**
    * Set when open found files of an older format: the snapshot that rewrites
@@ -67,6 +79,13 @@ export class DurableMachine<R> {
     this.lock = lock;
     this.log = opts.log ?? (() => {});
     this.snapshotBytes = opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES;
+    this.snapshotFloorBytes = opts.snapshotFloorBytes ?? SNAPSHOT_FLOOR_BYTES;
+    this.snapshotSize = fs.statSync(path.join(dir, SNAPSHOT_FILE), { throwIfNoEntry: false })?.size ?? 0;
+  }
+
+  /** Journal bytes past which commit() starts a snapshot (see SNAPSHOT_FLOOR_BYTES). */
+  get compactAt(): number {
+    return Math.min(this.snapshotBytes, Math.max(this.snapshotFloorBytes, this.snapshotSize / 2));
   }
 
   static async open<R>(dir: string, machine: Machine<R>, opts: DurableOptions = {}): Promise<DurableMachine<R>> {
@@ -121,7 +140,7 @@ export class DurableMachine<R> {
     }
     if (refused && applied === 0) return Promise.reject(refused.err);
     const done = this.journal.append(refused ? recs.slice(0, applied) : recs);
-    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.snapshotBytes) void this.compact();
+    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.compactAt) void this.compact();
     return refused ? done.then(() => Promise.reject(refused.err)) : done;
   }
 
@@ -151,7 +170,7 @@ export class DurableMachine<R> {
     // covers a record that is not durable in the journal too.
     const rotated = this.journal.rotate();
     try {
-      await writeSnapshotTmp(this.dir, this.machine.name, seq, dump.lines);
+      this.snapshotSize = await writeSnapshotTmp(this.dir, this.machine.name, seq, dump.lines);
     } finally {
       dump.done();
     }

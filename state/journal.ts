@@ -46,7 +46,30 @@ export function listSegments(dir: string): Array<{ file: string; firstSeq: numbe
 }
 
 export function checksum(seq: number, recText: string): string {
-  return crc32(recText, crc32(`${seq}:`)).toString(16).padStart(8, '0');
+  return crc32(recText, seqCrc(seq)).toString(16).padStart(8, '0');
+}
+
+const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+
+/**
+ * CRC-32 of the text `${seq}:`, as zlib's crc32 computes it, without making
+ * that string: a record's crc starts from it (replay does this per record).
+ */
+export function seqCrc(seq: number): number {
+  let div = 1;
+  while (div * 10 <= seq) div *= 10;
+  let c = -1;
+  for (let rest = seq; div >= 1; div /= 10) {
+    const digit = Math.floor(rest / div);
+    rest -= digit * div;
+    c = CRC_TABLE[(c ^ (0x30 + digit)) & 0xff]! ^ (c >>> 8);
+  }
+  c = CRC_TABLE[(c ^ 0x3a) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
 }
 
 export function encodeRecord(seq: number, rec: unknown): string {
@@ -104,7 +127,7 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: Scan
     const rec = recordAt(buf, pos, end);
     if (!rec) return fail(pos, 'malformed line', end);
     if (rec.seq !== seq) return fail(pos, `sequence ${rec.seq} where ${seq} was expected`, end);
-    if (crc32(buf.subarray(rec.from, end - 1), crc32(`${seq}:`)) !== rec.crc) return fail(pos, 'checksum mismatch', end);
+    if (crc32(buf.subarray(rec.from, end - 1), seqCrc(seq)) !== rec.crc) return fail(pos, 'checksum mismatch', end);
     let value: unknown;
     try {
       value = JSON.parse(buf.toString('utf8', rec.from, end - 1));

@@ -242,4 +242,33 @@ for (const point of POINTS) {
   }
 }
 
+test('a snapshot starts once the journal passes half the last snapshot, within the floor and the cap', async () => {
+  const dir = tempDir();
+  const floor = 8192;
+  const submit = (i: number) => store.submit({ type: 'DELAY', payload: { ms: i } });
+  let store = await CommandStore.open(dir, { snapshotBytes: 1 << 20, snapshotFloorBytes: floor });
+  const durable = () => store.durable;
+  assert.is(durable().compactAt, floor, 'no snapshot yet: the floor');
+  for (let i = 0; i < 400; i++) await submit(i); // ~100 KiB of commands: several snapshots on the way
+  await durable().compact();
+  await store.close();
+  const size = fs.statSync(path.join(dir, SNAPSHOT_FILE)).size;
+  assert.ok(size / 2 > floor, `snapshot of ${size} bytes`);
+  // Reopened: the bound comes from the snapshot found on disk.
+  store = await CommandStore.open(dir, { snapshotBytes: 1 << 20, snapshotFloorBytes: floor });
+  const at = durable().compactAt;
+  assert.ok(Math.abs(at - size / 2) < 200, `compactAt ${at}, snapshot ${size}`);
+  const before = durable().snapshots;
+  while (durable().journal.currentSegmentBytes < at - 1000) await submit(1);
+  assert.is(durable().snapshots, before, 'a snapshot before the bound');
+  while (durable().journal.currentSegmentBytes < at + 1000 && durable().snapshots === before) await submit(2);
+  await durable().compact(); // waits for the one under way, then takes another
+  assert.ok(durable().snapshots >= before + 2, 'no snapshot once past the bound');
+  await store.close();
+  // The cap wins over half the snapshot.
+  store = await CommandStore.open(dir, { snapshotBytes: 4096, snapshotFloorBytes: floor });
+  assert.is(durable().compactAt, 4096);
+  await store.close();
+});
+
 test.run();

@@ -18,7 +18,8 @@ export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
   --tls-cert FILE       serve HTTPS with this certificate chain (PEM); needs --tls-key
   --tls-key FILE        the certificate's private key (PEM)
   --max-pending N       past N pending commands, POST /commands answers 429 (default 100000)
-  --snapshot-bytes N    snapshot once the journal segment passes N bytes (default 67108864)
+  --snapshot-bytes N    snapshot at the latest once the journal segment passes N bytes
+                        (sooner: at half the last snapshot, 4 MiB at least; default 67108864)
   --repair              cut a damaged journal at the first bad record instead of refusing to start
   --help                print this
 
