@@ -8,7 +8,8 @@ import * as assert from 'uvu/assert';
 import { CommandStore } from '../state/command-store.ts';
 import type { CommandRecord } from '../state/command-table.ts';
 import { CorruptionError } from '../state/errors.ts';
-import { encodeRecord, JOURNAL_FORMAT, listSegments, type Journal } from '../state/journal.ts';
+import { encodeRecord, JOURNAL_FORMAT, listSegments, seqCrc, type Journal } from '../state/journal.ts';
+import { crc32 } from 'node:zlib';
 import { openJournal } from '../state/replay.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 
@@ -280,5 +281,11 @@ for (const [what, bad, reason] of CAS_BREAKS) {
     });
   }
 }
+
+test('the crc of a seq prefix, computed without a string, is zlib\'s crc32 of `${seq}:`', () => {
+  const seqs = [0, 1, 9, 10, 11, 99, 100, 101, 65535, 999_999, 1_000_000, 4_294_967_296, 10 ** 15, 2 ** 53 - 1];
+  for (let n = 0; n < 20_000; n++) seqs.push(n, n * 7919 + 13);
+  for (const n of seqs) assert.is(seqCrc(n), crc32(`${n}:`), `seq ${n}`);
+});
 
 test.run();
