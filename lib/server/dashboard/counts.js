@@ -24,6 +24,7 @@ function statusBefore(event, state) {
 export class Counts {
   by = null;
   resync = null;
+  frame = null;
 
   async load() {
     this.by = await fetchCounts();
@@ -41,7 +42,11 @@ export class Counts {
     if (before === view.status) return;
     if (before !== null) this.by[before] = Math.max(0, (this.by[before] ?? 0) - 1);
     this.by[view.status] = (this.by[view.status] ?? 0) + 1;
-    this.render();
+    // At thousands of events a second, draw once a frame, not once an event.
+    this.frame ??= requestAnimationFrame(() => {
+      this.frame = null;
+      this.render();
+    });
   }
 
   render() {
