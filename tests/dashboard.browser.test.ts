@@ -94,6 +94,40 @@ test('counts, chart and table follow commands submitted through the API, live', 
   assert.equal(b.errors, []);
 });
 
+test('a dropped stream resumes without a gap; past what the server still holds, the page re-lists', async () => {
+  s = await startTestServer({ eventRing: { events: 3, bytes: 1 << 20 } });
+  await openLive(`${s.url}/`);
+  await submit(s.url);
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '1');
+  let relists = 0;
+  b.page.on('request', (r) => {
+    if (r.url().endsWith('/metrics')) relists++;
+  });
+  const drop = async (): Promise<void> => {
+    await b.page.route('**/events', (r) => r.abort());
+    for (const stream of [...s.keel.ctx.streams.open]) stream.end();
+    await b.page.waitForSelector('#conn[data-state="reconnecting"]');
+  };
+
+  // Two transitions while it is away: the ring still holds them.
+  await drop();
+  const a = [await submit(s.url), await submit(s.url)];
+  await b.page.unroute('**/events');
+  for (const id of a) await b.page.waitForSelector(`tr[data-id="${id}"]`, { timeout: 30_000 });
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '3');
+  assert.is(relists, 0, 'the page re-listed although nothing was lost');
+
+  // Five: more than the ring holds. The server says `reset`, the page lists again.
+  await drop();
+  const more: string[] = [];
+  for (let i = 0; i < 5; i++) more.push(await submit(s.url));
+  await b.page.unroute('**/events');
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '8', undefined, { timeout: 30_000 });
+  for (const id of more) await b.page.waitForSelector(`tr[data-id="${id}"]`);
+  assert.ok(relists >= 1, 'no re-list after the reset');
+  assert.equal(b.errors.filter((e) => !/ERR_FAILED/.test(e)), []);
+});
+
 test('paging: older commands on the next page, and back', async () => {
   s = await startTestServer();
   const ids: string[] = [];
