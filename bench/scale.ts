@@ -2,7 +2,8 @@
 //   1. restart: 1,000,000 commands (990,000 final, 10,000 pending) -> SIGKILL
 //      -> time until /readyz answers 200; with and without a journal tail to replay
 //   2. memory: the server's RSS holding them
-//   3. claim latency as the backlog grows (10k, 100k, 1M pending): must stay flat
+//   3. claim latency as the backlog grows (10k, 100k, 1M pending): must stay flat;
+//      then 1M pending over five priorities beside 100k scheduled for later
 //
 //   npm run bench:scale                 (BENCH_COMMANDS=1000000 by default)
 //
@@ -111,6 +112,30 @@ async function claimScaling(): Promise<void> {
     await kill(r);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  // Priorities and a scheduled backlog: each claim still looks at one queue head per type.
+  const PRIORITIES = [-50, -10, 0, 10, 50];
+  const backlog = Math.min(N, 1_000_000);
+  const scheduled = Math.min(N / 10, 100_000);
+  const dir = await buildStateDir(root, backlog, backlog, 0, { priorities: PRIORITIES, scheduled });
+  const r = await startServer(dir);
+  const lat: number[] = [];
+  const ids: string[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const t0 = performance.now();
+    const c = await call(r.url, 'POST', '/agent/claim', { agentId: `bench-${i}`, max: 1 });
+    lat.push(performance.now() - t0);
+    if (c.body.commands.length !== 1) throw new Error(`claim ${i} got ${c.text}`);
+    ids.push(c.body.commands[0].id);
+  }
+  // The claims took the highest priority, oldest first.
+  for (const id of [ids[0]!, ids.at(-1)!]) {
+    const v = await call(r.url, 'GET', `/commands/${id}`);
+    if (v.body.priority !== 50) throw new Error(`claimed ${id} of priority ${v.body.priority}, not 50`);
+  }
+  const label = `claim latency, ${fmt(backlog)} pending over ${PRIORITIES.length} priorities + ${fmt(scheduled)} scheduled`;
+  row(label, `p50 ${pct(lat, 50).toFixed(2)} ms, p99 ${pct(lat, 99).toFixed(2)} ms (ready in ${(r.readyMs / 1000).toFixed(2)} s)`, 'flat');
+  await kill(r);
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 try {

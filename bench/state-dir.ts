@@ -58,17 +58,31 @@ function lifeRecords(i: number, agentId: string, t: number): CommandRecord[] {
   ];
 }
 
+/** What else a state dir holds: PENDING commands spread over priorities, and commands SCHEDULED a day ahead. */
+export interface Mix {
+  priorities?: readonly number[];
+  scheduled: number;
+}
+const NO_MIX: Mix = { scheduled: 0 };
+
 /**
  * A state dir in `parent`: a snapshot of `total` commands (the last `pending`
  * of them PENDING; none if total is 0) and a journal of `tail` more commands'
  * whole lives (submit, claim, start, finish), as the store journals them.
  */
-export async function buildStateDir(parent: string, total: number, pending: number, tail: number): Promise<string> {
+export async function buildStateDir(parent: string, total: number, pending: number, tail: number, mix: Mix = NO_MIX): Promise<string> {
   const dir = fs.mkdtempSync(path.join(parent, 'state-'));
   const seq = total * 4;
+  const runAt = Date.now() + 24 * 3600 * 1000;
   if (total > 0) {
     await writeSnapshotTmp(dir, 'commands', seq, (function* () {
-      for (let i = 0; i < total; i++) yield encode(command(i, i >= total - pending ? 'PENDING' : 'COMPLETED'));
+      for (let i = 0; i < total; i++) {
+        const c = command(i, i >= total - pending ? 'PENDING' : 'COMPLETED');
+        if (mix.priorities && c.state === 'PENDING') c.priority = mix.priorities[i % mix.priorities.length]!;
+        yield encode(c);
+      }
+      // Ids after the tail's: SCHEDULED a day ahead.
+      for (let i = total + tail; i < total + tail + mix.scheduled; i++) yield encode({ ...command(i, 'PENDING'), state: 'SCHEDULED', runAt });
     })());
     installSnapshot(dir);
   }

@@ -4,6 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isFinal, type Command, type CommandEvent, type StepResult } from '../state/command-fsm.ts';
+import type { CommandOptions } from '../state/command-types.ts';
 import { CommandStore } from '../state/command-store.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 import { tableView } from './fixtures/workload.ts';
@@ -21,7 +22,7 @@ function prng(seed: number): { next(): number; int(n: number): number } {
   return { next, int: (n) => Math.floor(next() * n) };
 }
 
-type Op = { kind: 'event'; id: string; ev: CommandEvent } | { kind: 'claim'; agentId: string; max: number };
+type Op = { kind: 'event'; id: string; ev: CommandEvent } | { kind: 'claim'; agentId: string; max: number } | { kind: 'promote' };
 
 /** A random operation, biased towards ones that move a command, but often wrong on purpose. */
 function randomOp(rng: ReturnType<typeof prng>, store: CommandStore, ids: string[], at: number): Op {
@@ -30,9 +31,17 @@ function randomOp(rng: ReturnType<typeof prng>, store: CommandStore, ids: string
     const reuse = ids.length > 0 && rng.next() < 0.1;
     const id = reuse ? ids[rng.int(ids.length)]! : `c${ids.length}`;
     const idemKey = rng.next() < 0.3 ? `k${rng.int(50)}` : undefined;
-    return { kind: 'event', id, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: rng.int(100) }, at, ...(idemKey ? { idemKey, bodyHash: 'h' } : {}) } };
+    // Job options on some: a priority, a schedule a little ahead, retries.
+    const opts: CommandOptions = {};
+    if (rng.next() < 0.3) opts.priority = rng.int(5) - 2;
+    if (rng.next() < 0.15) opts.runAt = at + rng.int(40);
+    if (rng.next() < 0.3) opts.retry = { attempts: 2 + rng.int(2), backoff: 'fixed', delayMs: rng.int(30), maxDelayMs: 30 };
+    if (rng.next() < 0.1) opts.timeoutMs = 1 + rng.int(1000);
+    const withOpts = Object.keys(opts).length > 0 ? { opts } : {};
+    return { kind: 'event', id, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: rng.int(100) }, at, ...(idemKey ? { idemKey, bodyHash: 'h' } : {}), ...withOpts } };
   }
   if (r < 0.2) return { kind: 'claim', agentId: AGENTS[rng.int(AGENTS.length)]!, max: 1 + rng.int(3) };
+  if (r < 0.23) return { kind: 'promote' };
   // Mostly commands still in play: final ones only ever reject.
   const live = ids.filter((id) => {
     const c = store.get(id);
@@ -48,15 +57,18 @@ function randomOp(rng: ReturnType<typeof prng>, store: CommandStore, ids: string
   const ev: CommandEvent =
     t < 0.22 ? { type: 'claim', agentId, lease: rng.next() < 0.85 ? attempt + 1 : lease, at }
     : t < 0.44 ? { type: 'start', agentId, lease, at }
-    : t < 0.66 ? { type: 'finish', agentId, lease, outcome: rng.next() < 0.7 ? 'COMPLETED' : 'FAILED', result: { ok: true, n: rng.int(1000) }, error: rng.next() < 0.5 ? 'boom' : null, at }
-    : t < 0.76 ? { type: 'release', agentId, lease, at }
-    : t < 0.88 ? { type: 'expire', lease, at }
+    : t < 0.66 ? { type: 'finish', agentId, lease, outcome: rng.next() < 0.7 ? 'COMPLETED' : 'FAILED', result: { ok: true, n: rng.int(1000) }, error: rng.next() < 0.5 ? 'boom, then; more' : null, at, retryAt: at + rng.int(30) }
+    : t < 0.72 ? { type: 'release', agentId, lease, at }
+    : t < 0.8 ? { type: 'expire', lease, at, retryAt: at + rng.int(30) }
+    : t < 0.85 ? { type: 'timeout', lease, at, retryAt: at + rng.int(30) }
+    : t < 0.92 ? { type: 'due', at: at + rng.int(60) }
     : { type: 'cancel', at };
   return { kind: 'event', id, ev };
 }
 
 /** Runs one op; resolves with how many journal records it wrote. */
 async function run(store: CommandStore, op: Op): Promise<number> {
+  if (op.kind === 'promote') return store.promoteDue();
   if (op.kind === 'claim') {
     // A retried claim hands back what the agent already holds, without a record.
     const held = new Set([...(store.table.heldBy.get(op.agentId) ?? [])].filter((id) => store.get(id)!.state === 'ASSIGNED'));
@@ -123,7 +135,7 @@ for (const seed of [1, 2, 3]) {
     assert.ok(written > 600, `only ${written} of the operations moved a command`);
     console.log(`seed ${seed}: ${written} records, ${snapshots} snapshots, ${store.table.size} commands`);
     assert.ok(snapshots >= 3, `only ${snapshots} snapshots`);
-    assert.equal([...seen].sort(), ['ASSIGNED', 'COMPLETED', 'FAILED', 'PENDING', 'RUNNING'], 'every state was reached');
+    assert.equal([...seen].sort(), ['ASSIGNED', 'COMPLETED', 'FAILED', 'PENDING', 'RETRY_WAIT', 'RUNNING', 'SCHEDULED'], 'every state was reached');
 
     // Every PENDING command is still queued after all those reopens: a claim drains exactly them.
     const pending = [...store.table.liveCommands()].filter((c) => c.state === 'PENDING').map((c) => c.id);
