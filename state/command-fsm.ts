@@ -156,7 +156,7 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       if (held) return held;
       if (cmd.state === 'RUNNING') return same(cmd);
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}, cannot start`);
-      return moved(cmd, ev.at, { state: to, executions: cmd.executions + 1 });
+      return moved(cmd, ev.at, { state: to });
     }
 
     case 'finish': {
@@ -227,8 +227,10 @@ function holds(cmd: Command, agentId: string, lease: number): Rejection | undefi
   return undefined;
 }
 
+// Entering RUNNING, by whichever event, is one more execution.
 function moved(cmd: Command, at: number, change: Partial<Command>): Next {
-  return next({ ...cmd, ...change, version: cmd.version + 1, updatedAt: at });
+  const executions = change.state === 'RUNNING' && cmd.state !== 'RUNNING' ? cmd.executions + 1 : cmd.executions;
+  return next({ ...cmd, ...change, executions, version: cmd.version + 1, updatedAt: at });
 }
 function next(cmd: Command): Next {
   return { kind: 'next', cmd };

@@ -52,6 +52,14 @@ test('attempts: 3 against a target that fails twice, then answers 200: COMPLETED
   assert.equal(events.filter((e: string) => e === 'finish:RETRY_WAIT' || e === 'due:PENDING'), ['finish:RETRY_WAIT', 'due:PENDING', 'finish:RETRY_WAIT', 'due:PENDING']);
 });
 
+test('with no backoff at all the same agent takes the next attempt while the last is still being reported, and it completes', async () => {
+  const path = '/flaky/2?no-backoff';
+  const v = await submitAndWait({ type: 'HTTP_GET_JSON', payload: { url: target.url + path, expectStatus: '2xx' }, retry: { attempts: 3, backoff: 'fixed', delay: '0ms' } });
+  assert.is(v.status, 'COMPLETED', JSON.stringify(v));
+  assert.equal(v.attempts.map((a) => a.outcome), ['FAILED', 'FAILED', 'COMPLETED']);
+  assert.is(target.hits(path), 3);
+});
+
 test('without retry, a status outside expectStatus fails it once with its code; without expectStatus a 503 completes it', async () => {
   const failed = await submitAndWait({ type: 'HTTP_GET_JSON', payload: { url: `${target.url}/flaky/5?once`, expectStatus: [200, 204] } });
   assert.equal([failed.status, failed.error, (failed.result as HttpGetJsonResult).status, failed.attempts.length], ['FAILED', 'HTTP_STATUS_503', 503, 1]);

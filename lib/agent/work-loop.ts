@@ -53,7 +53,7 @@ export class WorkLoop {
         process.exit(1);
       })
       .finally(() => {
-        this.active.delete(id);
+        if (this.active.get(id) === p) this.active.delete(id);
         this.wake();
       });
     this.active.set(id, p);
@@ -90,9 +90,17 @@ export class WorkLoop {
       }
       ctx.leases.setTimeoutMs(answer.leaseTimeoutMs);
       for (const a of answer.commands) {
-        // A claim retried while an earlier answer's start is in flight hands
-        // back the same ASSIGNED command: it is already being worked on.
-        if (this.active.has(a.id)) continue;
+        const earlier = this.active.get(a.id);
+        if (earlier) {
+          // A claim retried while an earlier answer's start is in flight hands
+          // back the same ASSIGNED command: it is already being worked on.
+          const entry = ctx.ledger.get(a.id);
+          if (!entry || entry.lease >= a.lease) continue;
+          // The next attempt of a retried command whose last one is still
+          // being reported: its ledger entry must settle first.
+          this.occupy(a.id, earlier.then(() => takeAssignment(ctx, a)));
+          continue;
+        }
         this.occupy(a.id, takeAssignment(ctx, a));
       }
     }

@@ -116,7 +116,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
     ctx.events.publish(cmd, event, seq);
     if (isWaiting(cmd.state)) ctx.due.arm();
-    if (cmd.state === 'RUNNING' && event === 'start') ctx.runDeadlines.started(cmd);
+    if (cmd.state === 'RUNNING') ctx.runDeadlines.started(cmd);
   });
   const c = store.table.countByState;
   log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });

@@ -45,9 +45,9 @@ export class RunDeadlines {
     clearInterval(this.timer);
   }
 
-  /** A command just started RUNNING. */
+  /** A command is RUNNING: time it from now, unless this lease is timed already. */
   started(cmd: Command): void {
-    if (cmd.timeoutMs !== null) this.track(cmd, cmd.timeoutMs);
+    if (cmd.timeoutMs !== null && this.deadlines.get(cmd.id)?.lease !== cmd.attempt) this.track(cmd, cmd.timeoutMs);
   }
 
   get size(): number {
