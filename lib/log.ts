@@ -34,12 +34,32 @@ export function createLogger(base: LogFields, out: NodeJS.WritableStream = proce
     flushOnExit = true;
     process.on('exit', flushLogs);
   }
+  // The line is {t, level, msg, ...base, ...fields}. Built from parts: one
+  // JSON.stringify of `fields` and a timestamp made once per millisecond, not
+  // a merged object per line (a line per transition is on every hot path).
+  const baseText = JSON.stringify(base).slice(1, -1);
+  const reserved = ['t', 'level', 'msg', ...Object.keys(base)];
+  let stampMs = -1;
+  let stamp = '';
   const write = (level: string, msg: string, fields?: LogFields): void => {
     if (lines.length === 0) {
       unwritten.add(flush);
       process.nextTick(flush);
     }
-    lines.push(`${JSON.stringify({ t: new Date().toISOString(), level, msg, ...base, ...fields })}\n`);
+    const now = Date.now();
+    if (now !== stampMs) {
+      stampMs = now;
+      stamp = new Date(now).toISOString();
+    }
+    if (fields !== undefined && reserved.some((k) => k in fields)) {
+      // A field that overrides another: let the merge decide, as it always has.
+      lines.push(`${JSON.stringify({ t: stamp, level, msg, ...base, ...fields })}\n`);
+      return;
+    }
+    const rest = fields === undefined ? '{}' : JSON.stringify(fields);
+    const head = `{"t":"${stamp}","level":${JSON.stringify(level)},"msg":${JSON.stringify(msg)}`;
+    const tail = rest.length > 2 ? `,${rest.slice(1)}` : '}';
+    lines.push(`${head}${baseText === '' ? '' : `,${baseText}`}${tail}\n`);
   };
   const log = ((msg: string, fields?: LogFields) => write('info', msg, fields)) as Logger & { error: Logger };
   log.error = (msg, fields) => write('error', msg, fields);

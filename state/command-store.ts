@@ -124,7 +124,8 @@ export class CommandStore {
       ev.bodyHash = input.bodyHash;
     }
     if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
-    await this.transition(id, ev);
+    // A fresh id: the FSM's answer is `next`, and apply() runs it anyway.
+    await this.commit([{ id, from: null, version: 0, ev }]);
     return { kind: 'created', id };
   }
 

@@ -181,7 +181,7 @@ async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, 
   res.once('finish', () => ctx.metrics.count(routeName, res.statusCode));
   try {
     const url = requestUrl(req.url);
-    const matching = ROUTES.filter((r) => r.pattern.test(url.pathname));
+    const matching = routesFor(url.pathname);
     if (matching.length === 0) throw new HttpError(404, `no route ${url.pathname}`);
     const route = matching.find((r) => r.method === req.method);
     routeName = matching[0]!.name;
@@ -207,6 +207,19 @@ async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, 
     ctx.log.error('request failed', { method: req.method, url: req.url, error: (err as Error).message, stack: (err as Error).stack });
     sendJson(res, 500, { error: 'internal error; see the server log' });
   }
+}
+
+// The routes whose pattern matches a path, remembered for the paths seen
+// lately: testing every pattern was a visible share of a submit's CPU.
+const matchCache = new Map<string, Route[]>();
+function routesFor(pathname: string): Route[] {
+  let m = matchCache.get(pathname);
+  if (m === undefined) {
+    m = ROUTES.filter((r) => r.pattern.test(pathname));
+    if (matchCache.size >= 256) matchCache.clear();
+    matchCache.set(pathname, m);
+  }
+  return m;
 }
 
 // node:http passes the request target through as sent; a target that is not
