@@ -232,6 +232,90 @@ test('submit --idempotency-key returns the same command twice', async () => {
   assert.is(other.code, 1, 'same key, other body: 409');
 });
 
+test('submit passes the schedule, priority, timeout and retry options through; get shows them', async () => {
+  const s = await keel(['submit', 'DELAY', '--ms', '1', '--delay', '1h', '--priority', '-7', '--timeout', '30s',
+    '--attempts', '3', '--backoff', 'fixed', '--retry-delay', '2s', '--max-delay', '1m'], env);
+  assert.is(s.code, 0, s.stderr);
+  const id = s.stdout.trim();
+  const [json, plain] = await Promise.all([keel(['get', id, '--json'], env), keel(['get', id], env)]);
+  const view = JSON.parse(json.stdout) as CommandView;
+  assert.is(view.state, 'SCHEDULED');
+  assert.is(view.status, 'PENDING');
+  assert.is(view.priority, -7);
+  assert.is(view.timeoutMs, 30_000);
+  assert.equal(view.retry, { attempts: 3, backoff: 'fixed', delayMs: 2000, maxDelayMs: 60_000 });
+  const due = Date.parse(view.runAt!) - Date.parse(view.createdAt);
+  assert.ok(due === 3_600_000, `runAt is an hour after it was created (${due} ms)`);
+  assert.match(plain.stdout, /^status +PENDING \(SCHEDULED\)$/m);
+  assert.match(plain.stdout, /^priority +-7$/m);
+  assert.match(plain.stdout, /^retry +3 attempts, fixed backoff from 2s, at most 1m$/m);
+  assert.match(plain.stdout, /^timeout +30s$/m);
+  assert.match(plain.stdout, new RegExp(`^run at +${view.runAt}$`, 'm'));
+  const ls = await keel(['ls', '--status', 'PENDING'], env);
+  assert.match(ls.stdout, new RegExp(`^${id} +DELAY +PENDING +\\S+ +due in (59|60)m$`, 'm'), ls.stdout);
+  const c = await keel(['cancel', id], env);
+  assert.is(c.code, 0, c.stderr);
+  assert.is(c.stdout, `${id} canceled: FAILED CANCELED\n`);
+
+  const at = new Date(Math.floor(Date.now() / 1000) * 1000 + 30 * 86_400_000).toISOString();
+  const later = (await keel(['submit', 'DELAY', '--ms', '1', '--run-at', at, '--json'], env)).stdout;
+  const laterView = JSON.parse((await keel(['get', (JSON.parse(later) as { commandId: string }).commandId, '--json'], env)).stdout) as CommandView;
+  assert.is(laterView.runAt, at);
+});
+
+test('options the server refuses exit 2 with its sentence naming the field', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--priority', '500'], /^keel submit: priority must be an integer from -100 to 100/],
+    [['--attempts', '3', '--backoff', 'linear'], /^keel submit: retry\.backoff must be "exponential" or "fixed"/],
+    [['--backoff', 'fixed'], /^keel submit: retry\.attempts is required/],
+    [['--run-at', 'tomorrow'], /^keel submit: runAt must be an ISO time/],
+    [['--run-at', '2031-01-01T00:00:00Z', '--delay', '1s'], /^keel submit: give runAt or delay, not both/],
+    [['--timeout', 'soon'], /^keel submit: timeout must be a duration/],
+  ];
+  const runs = await Promise.all(cases.map(([args]) => keel(['submit', 'DELAY', '--ms', '1', ...args], env)));
+  runs.forEach((r, i) => {
+    const what = cases[i]![0].join(' ');
+    assert.is(r.code, 2, what);
+    oneLine(r, cases[i]![1], what);
+  });
+});
+
+test('--expect-status goes into the payload; retry runs a final command again as a new one', async () => {
+  const [pattern, codes] = await Promise.all([
+    keel(['submit', 'HTTP_GET_JSON', '--url', `${server.url}/healthz`, '--expect-status', '2xx', '--wait', '--json'], env),
+    keel(['submit', 'HTTP_GET_JSON', '--url', `${server.url}/healthz`, '--expect-status', '200,204', '--wait', '--json'], env),
+  ]);
+  assert.is(pattern.code, 0, pattern.stderr);
+  assert.equal((JSON.parse(pattern.stdout) as CommandView).payload, { url: `${server.url}/healthz`, expectStatus: '2xx' });
+  assert.equal((JSON.parse(codes.stdout) as CommandView).payload, { url: `${server.url}/healthz`, expectStatus: [200, 204] });
+
+  const refusedUrl = `http://127.0.0.1:${await refusedPort()}/`;
+  const failed = await keel(['submit', 'HTTP_GET_JSON', '--url', refusedUrl, '--wait', '--json'], env);
+  assert.is(failed.code, 1, failed.stderr);
+  const orig = JSON.parse(failed.stdout) as CommandView;
+  const again = await keel(['retry', orig.id, '--wait'], env);
+  assert.is(again.code, 1, 'the retry fails the same way');
+  assert.match(again.stdout, new RegExp(`^retry of +${orig.id}$`, 'm'));
+  assert.match(again.stdout, /^error +ECONNREFUSED/m);
+  assert.match(again.stdout, /^attempts +#1 +\S+ +FAILED +ECONNREFUSED/m);
+
+  const keyed = ['retry', orig.id, '--idempotency-key', 'cli-retry-1'];
+  const [a, b] = [await keel(keyed, env), await keel(keyed, env)];
+  assert.is(a.code, 0, a.stderr);
+  assert.match(a.stdout.trim(), UUID_RE);
+  assert.is(b.stdout, a.stdout, 'the same key gives the same new command');
+
+  const list = JSON.parse((await keel(['ls', '--type', 'http_get_json', '--json', '--limit', '1000'], env)).stdout) as { commands: CommandView[] };
+  assert.ok(list.commands.some((c) => c.id === orig.id));
+  assert.ok(list.commands.every((c) => c.type === 'HTTP_GET_JSON'));
+
+  const running = await submitDelay(60_000);
+  const refused = await keel(['retry', running], env);
+  assert.is(refused.code, 1);
+  oneLine(refused, /^keel retry: command is (PENDING|RUNNING); only a COMPLETED or FAILED command can be retried \(409\)$/, 'retry of a live command');
+  assert.is((await keel(['cancel', running], env)).code, 0);
+});
+
 test('events: the transitions, oldest first, as a table and as JSON', async () => {
   const id = await submitDelay(1);
   assert.is((await keel(['wait', id], env)).code, 0);

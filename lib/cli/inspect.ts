@@ -1,12 +1,11 @@
 // The subcommands that read: get, ls and agents.
-import type { AgentView, CommandList, CommandStatus, CommandView } from '../protocol.ts';
-import { COMMAND_TYPES } from '../protocol.ts';
+import type { AgentView, CommandList, CommandView } from '../protocol.ts';
+import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
 import { UsageError } from '../flags.ts';
 import { EXIT, type ExitCode } from './errors.ts';
 import { choiceList, idArg, integerValue, type Invocation } from './invocation.ts';
 import { commandBlock, jsonDoc, outcomeSummary, shortDuration, table } from './output.ts';
 
-const STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 /** The server's largest page. */
 const PAGE = 1000;
 
@@ -18,7 +17,7 @@ export async function get(inv: Invocation): Promise<ExitCode> {
 
 export async function ls(inv: Invocation): Promise<ExitCode> {
   const limit = integerValue(inv, 'limit', 1, 1_000_000) ?? 20;
-  const status = choiceList(inv, 'status', STATUSES);
+  const status = choiceList(inv, 'status', COMMAND_STATUSES);
   const type = choiceList(inv, 'type', COMMAND_TYPES);
   if (status && status.length > 1) throw new UsageError('--status takes one status');
   if (type && type.length > 1) throw new UsageError('--type takes one type');

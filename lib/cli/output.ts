@@ -13,7 +13,9 @@ export function table(header: readonly string[], rows: readonly (readonly string
 /** `key  value` lines, the keys padded to one width. */
 export function keyValues(pairs: ReadonlyArray<readonly [string, string]>): string {
   const w = Math.max(...pairs.map(([k]) => k.length));
-  return pairs.map(([k, v]) => `${k.padEnd(w)}  ${v}`.trimEnd()).join('\n') + '\n';
+  // A value of several lines keeps its lines under the first.
+  const value = (v: string): string => v.split('\n').join(`\n${' '.repeat(w + 2)}`);
+  return pairs.map(([k, v]) => `${k.padEnd(w)}  ${value(v)}`.trimEnd()).join('\n') + '\n';
 }
 
 /** One fixed-width row, for streams that cannot know their widest cell in advance. */
@@ -50,29 +52,44 @@ export function shortDuration(ms: number): string {
 export function outcomeSummary(c: CommandView, now: number): string {
   if (c.status === 'FAILED') return c.error ?? '';
   if (c.status === 'COMPLETED') return brief(c.result);
-  const due = (c as CommandView & { nextAttemptAt?: string | null; runAt?: string | null }).nextAttemptAt ?? (c as { runAt?: string | null }).runAt;
+  const due = c.nextAttemptAt ?? c.runAt;
   if (c.status === 'PENDING' && typeof due === 'string' && Date.parse(due) > now) return `due in ${shortDuration(Date.parse(due) - now)}`;
   if (c.cancelRequested) return 'cancel requested';
   return '';
 }
 
-const KNOWN_FIELDS = ['id', 'type', 'payload', 'status', 'state', 'agentId', 'attempt', 'result', 'error', 'cancelRequested', 'createdAt', 'updatedAt'];
+const SHOWN_FIELDS = new Set(['id', 'type', 'payload', 'status', 'state', 'agentId', 'attempt', 'result', 'error', 'cancelRequested', 'createdAt', 'updatedAt',
+  'priority', 'retry', 'timeoutMs', 'runAt', 'nextAttemptAt', 'retryOf', 'attempts']);
 
-/** `keel get`: every field of the view, the usual ones first, any newer ones after. */
+function text(v: unknown): string {
+  return v === null || v === undefined ? '-' : typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+/** `keel get`: every field of the view, the usual ones first, any the CLI does not know after. */
 export function commandBlock(c: CommandView): string {
-  const text = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'string' ? v : JSON.stringify(v));
   const pairs: Array<[string, string]> = [
     ['id', c.id],
     ['type', c.type],
     ['payload', text(c.payload)],
     ['status', c.state === c.status ? c.status : `${c.status} (${c.state})`],
     ['agent', text(c.agentId)],
-    ['attempt', text(c.attempt)],
     ['result', text(c.result)],
     ['error', text(c.error)],
   ];
   if (c.cancelRequested) pairs.push(['cancel', 'requested']);
-  for (const [k, v] of Object.entries(c)) if (!KNOWN_FIELDS.includes(k) && v !== null && v !== undefined) pairs.push([k, text(v)]);
+  if (c.priority !== undefined) pairs.push(['priority', String(c.priority)]);
+  if (c.retry) pairs.push(['retry', `${c.retry.attempts} attempts, ${c.retry.backoff} backoff from ${shortDuration(c.retry.delayMs)}, at most ${shortDuration(c.retry.maxDelayMs)}`]);
+  if (c.timeoutMs) pairs.push(['timeout', shortDuration(c.timeoutMs)]);
+  if (c.runAt) pairs.push(['run at', c.runAt]);
+  if (c.nextAttemptAt) pairs.push(['next attempt', c.nextAttemptAt]);
+  if (c.retryOf) pairs.push(['retry of', c.retryOf]);
+  if (c.attempts?.length) {
+    const rows = c.attempts.map((a) => [`#${a.number}`, a.agentId ?? '-', a.outcome ?? 'RUNNING', a.error ?? '', a.startedAt, a.finishedAt ? `to ${a.finishedAt}` : '']);
+    pairs.push(['attempts', table(['', 'AGENT', 'OUTCOME', 'ERROR', 'STARTED', ''], rows).split('\n').slice(1, -1).join('\n')]);
+  } else {
+    pairs.push(['lease', text(c.attempt)]);
+  }
+  for (const [k, v] of Object.entries(c)) if (!SHOWN_FIELDS.has(k) && v !== null && v !== undefined) pairs.push([k, text(v)]);
   pairs.push(['created', c.createdAt], ['updated', c.updatedAt]);
   return keyValues(pairs);
 }

@@ -4,7 +4,7 @@
 // newest commands of each final status: the list is in submission order, so
 // the scan stops at a page with none finished in the window and all
 // submitted before it, or at SCAN_LIMIT.
-import type { AgentView, CommandList, CommandStatus } from '../protocol.ts';
+import { COMMAND_STATUSES, type AgentView, type CommandList, type CommandStatus } from '../protocol.ts';
 import { EXIT, type ExitCode } from './errors.ts';
 import type { Invocation } from './invocation.ts';
 import { jsonDoc, keyValues, table } from './output.ts';
@@ -12,7 +12,6 @@ import { jsonDoc, keyValues, table } from './output.ts';
 const WINDOW_MS = 60_000;
 const SCAN_LIMIT = 20_000;
 const PAGE = 1000;
-const SHOWN: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 
 /** keel_commands{state="X"} N, by internal state. */
 export function commandsByState(metrics: string): Record<string, number> {
@@ -48,7 +47,7 @@ export async function stats(inv: Invocation): Promise<ExitCode> {
   const client = inv.client();
   const [metrics, agentsAnswer] = await Promise.all([client.metricsText(), client.request<{ agents: AgentView[] }>('GET', '/agents')]);
   const states = commandsByState(metrics);
-  const counts: Record<string, number> = Object.fromEntries(SHOWN.map((s) => [s, 0]));
+  const counts: Record<string, number> = Object.fromEntries(COMMAND_STATUSES.map((s) => [s, 0]));
   for (const [state, n] of Object.entries(states)) counts[statusOf(state)]! += n;
   const since = agentsAnswer.serverNow - WINDOW_MS;
   const [completed, failed] = await Promise.all([finishedSince(inv, 'COMPLETED', since), finishedSince(inv, 'FAILED', since)]);
@@ -64,7 +63,7 @@ export async function stats(inv: Invocation): Promise<ExitCode> {
     inv.stdout.write(jsonDoc({ counts, states, agents, lastMinute }));
     return EXIT.OK;
   }
-  const rows = SHOWN.map((s) => {
+  const rows = COMMAND_STATUSES.map((s) => {
     const parts = Object.entries(states).filter(([st, n]) => statusOf(st) === s && st !== s && n > 0);
     return [s, String(counts[s]), parts.map(([st, n]) => `${st} ${n}`).join(', ')];
   });

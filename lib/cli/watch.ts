@@ -7,9 +7,8 @@ import { CliError, EXIT, ServerUnreachable, type ExitCode } from './errors.ts';
 import { choiceList, durationValue, idArg, integerValue, type Invocation } from './invocation.ts';
 import { brief, commandBlock, fixedRow, jsonDoc, jsonLine, StatusLine } from './output.ts';
 import type { SseEvent } from './sse.ts';
-import { COMMAND_TYPES } from '../protocol.ts';
+import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
 
-const STATUSES: readonly CommandStatus[] = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 /** How long tail keeps trying to get its stream back before it gives up (exit 3). */
 const RECONNECT_FOR_MS = 10_000;
 
@@ -124,7 +123,7 @@ export async function tail(inv: Invocation): Promise<ExitCode> {
   const client = inv.client();
   const q = new URLSearchParams();
   const types = choiceList(inv, 'type', COMMAND_TYPES);
-  const statuses = choiceList(inv, 'status', STATUSES);
+  const statuses = choiceList(inv, 'status', COMMAND_STATUSES);
   const since = integerValue(inv, 'since', 0);
   if (types) q.set('type', types.join(','));
   if (statuses) q.set('status', statuses.join(','));
