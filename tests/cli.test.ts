@@ -414,7 +414,7 @@ test('tail carries on across a server restart, resuming after the last seq it sa
 });
 
 test('wait on a terminal shows a live status line on stderr, then the command', async () => {
-  const id = await submitDelay(1500);
+  const id = await submitDelay(60_000);
   // script(1) gives the CLI a pseudo-terminal.
   const child = spawn('script', ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(KEEL_BIN)} wait ${id}`, '/dev/null'], {
     cwd: ROOT,
@@ -422,12 +422,20 @@ test('wait on a terminal shows a live status line on stderr, then the command', 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  assert.is(code, 0, out);
-  assert.match(out, new RegExp(`\\r\\x1b\\[2K\\d+\\.\\ds  ${id} (PENDING|RUNNING)`), 'a status line');
+  const statusLine = new RegExp(`\\r\\x1b\\[2K\\d+\\.\\ds  ${id} (PENDING|RUNNING)`);
+  const shown = new Promise<void>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d;
+      if (statusLine.test(out)) resolve();
+    });
+  });
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  await Promise.race([shown, closed]);
+  assert.match(out, statusLine, 'a status line while it runs');
+  assert.is((await keel(['cancel', id], env)).code, 0);
+  assert.is(await closed, 1, 'FAILED (canceled)');
   assert.match(out, /\r\x1b\[2Kid +\S+\r?\n/, 'cleared before the command is printed');
-  assert.match(out, /status +COMPLETED/);
+  assert.match(out, /status +FAILED/);
 });
 
 test.run();
