@@ -4,12 +4,15 @@
 // in-flight group commit (readBarrier) before looking.
 // A command that becomes PENDING is announced the moment its record is queued
 // (onPendingQueued), so a parked claim can take it into the same group commit.
+// Retention (state/retention.ts) forgets the oldest final commands in the same
+// group commit as the transitions that take the count past its bound.
 import { randomUUID } from 'node:crypto';
 import type { CommandOptions, CommandType, Outcome, Payload } from './command-types.ts';
 import { dueAt, isWaiting, step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
-import { CommandTable, type CommandRecord } from './command-table.ts';
+import { CommandTable, type CommandRecord, type TableRecord } from './command-table.ts';
 import { crashPoint } from './crash-points.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';
+import { recordsToForget, type RetentionPolicy } from './retention.ts';
 import { retryAt } from './retry-backoff.ts';
 
 export type { Command } from './command-fsm.ts';
@@ -55,25 +58,42 @@ const KEY_CONFLICT = 'this Idempotency-Key was used with a different body';
 
 export class CommandStore {
   readonly table: CommandTable;
-  readonly durable: DurableMachine<CommandRecord>;
+  readonly durable: DurableMachine<TableRecord>;
+  /** Undefined: every command is kept. */
+  readonly retention: RetentionPolicy | undefined;
   private readonly listeners = new Set<ChangeListener>();
   private readonly pendingListeners = new Set<(cmd: Command) => void>();
   private readonly now: () => number;
   private readonly random: () => number;
 
-  private constructor(table: CommandTable, durable: DurableMachine<CommandRecord>, now: () => number, random: () => number) {
+  private constructor(table: CommandTable, durable: DurableMachine<TableRecord>, now: () => number, random: () => number, retention: RetentionPolicy | undefined) {
     this.table = table;
     this.durable = durable;
     this.now = now;
     this.random = random;
+    this.retention = retention;
   }
 
   /** `now` is wall time (due times cross restarts); `random` draws retry jitter. */
-  static async open(dir: string, opts: DurableOptions & { now?: () => number; random?: () => number } = {}): Promise<CommandStore> {
+  static async open(dir: string, opts: DurableOptions & { now?: () => number; random?: () => number; retention?: RetentionPolicy } = {}): Promise<CommandStore> {
     const table = new CommandTable();
     const durable = await DurableMachine.open(dir, table, { role: 'server', ...opts });
     table.resetPendingQueue();
-    return new CommandStore(table, durable, opts.now ?? Date.now, opts.random ?? Math.random);
+    const store = new CommandStore(table, durable, opts.now ?? Date.now, opts.random ?? Math.random, opts.retention);
+    // Bounds lowered since the last run apply at once.
+    await store.forgetExpired();
+    return store;
+  }
+
+  /**
+   * Forget the final commands past the retention bounds now; resolves once
+   * that is durable. Transitions call it for the count bound; the server
+   * calls it on a timer for the age bound.
+   */
+  forgetExpired(): Promise<void> {
+    if (this.retention === undefined) return Promise.resolve();
+    const recs = recordsToForget(this.table, this.retention, this.now());
+    return recs.length > 0 ? this.durable.commit(recs) : Promise.resolve();
   }
 
   /**
@@ -203,8 +223,8 @@ export class CommandStore {
     while (out.length + recs.length < max) {
       const id = this.table.pending.shift(opts.types);
       if (id === undefined) break;
-      const cmd = this.get(id)!;
-      if (cmd.state !== 'PENDING') continue; // canceled since it was queued
+      const cmd = this.get(id);
+      if (cmd?.state !== 'PENDING') continue; // canceled since it was queued (and maybe forgotten)
       recs.push(this.record(cmd, { type: 'claim', agentId, lease: cmd.attempt + 1, at: this.now() }));
     }
     if (out.length === 0 && recs.length === 0) return undefined;
@@ -292,6 +312,8 @@ export class CommandStore {
     const firstSeq = this.durable.journal.lastSeq + 1;
     const done = this.durable.commit(recs);
     const cmds = recs.map((r) => this.get(r.id)!);
+    // Past --retain-max: the oldest final commands go in this same group commit.
+    if (this.retention !== undefined && this.table.finalCount > this.retention.max) void this.forgetExpired().catch(() => {});
     // A record that was applied and left its command PENDING: announce it
     // now, while claims can still join its batch. (Commands are replaced on
     // every transition, never mutated: `cmds` keeps what these records made.)

@@ -9,12 +9,17 @@
 // their line each. A restart goes further: the snapshot's final and PENDING
 // commands stay the bytes they were read as (SnapshotLines), found by id and
 // decoded when read, until a transition moves one into the maps here.
+//
+// Retention forgets final commands (a `forget` record, see CommandStore):
+// they leave every index here, so GET, the list and the next snapshot no
+// longer have them, and their idempotency keys are free again.
 import { COMMAND_STATES, type CommandState, type CommandType } from './command-types.ts';
 import { dueAt, isFinal, isWaiting, step, type Command, type CommandEvent } from './command-fsm.ts';
 import { ClaimQueue } from './claim-queue.ts';
 import { DueHeap } from './due-heap.ts';
 import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';
+import { CommandOrder } from './command-order.ts';
 import { idHash, SnapshotLines } from './snapshot-lines.ts';
 
 export { decode, encode, type TrailEntry } from './command-line.ts';
@@ -27,7 +32,51 @@ export interface CommandRecord {
   ev: CommandEvent;
 }
 
-export class CommandTable implements Machine<CommandRecord> {
+/**
+ * Retention's record: these final commands leave the table. Not a command
+ * transition (a final command never changes): the commands are gone.
+ */
+export interface ForgetRecord {
+  forget: string[];
+  at: number;
+}
+
+/** What the server journal holds. */
+export type TableRecord = CommandRecord | ForgetRecord;
+
+export function isForget(rec: TableRecord): rec is ForgetRecord {
+  return (rec as ForgetRecord).forget !== undefined;
+}
+
+/** A FIFO of ids with O(1) push and shift; ids that stopped being PENDING are skipped by readers. */
+class IdQueue {
+  private items: string[] = [];
+  private head = 0;
+  push(id: string): void {
+    this.items.push(id);
+  }
+  shift(): string | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const id = this.items[this.head++];
+    if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return id;
+  }
+  peek(): string | undefined {
+    return this.items[this.head];
+  }
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
+export class CommandTable implements Machine<TableRecord> {
   readonly name = 'commands';
   /** Commands not yet final, in the order they were first seen. */
   private readonly live = new Map<string, Command>();
@@ -50,11 +99,15 @@ export class CommandTable implements Machine<CommandRecord> {
   /** While a dump is read: the line, as of the dump, of each command changed since. */
   private frozen: Map<string, string> | undefined;
   /** Ids in submission order, for newest-first listing. */
-  readonly order: string[] = [];
+  readonly order = new CommandOrder();
   /** PENDING ids in claim order (ids that moved on since are skipped by readers). */
   readonly pending = new ClaimQueue();
   /** SCHEDULED and RETRY_WAIT ids by due time (those that moved on since are skipped by readers). */
   readonly due = new DueHeap();
+  /** Final ids, about in the order they became final (the snapshot's in its order): retention takes from the front. */
+  private readonly finals = new IdQueue();
+  /** Commands retention has forgotten since this table was loaded. */
+  forgotten = 0;
   readonly byIdemKey = new Map<string, string>();
   /** agentId -> ids it holds (ASSIGNED or RUNNING). */
   readonly heldBy = new Map<string, Set<string>>();
@@ -70,6 +123,7 @@ export class CommandTable implements Machine<CommandRecord> {
     return pos < 0 ? undefined : decode(this.loaded.line(pos));
   }
 
+  /** Commands held (retention's forgotten ones are not). */
   get size(): number {
     return this.order.length;
   }
@@ -91,7 +145,36 @@ export class CommandTable implements Machine<CommandRecord> {
   /** Every command not yet final, in no set order. Decodes the snapshot's PENDING ones: not for hot paths. */
   *liveCommands(): IterableIterator<Command> {
     yield* this.live.values();
-    for (const id of this.loadedLive) if (!this.live.has(id) && !this.final.has(id)) yield this.get(id)!;
+    for (const id of this.loadedLive) {
+      if (this.live.has(id) || this.final.has(id)) continue;
+      const cmd = this.get(id); // undefined once it is final and forgotten
+      if (cmd) yield cmd;
+    }
+  }
+
+  get finalCount(): number {
+    return this.countByState.COMPLETED + this.countByState.FAILED;
+  }
+
+  /**
+   * Take the oldest final commands off the retention queue: at least `count`,
+   * and any further ones that became final at or before `horizon`; at most
+   * `max`. The caller journals a forget record of them in the same tick.
+   */
+  takeOldestFinals(count: number, horizon: number, max: number): string[] {
+    const out: string[] = [];
+    while (out.length < max) {
+      const id = this.finals.peek();
+      if (id === undefined) break;
+      const state = this.stateOf(id);
+      if (state === undefined) {
+        this.finals.shift(); // forgotten already (replayed forget records)
+        continue;
+      }
+      if (out.length >= count && this.get(id)!.updatedAt > horizon) break;
+      out.push(this.finals.shift()!);
+    }
+    return out;
   }
 
   /** Every ASSIGNED or RUNNING command. */
@@ -104,7 +187,8 @@ export class CommandTable implements Machine<CommandRecord> {
     return cmd && decodeTrail(cmd);
   }
 
-  apply(rec: CommandRecord): void {
+  apply(rec: TableRecord): void {
+    if (isForget(rec)) return this.forget(rec.forget);
     const cur = this.get(rec.id);
     const from = cur ? cur.state : null;
     const version = cur ? cur.version : 0;
@@ -125,24 +209,51 @@ export class CommandTable implements Machine<CommandRecord> {
    * changes while the dump is read (copy on write).
    */
   dump(): { lines: Iterable<string>; done(): void } {
-    const upTo = this.order.length;
+    const { ids, upTo } = this.order.frozen();
     const frozen = new Map<string, string>();
     this.frozen = frozen;
-    const lineOf = (id: string): string => {
-      const line = frozen.get(id) ?? this.final.get(id);
-      if (line !== undefined) return line;
-      const cmd = this.live.get(id);
-      return cmd ? encode(cmd) : this.loaded.line(this.loaded.find(id));
-    };
-    const order = this.order;
+    // Undefined: forgotten before the dump was taken (a later forget leaves its line in `frozen`).
+    const lineOf = (id: string): string | undefined => frozen.get(id) ?? this.lineOf(id);
     return {
       lines: (function* () {
-        for (let i = 0; i < upTo; i++) yield lineOf(order[i]!);
+        for (let i = 0; i < upTo; i++) {
+          const line = lineOf(ids[i]!);
+          if (line !== undefined) yield line;
+        }
       })(),
       done: () => {
         if (this.frozen === frozen) this.frozen = undefined;
       },
     };
+  }
+
+  /** The current snapshot line of a command; undefined if there is none. */
+  private lineOf(id: string): string | undefined {
+    const line = this.final.get(id);
+    if (line !== undefined) return line;
+    const cmd = this.live.get(id);
+    if (cmd) return encode(cmd);
+    const pos = this.loaded.size > 0 ? this.loaded.find(id) : -1;
+    return pos < 0 ? undefined : this.loaded.line(pos);
+  }
+
+  /** Retention: these final commands leave every index. Throws, changing nothing, if one is not a final command. */
+  private forget(ids: readonly string[]): void {
+    const cmds = ids.map((id) => this.get(id));
+    cmds.forEach((cmd, i) => {
+      if (!cmd) throw new Error(`forget of ${ids[i]}: no such command`);
+      if (!isFinal(cmd.state)) throw new Error(`forget of ${cmd.id}: the command is ${cmd.state}, not final`);
+    });
+    for (const cmd of cmds as Command[]) {
+      if (this.frozen && !this.frozen.has(cmd.id)) this.frozen.set(cmd.id, this.lineOf(cmd.id)!);
+      this.final.delete(cmd.id);
+      this.live.delete(cmd.id);
+      if (this.loaded.size > 0) this.loaded.remove(cmd.id);
+      this.countByState[cmd.state]--;
+      if (cmd.idemKey !== null && this.byIdemKey.get(cmd.idemKey) === cmd.id) this.byIdemKey.delete(cmd.idemKey);
+      this.order.noteRemoved((id) => this.stateOf(id) !== undefined);
+      this.forgotten++;
+    }
   }
 
   load(line: string): void {
@@ -162,6 +273,7 @@ export class CommandTable implements Machine<CommandRecord> {
     }
     this.final.set(id, line);
     this.order.push(id);
+    this.finals.push(id);
     this.countByState[state]++;
     const idemKey = escaped ? escaped.idemKey : line.charCodeAt(stateEnd + 2) === 0x22 /* " */ ? decode(line).idemKey : null;
     if (idemKey !== null) this.byIdemKey.set(idemKey, id);
@@ -180,6 +292,7 @@ export class CommandTable implements Machine<CommandRecord> {
       this.loadBytes(buf, c, start, end);
       start = end + 1;
     }
+    this.loaded.releaseIfEmpty(c);
     return n;
   }
 
@@ -209,6 +322,8 @@ export class CommandTable implements Machine<CommandRecord> {
           // `,null,"D` (DELAY) or `,null,"H` (HTTP_GET_JSON) after the state when there is no key.
           const type = keyed ? keyed.type : buf[stateEnd + 8] === 0x44 ? 'DELAY' : 'HTTP_GET_JSON';
           this.loadedClaimOrder.push({ type, priority: keyed ? keyed.priority : priorityAtEnd(buf, end) });
+        } else {
+          this.finals.push(id);
         }
         return;
       }
@@ -231,8 +346,8 @@ export class CommandTable implements Machine<CommandRecord> {
       const cmd = this.live.get(id);
       if (cmd) {
         if (cmd.state === 'PENDING') this.pending.push(id, cmd.type, cmd.priority);
-      } else if (asLoaded && !this.final.has(id)) {
-        this.pending.push(id, asLoaded.type, asLoaded.priority); // still the PENDING line it was loaded as
+      } else if (asLoaded && !this.final.has(id) && this.loaded.find(id) >= 0) {
+        this.pending.push(id, asLoaded.type, asLoaded.priority); // still the PENDING line it was loaded as (not forgotten)
       }
     });
     for (const cmd of this.live.values()) {
@@ -255,6 +370,7 @@ export class CommandTable implements Machine<CommandRecord> {
     if (isFinal(cmd.state)) {
       this.live.delete(cmd.id);
       this.final.set(cmd.id, encode(cmd));
+      this.finals.push(cmd.id);
     } else {
       this.live.set(cmd.id, cmd);
     }

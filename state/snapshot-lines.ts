@@ -10,11 +10,17 @@
 // other id the ordinary way.
 //
 // A line starts `["<id>",`: the id begins 2 bytes into it.
+//
+// Retention removes lines (remove()): the slot becomes a tombstone, and a
+// chunk none of whose filed lines is left is let go.
 
 /** Position of a filed line: chunk * 2^32 + byte offset of the line in it. */
 export type LinePos = number;
 
 const CHUNK_SPAN = 2 ** 32;
+/** A slot whose line was removed: lookups probe past it. */
+const TOMBSTONE = -1;
+const NO_CHUNK = Buffer.alloc(0);
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 16777619;
 
@@ -53,14 +59,19 @@ function mix(h: number): number {
 
 export class SnapshotLines {
   private readonly chunks: Buffer[] = [];
-  /** 0: empty; else a LinePos + 1. */
+  /** Filed lines still held, per chunk. */
+  private readonly held: number[] = [];
+  /** 0: empty; TOMBSTONE: removed; else a LinePos + 1. */
   private slots = new Float64Array(1 << 16);
   private filed = 0;
+  /** Slots not empty: filed lines and tombstones. */
+  private used = 0;
   private readonly idEnd = new Int32Array(1);
 
   /** Keep a chunk of whole lines; returns its number for add(). */
   addChunk(buf: Buffer): number {
     this.chunks.push(buf);
+    this.held.push(0);
     return this.chunks.length - 1;
   }
 
@@ -77,9 +88,31 @@ export class SnapshotLines {
 
   /** File the line at `start` of chunk `c`, its id hashed to `hash` by idHash(). */
   add(c: number, start: number, hash: number): void {
-    if ((this.filed + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
+    if ((this.used + 1) * 2 > this.slots.length) this.rehash((this.filed + 1) * 4 > this.slots.length ? this.slots.length * 2 : this.slots.length);
     this.place(hash, c * CHUNK_SPAN + start + 1);
     this.filed++;
+    this.used++;
+    this.held[c]!++;
+  }
+
+  /** Let a chunk go if none of its lines was filed (add()). */
+  releaseIfEmpty(c: number): void {
+    if (this.held[c] === 0) this.chunks[c] = NO_CHUNK;
+  }
+
+  /** Forget the line of `id`; true if it was filed. */
+  remove(id: string): boolean {
+    const mask = this.slots.length - 1;
+    for (let s = stringHash(id) & mask; ; s = (s + 1) & mask) {
+      const v = this.slots[s]!;
+      if (v === 0) return false;
+      if (v === TOMBSTONE || !this.idIs(v - 1, id)) continue;
+      this.slots[s] = TOMBSTONE;
+      this.filed--;
+      const c = Math.floor((v - 1) / CHUNK_SPAN);
+      if (--this.held[c]! === 0) this.chunks[c] = NO_CHUNK;
+      return true;
+    }
   }
 
   /** Where the line of `id` is, or -1. */
@@ -88,7 +121,7 @@ export class SnapshotLines {
     for (let s = stringHash(id) & mask; ; s = (s + 1) & mask) {
       const v = this.slots[s]!;
       if (v === 0) return -1;
-      if (this.idIs(v - 1, id)) return v - 1;
+      if (v !== TOMBSTONE && this.idIs(v - 1, id)) return v - 1;
     }
   }
 
@@ -121,9 +154,10 @@ export class SnapshotLines {
   private rehash(cap: number): void {
     const old = this.slots;
     this.slots = new Float64Array(cap);
+    this.used = this.filed;
     for (let i = 0; i < old.length; i++) {
       const v = old[i]!;
-      if (v === 0) continue;
+      if (v === 0 || v === TOMBSTONE) continue;
       const pos = v - 1;
       const buf = this.chunks[Math.floor(pos / CHUNK_SPAN)]!;
       const at = (pos % CHUNK_SPAN) + 2;

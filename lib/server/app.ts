@@ -5,6 +5,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { CommandStore } from '../../state/command-store.ts';
+import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { checkAccess, tokensOf, type Role, type Tokens } from './auth.ts';
 import { AgentRegistry } from './agent-registry.ts';
@@ -22,6 +23,9 @@ import { AGENT_ROUTES } from '../protocol.ts';
 import { ClaimWaiters, FinalWaiters } from './waiters.ts';
 import { isFinal, isWaiting } from '../../state/command-fsm.ts';
 import type { ServerConfig, ServerContext } from './context.ts';
+
+/** How often final commands past --retain are looked for. */
+const RETENTION_CHECK_MS = 1000;
 
 type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
 interface Route {
@@ -95,7 +99,12 @@ export interface KeelServer {
 
 /** Recover the state directory, then listen. Throws (LockedError, CorruptionError, EADDRINUSE) on startup failure. */
 export async function startServer(config: ServerConfig, log: Logger & { error: Logger }): Promise<KeelServer> {
-  const store = await CommandStore.open(config.stateDir, { repair: config.repair, log, snapshotBytes: config.snapshotBytes });
+  const store = await CommandStore.open(config.stateDir, {
+    repair: config.repair,
+    log,
+    snapshotBytes: config.snapshotBytes,
+    retention: config.retention ?? DEFAULT_RETENTION,
+  });
   const ctx: ServerContext = {
     config,
     store,
@@ -123,6 +132,9 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   ctx.leases.start();
   ctx.due.start();
   ctx.runDeadlines.start();
+  // The count bound is kept by every transition; the age bound needs a clock.
+  const retentionTimer = setInterval(() => void store.forgetExpired().catch(() => {}), RETENTION_CHECK_MS);
+  retentionTimer.unref();
 
   const headersTimeout = config.headersTimeoutMs ?? 10_000;
   const options: http.ServerOptions = {
@@ -149,6 +161,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     ctx.leases.stop();
     ctx.due.stop();
     ctx.runDeadlines.stop();
+    clearInterval(retentionTimer);
     await store.close();
     throw err;
   });
@@ -163,6 +176,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     async close() {
       ctx.ready = false;
       ctx.leases.stop();
+      clearInterval(retentionTimer);
       for (const stream of [...ctx.streams.open]) stream.end();
       ctx.due.stop();
       ctx.runDeadlines.stop();

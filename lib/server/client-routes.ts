@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isFinal, type Command } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
-import { parseDuration } from '../duration.ts';
+import { formatDuration, parseDuration } from '../duration.ts';
+import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type CommandList, type CommandStatus, type CommandType, type SubmitResponse } from '../protocol.ts';
 import type { CommandOptions } from '../../state/command-types.ts';
@@ -45,7 +46,7 @@ export async function retry(ctx: ServerContext, req: IncomingMessage, res: Serve
   const id = pathId(params[0]);
   await ctx.store.readBarrier();
   const orig = ctx.store.get(id);
-  if (!orig) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  if (!orig) throw unknownCommand(ctx, id);
   if (!isFinal(orig.state)) {
     throw new HttpError(409, `command is ${shownStatus(orig.state)}; only a COMPLETED or FAILED command can be retried`, { extra: { reason: 'WRONG_STATE' } });
   }
@@ -96,14 +97,27 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
   }
   await ctx.store.readBarrier();
   let cmd = ctx.store.get(id);
-  if (!cmd) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  if (!cmd) throw unknownCommand(ctx, id);
   if (waitMs > 0 && !isFinal(cmd.state)) {
     await ctx.finalWaiters.wait(id, waitMs, whenGone(res));
     // The wait may end while a transition is applied but not yet durable.
     await ctx.store.readBarrier();
-    cmd = ctx.store.get(id)!;
+    cmd = ctx.store.get(id);
+    if (!cmd) throw unknownCommand(ctx, id); // final, and already past --retain-max
   }
   sendJson(res, 200, commandView(cmd));
+}
+
+/**
+ * The 404 for an id the table does not hold. Ids are random, so a forgotten
+ * command cannot be told from one that never was: the answer says both.
+ */
+export function unknownCommand(ctx: ServerContext, id: string): HttpError {
+  const r = ctx.config.retention ?? DEFAULT_RETENTION;
+  return new HttpError(404, `no command ${id}: it never existed, or it was final and has expired (final commands are kept for --retain ${formatDuration(r.ms)}, at most --retain-max ${r.max} of them)`, {
+    field: 'id',
+    extra: { mayHaveExpired: true },
+  });
 }
 
 export async function list(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
@@ -120,22 +134,24 @@ export async function list(ctx: ServerContext, _req: IncomingMessage, res: Serve
     throw new HttpError(400, `limit must be an integer from 1 to ${MAX_LIMIT}`, { field: 'limit' });
   }
   await ctx.store.readBarrier();
+  // A cursor is an ordinal of the submission order: retention's removals do not move it.
   const order = ctx.store.table.order;
-  let end = order.length;
+  let end = order.end;
   const cursor = q.get('cursor');
   if (cursor !== null) {
-    if (!/^\d+$/.test(cursor) || Number(cursor) > order.length) throw new HttpError(400, 'cursor is not one this server handed out', { field: 'cursor' });
+    if (!/^\d+$/.test(cursor) || Number(cursor) > order.end) throw new HttpError(400, 'cursor is not one this server handed out', { field: 'cursor' });
     end = Number(cursor);
   }
   const commands = [];
-  let i = end - 1;
+  let i = order.indexBelow(end);
   for (; i >= 0 && commands.length < limit; i--) {
-    const id = order[i]!;
-    if (status !== null && shownStatus(ctx.store.table.stateOf(id)!) !== status) continue;
+    const id = order.at(i);
+    const state = ctx.store.table.stateOf(id); // undefined: forgotten by retention
+    if (state === undefined || (status !== null && shownStatus(state) !== status)) continue;
     const cmd = ctx.store.get(id)!;
     if (type === null || cmd.type === type) commands.push(commandView(cmd));
   }
-  const body: CommandList = { commands, nextCursor: i >= 0 ? String(i + 1) : null };
+  const body: CommandList = { commands, nextCursor: i >= 0 ? String(order.ordinalAt(i) + 1) : null };
   sendJson(res, 200, body);
 }
 
@@ -143,7 +159,7 @@ export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: Ser
   const id = pathId(params[0]);
   const r = await ctx.store.cancel(id);
   if (r.kind === 'rejected') {
-    if (r.error === 'NOT_FOUND') throw new HttpError(404, `no command ${id}`, { field: 'id' });
+    if (r.error === 'NOT_FOUND') throw unknownCommand(ctx, id);
     throw new HttpError(409, `cannot cancel: ${r.reason}`, { extra: { reason: r.error } });
   }
   // RUNNING: the agent learns of it on its next heartbeat and reports FAILED CANCELED.
@@ -155,7 +171,7 @@ export async function events(ctx: ServerContext, req: IncomingMessage, res: Serv
   const follow = wantsFollow(url.searchParams);
   await ctx.store.readBarrier();
   const cmd = ctx.store.get(id);
-  if (!cmd) throw new HttpError(404, `no command ${id}`, { field: 'id' });
+  if (!cmd) throw unknownCommand(ctx, id);
   if (follow) return followCommand(ctx, req, res, cmd, url);
   sendJson(res, 200, { id, events: eventViews(ctx.store.table.trail(id) ?? []) });
 }

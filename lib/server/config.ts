@@ -1,6 +1,7 @@
 // server.ts's command line: flags, defaults, usage.
 import tls from 'node:tls';
 import { durationFlag, fileFlag, intFlag, parseFlags, secretFlag, stringFlag, UsageError, type FlagValues } from '../flags.ts';
+import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import type { ServerConfig } from './context.ts';
 
 export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
@@ -20,10 +21,12 @@ export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
   --max-pending N       past N pending commands, POST /commands answers 429 (default 100000)
   --snapshot-bytes N    snapshot at the latest once the journal segment passes N bytes
                         (sooner: at half the last snapshot, 4 MiB at least; default 67108864)
+  --retain D            keep a final command this long after it finished (default 7d)
+  --retain-max N        keep at most N final commands; past either bound the oldest go (default 1000000)
   --repair              cut a damaged journal at the first bad record instead of refusing to start
   --help                print this
 
-Durations: 250ms, 10s, 2m, or bare milliseconds.
+Durations: 250ms, 10s, 2m, 1h, 7d, or bare milliseconds.
 `;
 
 export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): ServerConfig | 'help' {
@@ -42,6 +45,8 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     'tls-key': { type: 'string' },
     'max-pending': { type: 'string' },
     'snapshot-bytes': { type: 'string' },
+    retain: { type: 'string' },
+    'retain-max': { type: 'string' },
     repair: { type: 'boolean' },
     help: { type: 'boolean' },
     // Hidden (not in the usage): tests shorten the slow-client timeouts.
@@ -55,6 +60,8 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
   const requestTimeoutMs = durationFlag(v, 'request-timeout', 30_000);
   if (headersTimeoutMs < 1 || requestTimeoutMs < headersTimeoutMs) throw new UsageError('--request-timeout must be at least --headers-timeout, and both above 0');
   const token = secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined);
+  const retainMs = durationFlag(v, 'retain', DEFAULT_RETENTION.ms);
+  if (retainMs < 1000) throw new UsageError('--retain must be at least 1s');
   return {
     port: intFlag(v, 'port', 3000, 0, 65535),
     host: stringFlag(v, 'host', '127.0.0.1'),
@@ -67,6 +74,7 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     maxPending: intFlag(v, 'max-pending', 100_000, 1, 1e9),
     snapshotBytes: intFlag(v, 'snapshot-bytes', 64 * 1024 * 1024, 4096, 2 ** 40),
     repair: v.repair === true,
+    retention: { ms: retainMs, max: intFlag(v, 'retain-max', DEFAULT_RETENTION.max, 1, 1e9) },
     headersTimeoutMs,
     requestTimeoutMs,
   };

@@ -10,6 +10,7 @@ import type { DueClock } from './due-clock.ts';
 import type { RunDeadlines } from './run-deadlines.ts';
 import type { HttpMetrics } from './metrics.ts';
 import type { SseStream } from './sse.ts';
+import type { RetentionPolicy } from '../../state/retention.ts';
 import type { ClaimWaiters, FinalWaiters } from './waiters.ts';
 
 export interface ServerConfig {
@@ -28,6 +29,8 @@ export interface ServerConfig {
   maxPending: number;
   repair: boolean;
   snapshotBytes?: number;
+  /** How long and how many final commands are kept (--retain, --retain-max). Default DEFAULT_RETENTION. */
+  retention?: RetentionPolicy;
   /** Cut off a client that has not sent its whole header by then. Default 10 s. */
   headersTimeoutMs?: number;
   /** Cut off a client that has not sent its whole request by then. Default 30 s. */
