@@ -93,7 +93,10 @@ export class CommandStore {
   forgetExpired(): Promise<void> {
     if (this.retention === undefined) return Promise.resolve();
     const recs = recordsToForget(this.table, this.retention, this.now());
-    return recs.length > 0 ? this.durable.commit(recs) : Promise.resolve();
+    if (recs.length === 0) return Promise.resolve();
+    const done = this.durable.commit(recs);
+    crashPoint('retention:forgotten'); // gone from memory, not yet durable
+    return done;
   }
 
   /**
