@@ -26,6 +26,9 @@ const BAD: Array<[string[], RegExp]> = [
   [['--max-pending', '0'], /--max-pending must be an integer from 1/],
   [['--max-pending', '-5'], /--max-pending/],
   [['--snapshot-bytes', '10'], /--snapshot-bytes must be an integer from 4096/],
+  [['--retain', 'forever'], /--retain must be a duration/],
+  [['--retain', '500ms'], /--retain must be at least 1s/],
+  [['--retain-max', '0'], /--retain-max must be an integer from 1/],
   [['--repair=yes'], /--repair/],
   [['stray'], /stray/],
   [['--headers-timeout', '5s', '--request-timeout', '1s'], /--request-timeout must be at least --headers-timeout/],
@@ -77,7 +80,7 @@ flags('--help: the usage on stdout, exit 0, nothing started', async () => {
   assert.is(code, 0);
   assert.is(p.stdout, SERVER_USAGE);
   assert.is(p.stderr, '');
-  for (const flag of ['--port', '--host', '--state-dir', '--lease-timeout', '--token', '--max-pending', '--help']) {
+  for (const flag of ['--port', '--host', '--state-dir', '--lease-timeout', '--token', '--max-pending', '--retain', '--retain-max', '--help']) {
     assert.ok(SERVER_USAGE.includes(flag), `usage does not mention ${flag}`);
   }
   assert.not.ok(fs.existsSync(dir));
@@ -95,6 +98,9 @@ flags('durations: 250ms, 2s, 2m and bare milliseconds; defaults as documented', 
     [defaults.port, defaults.host, defaults.stateDir, defaults.leaseTimeoutMs, defaults.token, defaults.headersTimeoutMs, defaults.requestTimeoutMs],
     [3000, '127.0.0.1', './data/server', 15_000, undefined, 10_000, 30_000],
   );
+  assert.equal(defaults.retention, { ms: 7 * 86_400_000, max: 1_000_000 });
+  const kept = parseServerFlags(['--retain', '2d', '--retain-max', '100000'], {});
+  assert.equal(kept === 'help' ? kept : kept.retention, { ms: 2 * 86_400_000, max: 100_000 });
   // The hidden slow-client timeouts (tests shorten them) parse as durations too.
   const quick = parseServerFlags(['--headers-timeout', '300ms', '--request-timeout', '1s'], {});
   assert.equal(quick === 'help' ? quick : [quick.headersTimeoutMs, quick.requestTimeoutMs], [300, 1000]);
