@@ -203,6 +203,7 @@ test('server: --retain-max forgets the oldest final commands; GET says the comma
   assert.equal(await listFrom(firstPage.body.nextCursor), [...kept].reverse().filter((id) => older.has(id)));
   const metrics = (await call(server.url, 'GET', '/metrics')).text;
   assert.match(metrics, /keel_commands\{state="FAILED"\} 100\n/);
+  assert.match(metrics, /keel_commands_forgotten_total 1900\n/);
   await server.proc.kill('SIGTERM');
 });
 

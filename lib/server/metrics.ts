@@ -31,6 +31,7 @@ export class HttpMetrics {
     };
     metric('keel_commands', 'gauge', 'Commands by internal FSM state.',
       Object.entries(src.table.countByState).map(([s, n]) => [`{state="${s}"}`, n]));
+    metric('keel_commands_forgotten_total', 'counter', 'Final commands retention forgot (replayed and live) since start.', [['', src.table.forgotten]]);
     metric('keel_transitions_total', 'counter', 'Command transitions applied (replayed and live) since start.', [['', src.table.transitions]]);
     metric('keel_journal_fsyncs_total', 'counter', 'fdatasync calls on the journal since start.', [['', src.journal.fsyncs]]);
     metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', src.journal.fsyncMicros / 1e6]]);
