@@ -109,7 +109,9 @@ test('a 0.1.0 agent ledger opens with its identity and unsettled entries, and is
 test('0.1.0 server and agent directories, run by this release: the interrupted and pending commands finish, nothing else changes', async () => {
   const serverDir = copy('server');
   const agentDir = copy('agent');
-  const server = await startServer(serverDir, ['--lease-timeout', '30s']); // generous: the agent's restart must not race it under load
+  // A lease the agent's restart cannot race on a loaded machine; a --retain that
+  // keeps the fixture's commands however long ago it was made.
+  const server = await startServer(serverDir, ['--lease-timeout', '30s', '--retain', '36500d']);
   // The pending HTTP_GET_JSON's target is gone with the run that made the fixture.
   const pendingHttp = expected.find((e) => e.command.state === 'PENDING' && e.command.type === 'HTTP_GET_JSON')!.command.id;
   assert.is((await call(server.url, 'POST', `/commands/${pendingHttp}/cancel`)).status, 200);
