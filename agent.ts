@@ -2,7 +2,7 @@
 import { setMaxListeners } from 'node:events';
 import { parseOrExit } from './lib/flags.ts';
 import { createLogger } from './lib/log.ts';
-import { ServerClient } from './lib/agent/server-client.ts';
+import { ProtocolMismatchError, ServerClient } from './lib/agent/server-client.ts';
 import { parseAgentConfig, USAGE } from './lib/agent/config.ts';
 import { armCrashFlags } from './lib/agent/crash-flags.ts';
 import { settleIdentity } from './lib/agent/identity.ts';
@@ -10,7 +10,7 @@ import { Ledger } from './state/ledger.ts';
 import { LeaseKeeper } from './lib/agent/leases.ts';
 import { reconcile } from './lib/agent/reconcile.ts';
 import { untilAborted } from './lib/agent/signals.ts';
-import { exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts';
+import { EXIT_PROTOCOL_MISMATCH, exitWithSupervisor, RUN_ENV, supervise } from './lib/agent/supervise.ts';
 import { WorkLoop } from './lib/agent/work-loop.ts';
 import { startupFailure, startupMessage } from './lib/startup.ts';
 
@@ -39,7 +39,7 @@ try {
   const ledger = await Ledger.open(cfg.stateDir, { log, repair: cfg.repair });
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
-  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, log });
+  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, types: cfg.types, protocol: cfg.protocol, log });
   const leases = new LeaseKeeper(client, log);
   const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes };
   const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };
@@ -49,7 +49,7 @@ try {
   // of finished work and the starts of claimed work.
   await Promise.race([reconcile(ctx, loop), untilAborted(stopping.signal)]);
   if (!stopping.signal.aborted) {
-    log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency });
+    log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency, types: cfg.types });
     await loop.run();
   }
   await loop.drain(cfg.graceMs);
@@ -59,6 +59,11 @@ try {
   log('agent stopped', { agentId, ledger: ledger.durable.journal.stats });
   process.exit(0);
 } catch (err) {
+  if (err instanceof ProtocolMismatchError) {
+    log.error('protocol mismatch; exiting', { error: err.message });
+    process.stderr.write(`keel: ${err.message}\n`);
+    process.exit(EXIT_PROTOCOL_MISMATCH);
+  }
   if (startupMessage(err, cfg.stateDir) === undefined) throw err;
   startupFailure(log, err, cfg.stateDir);
 }

@@ -117,6 +117,9 @@ export interface AgentView {
   /** null: not heard from since the server started (it holds commands from before). */
   lastSeen: string | null;
   commands: string[];
+  /** What its last claim announced; null when it has not claimed since the server started. */
+  protocol: number | null;
+  types: CommandType[] | null;
 }
 
 export interface ErrorBody {
@@ -130,8 +133,22 @@ export interface ErrorBody {
 /** What an agent id may be: the server refuses others, the agent's --id too. */
 export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
+/**
+ * The version of the agent protocol (the /agent/* routes and their bodies).
+ * An agent sends it with every claim; a server refuses a version it does not
+ * speak with a 400 on field `protocol` naming both, and the agent exits.
+ * Raise it when a change would make an older agent or server misbehave.
+ */
+export const PROTOCOL_VERSION = 1;
+/** The agent protocol versions this server answers. */
+export const SERVER_PROTOCOLS: readonly number[] = [PROTOCOL_VERSION];
+
 export interface ClaimRequest {
   agentId: string;
+  /** The agent's PROTOCOL_VERSION; absent means 1 (agents from before it was sent). */
+  protocol?: number;
+  /** The command types the agent runs; the server hands it only these. Absent: all. */
+  types?: CommandType[];
   /** How many commands the agent can take now (its free slots). */
   max: number;
   /** Long-poll: wait up to this long for work when there is none. */

@@ -13,7 +13,7 @@
 // Retention forgets final commands (a `forget` record, see CommandStore):
 // they leave every index here, so GET, the list and the next snapshot no
 // longer have them, and their idempotency keys are free again.
-import { COMMAND_STATES, type CommandState, type CommandType } from './command-types.ts';
+import { COMMAND_STATES, COMMAND_TYPES, type CommandState, type CommandType } from './command-types.ts';
 import { dueAt, isFinal, isWaiting, step, type Command, type CommandEvent } from './command-fsm.ts';
 import { ClaimQueue } from './claim-queue.ts';
 import { DueHeap } from './due-heap.ts';
@@ -112,6 +112,8 @@ export class CommandTable implements Machine<TableRecord> {
   /** agentId -> ids it holds (ASSIGNED or RUNNING). */
   readonly heldBy = new Map<string, Set<string>>();
   readonly countByState = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>;
+  /** PENDING commands by type: what /metrics shows as waiting for an agent that runs the type. */
+  readonly pendingByType = Object.fromEntries(COMMAND_TYPES.map((t) => [t, 0])) as Record<CommandType, number>;
   transitions = 0;
 
   get(id: string): Command | undefined {
@@ -322,6 +324,7 @@ export class CommandTable implements Machine<TableRecord> {
           // `,null,"D` (DELAY) or `,null,"H` (HTTP_GET_JSON) after the state when there is no key.
           const type = keyed ? keyed.type : buf[stateEnd + 8] === 0x44 ? 'DELAY' : 'HTTP_GET_JSON';
           this.loadedClaimOrder.push({ type, priority: keyed ? keyed.priority : priorityAtEnd(buf, end) });
+          this.pendingByType[type]++;
         } else {
           this.finals.push(id);
         }
@@ -362,6 +365,7 @@ export class CommandTable implements Machine<TableRecord> {
       // A command not in `live` before it moves is one the snapshot kept as bytes.
       if (!this.live.has(prev.id) || this.loadedDecoded.has(prev.id)) this.loadedMoved++;
       this.countByState[prev.state]--;
+      if (prev.state === 'PENDING') this.pendingByType[prev.type]--;
       if (prev.agentId && holding(prev.state)) this.heldBy.get(prev.agentId)?.delete(prev.id);
     } else {
       this.order.push(cmd.id);
@@ -375,6 +379,7 @@ export class CommandTable implements Machine<TableRecord> {
       this.live.set(cmd.id, cmd);
     }
     this.countByState[cmd.state]++;
+    if (cmd.state === 'PENDING') this.pendingByType[cmd.type]++;
     if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') this.pending.push(cmd.id, cmd.type, cmd.priority);
     if (isWaiting(cmd.state) && (prev === undefined || prev.state !== cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
     if (cmd.agentId && holding(cmd.state)) {

@@ -10,7 +10,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rejection } from './support/rejection.ts';
 import { createLogger } from '../lib/log.ts';
-import type { FinishItem, ItemResult, LeaseRef } from '../lib/protocol.ts';
+import { PROTOCOL_VERSION, type FinishItem, type ItemResult, type LeaseRef } from '../lib/protocol.ts';
 import { RequestRejectedError, ServerClient } from '../lib/agent/server-client.ts';
 import { claim, closeAll, LogBuffer, startTestServer, submit } from './support/server-harness.ts';
 
@@ -201,6 +201,8 @@ test.run();
 
 const riding = scriptedSuite('ServerClient: finish calls ride in the next claim');
 
+// Every claim announces the agent's protocol version and the types it runs (all, by default).
+const ANNOUNCE = { protocol: PROTOCOL_VERSION, types: ['DELAY', 'HTTP_GET_JSON'] };
 const done = (n: number): FinishItem => ({ ...ref(n), outcome: 'COMPLETED', result: { ok: true, tookMs: n }, error: null });
 const claimBody = (r: Received): { max: number; waitMs: number; finish?: FinishItem[] } => r.body as unknown as { max: number; waitMs: number; finish?: FinishItem[] };
 const finishedAll = (r: Received): ItemResult[] => (claimBody(r).finish ?? []).map((it) => ({ id: it.id, ok: true }));
@@ -215,13 +217,13 @@ riding('queued finish calls go in the claim, which does not wait for work; each 
   assert.equal(await b, [{ id: ref(2).id, ok: false, error: 'STALE_LEASE' }, { id: ref(3).id, ok: true }]);
   assert.is(server.received.length, 1, 'no request of their own');
   assert.is(server.received[0]!.route, '/agent/claim');
-  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 4, waitMs: 0, finish: [done(1), done(2), done(3)] });
+  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 4, waitMs: 0, ...ANNOUNCE, finish: [done(1), done(2), done(3)] });
 });
 
 riding('a claim with nothing queued is a plain long-poll', async () => {
   server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [] });
   await client.claim(1, 25_000, new AbortController().signal);
-  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 1, waitMs: 25_000 });
+  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 1, waitMs: 25_000, ...ANNOUNCE });
 });
 
 riding('an answer without a result per rider: the riders go again by /agent/finish', async () => {

@@ -1,6 +1,6 @@
 // agent.ts's command line: every flag, its default, and what a bad value says.
 import { durationFlag, fileFlag, intFlag, parseFlags, secretFlag, stringFlag, UsageError, type FlagValues } from '../flags.ts';
-import { AGENT_ID_RE } from '../protocol.ts';
+import { AGENT_ID_RE, COMMAND_TYPES, PROTOCOL_VERSION, type CommandType } from '../protocol.ts';
 
 export const USAGE = `usage: node --import tsx agent.ts [flags]
 
@@ -8,6 +8,7 @@ export const USAGE = `usage: node --import tsx agent.ts [flags]
   --state-dir DIR         the agent's ledger (default ./data/agent)
   --id ID                 agent id (default: generated on first start, kept in the ledger)
   --concurrency N         commands run at once (default 1)
+  --types T1,T2           the command types this agent runs (default all: DELAY,HTTP_GET_JSON)
   --token TOKEN           bearer token for the server (default: $KEEL_TOKEN)
   --token-file FILE       the token read from FILE: keeps it out of ps
   --ca FILE               trust only the CA certificate(s) in FILE (PEM) for an https:// server
@@ -31,6 +32,10 @@ export interface AgentConfig {
   stateDir: string;
   id: string | undefined;
   concurrency: number;
+  /** The command types it runs; the server hands it only these. */
+  types: CommandType[];
+  /** The protocol version it announces (hidden flag --protocol: tests of a mismatch). */
+  protocol: number;
   token: string | undefined;
   /** PEM CA certificate(s) the agent trusts for an https:// server, instead of the system's. */
   ca: Buffer | undefined;
@@ -52,6 +57,9 @@ const OPTIONS = {
   'state-dir': { type: 'string' },
   id: { type: 'string' },
   concurrency: { type: 'string' },
+  types: { type: 'string' },
+  // Hidden (not in the usage): tests announce another protocol version.
+  protocol: { type: 'string' },
   token: { type: 'string' },
   'token-file': { type: 'string' },
   ca: { type: 'string' },
@@ -77,6 +85,8 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
     stateDir: stringFlag(v, 'state-dir', './data/agent'),
     id,
     concurrency: intFlag(v, 'concurrency', 1, 1, 1024),
+    types: typesFlag(v.types as string | undefined),
+    protocol: intFlag(v, 'protocol', PROTOCOL_VERSION, 1, 1_000_000),
     token: secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined),
     ca: caFlag(v, server),
     httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
@@ -132,4 +142,14 @@ function caFlag(v: FlagValues, server: string): Buffer | undefined {
   if (!server.startsWith('https://')) throw new UsageError(`--ca applies to an https:// --server only; got ${JSON.stringify(server)}`);
   if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--ca: ${JSON.stringify(v.ca)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return ca;
+}
+
+function typesFlag(text: string | undefined): CommandType[] {
+  if (text === undefined) return [...COMMAND_TYPES];
+  const types = text.split(',').map((t) => t.trim());
+  const unknown = types.filter((t) => !COMMAND_TYPES.includes(t as CommandType));
+  if (types.length === 0 || unknown.length > 0 || new Set(types).size !== types.length) {
+    throw new UsageError(`--types must be distinct command types separated by commas, from ${COMMAND_TYPES.join(', ')}; got ${JSON.stringify(text)}`);
+  }
+  return types as CommandType[];
 }

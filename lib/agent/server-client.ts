@@ -22,8 +22,10 @@ import { KeepAlivePool } from './keepalive-pool.ts';
 import type { Logger } from '../log.ts';
 import {
   AGENT_ROUTES,
+  COMMAND_TYPES,
+  PROTOCOL_VERSION,
   type BatchResponse,
-  type ClaimRequest,
+  type CommandType,
   type ClaimResponse,
   type FinishItem,
   type HeartbeatResponse,
@@ -38,6 +40,10 @@ export interface ServerClientOptions {
   /** PEM CA certificate(s) to trust for an https:// server (--ca), instead of the system's, as curl --cacert. */
   ca?: Buffer;
   log: Logger & { error: Logger };
+  /** The command types this agent runs, announced with every claim. Default: all. */
+  types?: readonly CommandType[];
+  /** The protocol version announced with every claim. Default PROTOCOL_VERSION; tests set another. */
+  protocol?: number;
   /** Per-request limit for everything but the claim long-poll. Default 10 s. */
   requestTimeoutMs?: number;
 }
@@ -51,6 +57,18 @@ export class RequestRejectedError extends Error {
     this.name = 'RequestRejectedError';
     this.route = route;
     this.body = body;
+  }
+}
+
+/**
+ * The server refused this agent's protocol version (a 400 on field
+ * `protocol`): no retry can help, so the agent exits with the server's words.
+ */
+export class ProtocolMismatchError extends Error {
+  constructor(agentProtocol: number, body: unknown) {
+    const said = (body as { error?: unknown } | null)?.error;
+    super(`the server refused this agent's protocol version ${agentProtocol}: ${typeof said === 'string' ? said : JSON.stringify(body)}`);
+    this.name = 'ProtocolMismatchError';
   }
 }
 
@@ -74,6 +92,9 @@ export class ServerClient {
   private readonly pool: KeepAlivePool | undefined;
   private readonly tlsAgent: https.Agent | undefined;
   private readonly batches = new Map<string, Coalescer>();
+  /** `,"protocol":N,"types":[...]`: what every claim announces, serialized once. */
+  private readonly announce: string;
+  private readonly protocol: number;
   /** Whether the last call got through; outages are logged once, not per retry. */
   private reachable = true;
 
@@ -84,6 +105,8 @@ export class ServerClient {
     this.agentId = opts.agentId;
     this.log = opts.log;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
+    this.protocol = opts.protocol ?? PROTOCOL_VERSION;
+    this.announce = `,"protocol":${this.protocol},"types":${JSON.stringify(opts.types ?? COMMAND_TYPES)}`;
     this.headers = { 'content-type': 'application/json' };
     if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
     const tls = base.protocol === 'https:';
@@ -102,7 +125,7 @@ export class ServerClient {
   async claim(max: number, waitMs: number, signal: AbortSignal): Promise<ClaimResponse> {
     const riders = this.batches.get(AGENT_ROUTES.finish)!.take();
     if (riders) {
-      const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":0,"finish":[${riders.items.join(',')}]}`;
+      const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":0${this.announce},"finish":[${riders.items.join(',')}]}`;
       try {
         const a = await this.untilAnswered(AGENT_ROUTES.claim, body, [200], this.requestTimeoutMs, signal);
         const answer = a.body as ClaimResponse;
@@ -114,8 +137,8 @@ export class ServerClient {
         if (!(err instanceof RequestRejectedError)) throw err;
       }
     }
-    const req: ClaimRequest = { agentId: this.agentId, max, waitMs };
-    const a = await this.untilAnswered(AGENT_ROUTES.claim, JSON.stringify(req), [200], waitMs + this.requestTimeoutMs, signal);
+    const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":${waitMs}${this.announce}}`;
+    const a = await this.untilAnswered(AGENT_ROUTES.claim, body, [200], waitMs + this.requestTimeoutMs, signal);
     return a.body as ClaimResponse;
   }
 
@@ -168,10 +191,11 @@ export class ServerClient {
           this.reachable = true;
           return a;
         }
+        if (a.status === 400 && (a.body as { field?: unknown } | null)?.field === 'protocol') throw new ProtocolMismatchError(this.protocol, a.body);
         if (a.status === 400) throw new RequestRejectedError(route, a.body);
         problem = `HTTP ${a.status}: ${JSON.stringify(a.body).slice(0, 200)}`;
       } catch (err) {
-        if (signal?.aborted || err instanceof RequestRejectedError) throw signal?.reason ?? err;
+        if (signal?.aborted || err instanceof RequestRejectedError || err instanceof ProtocolMismatchError) throw signal?.reason ?? err;
         problem = describe(err);
       }
       if (this.reachable) this.log.error('server unreachable; retrying with backoff', { route, error: problem });

@@ -6,6 +6,9 @@ import { monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { Backoff, pause } from './backoff.ts';
 
+/** A child's exit code when the server refuses its protocol version: a restart cannot help. */
+export const EXIT_PROTOCOL_MISMATCH = 3;
+
 /** Set in each child: how many children ran before it (seeds --random-failures). */
 export const RUN_ENV = 'KEEL_AGENT_RUN';
 
@@ -42,6 +45,10 @@ export async function supervise(childArgs: string[], log: Logger & { error: Logg
     if (code === 2) {
       log.error('agent child rejected its flags; not restarting', { code });
       return 2;
+    }
+    if (code === EXIT_PROTOCOL_MISMATCH) {
+      log.error('the server refused the agent child\'s protocol version; not restarting', { code });
+      return code;
     }
     if (monotonicMs() - started >= HEALTHY_MS) backoff.reset();
     const wait = Math.round(backoff.next());

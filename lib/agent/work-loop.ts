@@ -11,6 +11,7 @@
 import { Backoff, pause } from './backoff.ts';
 import { recordOutcome, report, takeAssignment, type AgentContext, type Executed } from './command-steps.ts';
 import { WorkAborted } from './leases.ts';
+import { ProtocolMismatchError } from './server-client.ts';
 import { untilAborted } from './signals.ts';
 
 export interface WorkLoopOptions {
@@ -84,6 +85,7 @@ export class WorkLoop {
         backoff.reset();
       } catch (err) {
         if (ctx.stopping.aborted) break;
+        if (err instanceof ProtocolMismatchError) throw err; // no retry can help: the agent exits
         ctx.log.error('claim failed', { error: (err as Error).message });
         await pause(backoff.next(), ctx.stopping).catch(() => {});
         continue;

@@ -11,13 +11,13 @@ import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './valid
 export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const { agentId, max, waitMs, finish } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
-  ctx.agents.seen(agentId);
+  const { agentId, max, waitMs, finish, protocol, types } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
+  ctx.agents.seen(agentId, { protocol, types });
   // Outcomes riding along are queued first, in this tick: they share the
   // claim's group commit. Their sender waits for their results, so no waiting for work.
   const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;
   // The client is watched only if the claim must wait: under load most are answered at once.
-  const [cmds, results] = await Promise.all([ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res)), finished]);
+  const [cmds, results] = await Promise.all([ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res), types && new Set(types)), finished]);
   // Even if the client went away meanwhile: a lease nobody heard of expires
   // like any other, and the command goes back to PENDING.
   for (const c of cmds) ctx.leases.extend(c.id, c.attempt);

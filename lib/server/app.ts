@@ -82,6 +82,7 @@ async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerRes
     journal: ctx.store.durable.journal.stats,
     journalBytesOnDisk: onDisk,
     agentsOnline: ctx.agents.online(),
+    runnableTypes: ctx.agents.runnableTypes(),
     leases: ctx.leases.size,
     claimsWaiting: ctx.claimWaiters.size,
     eventStreams: ctx.streams.open.size,

@@ -8,6 +8,8 @@ export interface MetricsSources {
   journal: JournalStats;
   journalBytesOnDisk: number;
   agentsOnline: number;
+  /** Command types some online agent runs. */
+  runnableTypes: ReadonlySet<string>;
   leases: number;
   claimsWaiting: number;
   eventStreams: number;
@@ -32,6 +34,10 @@ export class HttpMetrics {
     metric('keel_commands', 'gauge', 'Commands by internal FSM state.',
       Object.entries(src.table.countByState).map(([s, n]) => [`{state="${s}"}`, n]));
     metric('keel_commands_forgotten_total', 'counter', 'Final commands retention forgot (replayed and live) since start.', [['', src.table.forgotten]]);
+    metric('keel_pending', 'gauge', 'PENDING commands by type.',
+      Object.entries(src.table.pendingByType).map(([t, n]) => [`{type="${t}"}`, n]));
+    metric('keel_pending_unrunnable', 'gauge', 'PENDING commands of a type that no online agent runs: they wait until one does.',
+      Object.entries(src.table.pendingByType).map(([t, n]) => [`{type="${t}"}`, src.runnableTypes.has(t) ? 0 : n]));
     metric('keel_transitions_total', 'counter', 'Command transitions applied (replayed and live) since start.', [['', src.table.transitions]]);
     metric('keel_journal_fsyncs_total', 'counter', 'fdatasync calls on the journal since start.', [['', src.journal.fsyncs]]);
     metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', src.journal.fsyncMicros / 1e6]]);

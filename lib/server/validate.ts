@@ -6,6 +6,7 @@ import { MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, type CommandOptions, type Exp
 import {
   AGENT_ID_RE,
   COMMAND_TYPES,
+  SERVER_PROTOCOLS,
   type ClaimRequest,
   type CommandType,
   type FinishItem,
@@ -192,16 +193,32 @@ export function batchSubmitRequest(body: Obj, now: number): Array<ValidSubmit & 
   });
 }
 
-export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[] } {
-  onlyFields(body, ['agentId', 'max', 'waitMs', 'finish']);
+export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[]; protocol: number; types: CommandType[] | undefined } {
+  onlyFields(body, ['agentId', 'max', 'waitMs', 'finish', 'protocol', 'types']);
+  // Checked first: a body from another protocol version may break any other rule.
+  const protocol = body.protocol === undefined ? 1 : body.protocol;
+  if (typeof protocol !== 'number' || !SERVER_PROTOCOLS.includes(protocol)) {
+    throw new HttpError(400, `this agent speaks protocol ${JSON.stringify(protocol)}, this server speaks protocol ${SERVER_PROTOCOLS.join(' or ')}; run an agent and a server of matching versions`, {
+      field: 'protocol',
+      extra: { serverProtocols: SERVER_PROTOCOLS, agentProtocol: protocol },
+    });
+  }
   const finish = body.finish ?? [];
   if (!Array.isArray(finish) || finish.length > MAX_BATCH) throw bad('finish', `finish must be an array of at most ${MAX_BATCH} entries`);
   return {
     agentId: agentId(body.agentId),
+    protocol,
+    types: body.types === undefined ? undefined : commandTypes(body.types, 'types'),
     max: body.max === undefined ? 1 : int(body.max, 'max', 1, MAX_BATCH),
     waitMs: body.waitMs === undefined ? 0 : int(body.waitMs, 'waitMs', 0, 120_000),
     finish: finish.map((it, i) => finishItem(object(it, `finish[${i}]`), `finish[${i}]`)),
   };
+}
+
+function commandTypes(v: unknown, field: string): CommandType[] {
+  const ok = Array.isArray(v) && v.length > 0 && v.every((t) => COMMAND_TYPES.includes(t as CommandType)) && new Set(v).size === v.length;
+  if (!ok) throw bad(field, `${field} must be a non-empty list of distinct command types from ${COMMAND_TYPES.join(', ')}`);
+  return v as CommandType[];
 }
 
 function items<T>(body: Obj, parse: (item: Obj, field: string) => T): { agentId: string; items: T[] } {

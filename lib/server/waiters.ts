@@ -2,10 +2,13 @@
 // work. FinalWaiters: clients waiting on one command to reach COMPLETED or
 // FAILED.
 import type { Claimed, Command, CommandStore } from '../../state/command-store.ts';
+import type { CommandType } from '../../state/command-types.ts';
 
 interface ParkedClaim {
   agentId: string;
   max: number;
+  /** The types its agent runs; undefined: all. */
+  types: ReadonlySet<CommandType> | undefined;
   signal: AbortSignal;
   timer: NodeJS.Timeout;
   /** Claims made for it so far, all in the batch of the first one (`seq`). */
@@ -31,17 +34,18 @@ export class ClaimWaiters {
 
   constructor(store: CommandStore) {
     this.store = store;
-    store.onPendingQueued(() => this.offer());
+    store.onPendingQueued((cmd) => this.offer(cmd));
   }
 
   /**
    * Claim up to `max` commands for `agentId`; if there are none, wait up to
    * `ms` for some. `watch` is called only if the claim must wait: its signal
    * aborts when the client goes away, and a claim whose client is gone takes
-   * nothing more. Resolves once what it claimed is durable.
+   * nothing more. Only commands of `types` are taken (all when undefined).
+   * Resolves once what it claimed is durable.
    */
-  claim(agentId: string, max: number, ms: number, watch: () => AbortSignal): Promise<Command[]> {
-    const now = this.store.claimNow(agentId, max);
+  claim(agentId: string, max: number, ms: number, watch: () => AbortSignal, types?: ReadonlySet<CommandType>): Promise<Command[]> {
+    const now = this.store.claimNow(agentId, max, { types });
     if (now) return now.commands;
     if (ms <= 0) return Promise.resolve([]);
     const signal = watch();
@@ -50,6 +54,7 @@ export class ClaimWaiters {
       const w: ParkedClaim = {
         agentId,
         max,
+        types,
         signal,
         claims: [],
         count: 0,
@@ -57,7 +62,7 @@ export class ClaimWaiters {
         answer: resolve,
         // Every command that became PENDING meanwhile was offered: when the
         // wait ends there is nothing to take, but look once more anyway.
-        timer: setTimeout(() => this.answer(w, this.store.claimNow(agentId, max)), ms),
+        timer: setTimeout(() => this.answer(w, this.store.claimNow(agentId, max, { types })), ms),
       };
       signal.addEventListener('abort', () => this.answer(w), { once: true });
       this.queue.push(w);
@@ -68,11 +73,11 @@ export class ClaimWaiters {
     return this.queue.length;
   }
 
-  /** A command was queued PENDING: claim it for the first parked claim that can take it. */
-  private offer(): void {
-    for (;;) {
-      const w = this.queue[0];
-      if (!w) return;
+  /** `cmd` was queued PENDING: claim it for the first parked claim that can take it. */
+  private offer(cmd: Command): void {
+    // answer() takes a claim out of the queue, so the next one is then at i.
+    for (let i = 0; i < this.queue.length; ) {
+      const w = this.queue[i]!;
       if (w.signal.aborted) {
         this.answer(w); // its client went away: the command passes to the next one
         continue;
@@ -81,7 +86,11 @@ export class ClaimWaiters {
         this.answer(w); // its batch is being written: more would wait for the next one
         continue;
       }
-      const got = this.store.claimNow(w.agentId, w.max - w.count, { held: w.claims.length === 0 });
+      if (w.types && !w.types.has(cmd.type)) {
+        i++; // its agent does not run this type: one further back may
+        continue;
+      }
+      const got = this.store.claimNow(w.agentId, w.max - w.count, { held: w.claims.length === 0, types: w.types });
       if (!got) return; // nothing left to claim: it was taken or canceled meanwhile
       clearTimeout(w.timer); // it has its answer, due when the batch is durable
       w.claims.push(got.commands);
