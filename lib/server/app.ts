@@ -27,6 +27,9 @@ import type { ServerConfig, ServerContext } from './context.ts';
 /** How often final commands past --retain are looked for. */
 const RETENTION_CHECK_MS = 1000;
 
+/** Journal bytes since the last snapshot past which a clean shutdown writes one. */
+export const SHUTDOWN_SNAPSHOT_BYTES = 1024 * 1024;
+
 type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
 interface Route {
   method: string;
@@ -186,6 +189,11 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
         server.closeIdleConnections();
         setTimeout(() => server.closeAllConnections(), 1000).unref();
       });
+      // A snapshot on the way out, so the next start reads it alone instead
+      // of replaying the journal written since the last one.
+      if (store.durable.journal.currentSegmentBytes >= SHUTDOWN_SNAPSHOT_BYTES) {
+        await store.durable.compact().catch((err: unknown) => log.error('shutdown snapshot failed', { error: String(err) }));
+      }
       await store.close();
     },
   };
