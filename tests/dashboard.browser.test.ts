@@ -209,8 +209,8 @@ test('the submit form submits, and a refusal shows the server\'s message', async
   assert.equal(b.errors.filter((e) => !/status of 400/.test(e)), []);
 });
 
-test('with a token: the page asks once, keeps it for the tab, never puts it in a URL; a wrong one shows an error', async () => {
-  s = await startTestServer({ token: 'right-token' });
+test('with a client token: the page asks once, keeps it for the tab, never puts it in a URL; a wrong one (or the agent\'s) shows an error', async () => {
+  s = await startTestServer({ clientToken: 'right-token', agentToken: 'agent-token' });
   const urls: string[] = [];
   b.page.on('request', (r) => urls.push(r.url()));
   await b.page.goto(`${s.url}/`);
@@ -222,6 +222,11 @@ test('with a token: the page asks once, keeps it for the tab, never puts it in a
   assert.match(await b.page.$eval('#banner', (e) => ((e as HTMLElement).hidden ? '' : e.textContent)), /refused/);
   assert.is(await b.page.$eval('#conn', (e) => e.textContent), 'needs token');
   await shot('wrong-token');
+
+  // The agent token is refused too (403), and the page says which token it needs.
+  await b.page.fill('#token-dialog input', 'agent-token');
+  await b.page.click('#token-dialog button[type="submit"]');
+  await b.page.waitForFunction(() => /agent token/.test(document.getElementById('token-error')!.textContent!));
 
   await b.page.fill('#token-dialog input', 'right-token');
   await b.page.click('#token-dialog button[type="submit"]');
@@ -235,7 +240,7 @@ test('with a token: the page asks once, keeps it for the tab, never puts it in a
   await b.page.waitForSelector('#conn[data-state="live"]');
   assert.is(await b.page.$('#token-dialog[open]'), null);
   assert.ok(urls.every((u) => !u.includes('token')), `a URL carried the token: ${urls.find((u) => u.includes('token'))}`);
-  assert.equal(b.errors.filter((e) => !/status of 401/.test(e)), []);
+  assert.equal(b.errors.filter((e) => !/status of 40[13]/.test(e)), []);
 });
 
 test.run();

@@ -29,13 +29,15 @@ export function headers(extra = {}) {
 }
 
 const unauthorized = new Set();
-/** Called whenever the server refuses the token (401). */
+/** fn(status) is called whenever the server refuses the token: 401 wrong or missing, 403 another role's. */
 export function onUnauthorized(fn) {
   unauthorized.add(fn);
 }
-export function reportUnauthorized() {
-  for (const fn of unauthorized) fn();
+export function reportUnauthorized(status) {
+  for (const fn of unauthorized) fn(status);
 }
+
+export const refused = (status) => status === 401 || status === 403;
 
 async function call(method, path, body) {
   const init = { method, headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }), cache: 'no-store' };
@@ -48,7 +50,7 @@ async function call(method, path, body) {
   } catch {
     // not JSON (metrics): keep the text
   }
-  if (res.status === 401) reportUnauthorized();
+  if (refused(res.status)) reportUnauthorized(res.status);
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }

@@ -1,6 +1,6 @@
 // The dashboard: asks for a token if the server wants one, opens the event
 // stream, loads what is there, and hands every event to the views.
-import { ApiError, get, onUnauthorized, setToken, token } from './api.js';
+import { ApiError, get, onUnauthorized, refused, setToken, token } from './api.js';
 import { Agents } from './agents.js';
 import { Chart } from './chart.js';
 import { CommandsTable } from './commands.js';
@@ -56,7 +56,7 @@ function onFrame(f) {
 }
 
 function showError(err) {
-  if (err instanceof ApiError && err.status === 401) return; // the token dialog says it
+  if (err instanceof ApiError && refused(err.status)) return; // the token dialog says it
   banner(`The server answered with an error: ${err.message}`);
 }
 
@@ -66,7 +66,7 @@ async function start() {
   try {
     await get('/agents'); // does the server want a (different) token?
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return;
+    if (err instanceof ApiError && refused(err.status)) return;
     setConn('down', 'unreachable');
     banner(`Cannot reach the keel server: ${err.message}. Retrying…`);
     setTimeout(() => void start(), 3000);
@@ -109,11 +109,12 @@ $('token-button').addEventListener('click', () => {
   askToken(null);
 });
 
-onUnauthorized(() => {
+onUnauthorized((status) => {
   if ($('token-dialog').open) return; // several calls refused at once: one question
   const had = token();
   setToken(null);
-  askToken(had ? 'The server refused that token (401). Enter the right one.' : null);
+  if (status === 403) askToken('That token is not allowed here (403): it is the agent token. The dashboard needs the client token.');
+  else askToken(had ? 'The server refused that token (401). Enter the right one.' : null);
 });
 
 void start();

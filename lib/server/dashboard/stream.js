@@ -1,7 +1,7 @@
 // GET /events over fetch, not EventSource: an EventSource cannot send the
 // Authorization header, and the token must never go into the URL. Reconnects
 // with Last-Event-ID, so nothing is missed while the server still holds it.
-import { headers, reportUnauthorized } from './api.js';
+import { headers, refused, reportUnauthorized } from './api.js';
 
 /**
  * Follow `path`. onFrame({id, event, data}) gets every event, `reset`
@@ -25,8 +25,8 @@ export function follow(path, { onFrame, onState }) {
           signal: abort.signal,
           cache: 'no-store',
         });
-        if (res.status === 401) {
-          reportUnauthorized();
+        if (refused(res.status)) {
+          reportUnauthorized(res.status);
           onState('unauthorized');
           return;
         }
