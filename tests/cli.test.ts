@@ -12,6 +12,7 @@ import { refusedPort } from './fixtures/agent-target.ts';
 import { KEEL_BIN, keel, KeelProc, stopKeels, type KeelRun } from './support/keel-cli.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 import { UUID_RE } from './support/server-harness.ts';
+import { makePki } from './support/tls-certs.ts';
 
 const test = suite('keel CLI');
 let server: ServerHandle;
@@ -245,7 +246,7 @@ test('submit passes the schedule, priority, timeout and retry options through; g
   assert.is(view.timeoutMs, 30_000);
   assert.equal(view.retry, { attempts: 3, backoff: 'fixed', delayMs: 2000, maxDelayMs: 60_000 });
   const due = Date.parse(view.runAt!) - Date.parse(view.createdAt);
-  assert.ok(due === 3_600_000, `runAt is an hour after it was created (${due} ms)`);
+  assert.ok(Math.abs(due - 3_600_000) < 1000, `runAt is an hour after it was created (${due} ms)`);
   assert.match(plain.stdout, /^status +PENDING \(SCHEDULED\)$/m);
   assert.match(plain.stdout, /^priority +-7$/m);
   assert.match(plain.stdout, /^retry +3 attempts, fixed backoff from 2s, at most 1m$/m);
@@ -436,6 +437,46 @@ test('wait on a terminal shows a live status line on stderr, then the command', 
   assert.is(await closed, 1, 'FAILED (canceled)');
   assert.match(out, /\r\x1b\[2Kid +\S+\r?\n/, 'cleared before the command is printed');
   assert.match(out, /status +FAILED/);
+});
+
+test('over HTTPS with --ca: submit, wait and a followed stream work; without the CA, exit 3 saying to pass --ca', async () => {
+  const pki = makePki();
+  const other = makePki('other');
+  const tls = await startServer(tempDir(), ['--tls-cert', pki.serverCert, '--tls-key', pki.serverKey]);
+  assert.match(tls.url, /^https:/);
+  startAgent(tls.url, tempDir(), ['--ca', pki.caCert]);
+  const local = { KEEL_SERVER: tls.url };
+  const done = await keel(['submit', 'DELAY', '--ms', '1', '--wait', '--ca', pki.caCert], local);
+  assert.is(done.code, 0, done.stderr);
+  const id = /^id +(\S+)$/m.exec(done.stdout)![1]!;
+  const [follow, untrusted, wrongCa, noFile] = await Promise.all([
+    keel(['events', id, '--follow', '--json', '--ca', pki.caCert], local),
+    keel(['ls'], local),
+    keel(['ls', '--ca', other.caCert], local),
+    keel(['ls', '--ca', `${pki.dir}/missing.pem`], local),
+  ]);
+  assert.is(follow.code, 0, follow.stderr);
+  assert.is(follow.stdout.trimEnd().split('\n').length, 4, 'submit, claim, start, finish');
+  for (const r of [untrusted, wrongCa]) {
+    assert.is(r.code, 3);
+    oneLine(r, /^keel ls: https:\/\/\S+ has a certificate this CLI does not trust \(\w+\); pass --ca FILE/, 'untrusted certificate');
+  }
+  assert.is(noFile.code, 2);
+  oneLine(noFile, /^keel ls: cannot read --ca \S+missing\.pem: ENOENT$/, 'missing --ca file');
+  await tls.proc.kill();
+});
+
+test('with separate roles, the agent token is refused (403, exit 3) and the client token works', async () => {
+  const roles = await startServer(tempDir(), ['--client-token', 'for-people', '--agent-token', 'for-agents']);
+  const local = { KEEL_SERVER: roles.url };
+  const [agentToken, clientToken] = await Promise.all([
+    keel(['submit', 'DELAY', '--ms', '1', '--token', 'for-agents'], local),
+    keel(['submit', 'DELAY', '--ms', '1'], { ...local, KEEL_TOKEN: 'for-people' }),
+  ]);
+  assert.is(agentToken.code, 3);
+  oneLine(agentToken, /^keel submit: the server refused the token \(403\)/, 'agent token');
+  assert.is(clientToken.code, 0, clientToken.stderr);
+  await roles.proc.kill();
 });
 
 test.run();
