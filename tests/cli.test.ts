@@ -338,7 +338,7 @@ test('events: the transitions, oldest first, as a table and as JSON', async () =
 test('agents and stats: aligned tables', async () => {
   const [agents, stats] = await Promise.all([keel(['agents'], env), keel(['stats'], env)]);
   assert.is(agents.code, 0, agents.stderr);
-  assert.match(agents.stdout, /^ID +STATUS +LAST SEEN +HOLDS +COMMANDS\n\S+ +online +\d+(ms|s) ago +\d+/);
+  assert.match(agents.stdout, /^ID +STATUS +LAST SEEN +PROTOCOL +TYPES +HOLDS +COMMANDS\n\S+ +online +\d+(ms|s) ago +\d+ +DELAY,HTTP_GET_JSON +\d+/);
   assert.is(stats.code, 0, stats.stderr);
   assert.match(stats.stdout, /^STATUS +COMMANDS +OF WHICH\nPENDING +\d+.*\nRUNNING +\d+.*\nCOMPLETED +[1-9]\d*.*\nFAILED +\d+/);
   assert.match(stats.stdout, /^agents +1 online, 0 offline$/m);

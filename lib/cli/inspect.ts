@@ -54,9 +54,11 @@ export async function agents(inv: Invocation): Promise<ExitCode> {
     a.id,
     a.status,
     a.lastSeen === null ? 'not since restart' : `${shortDuration(now - Date.parse(a.lastSeen))} ago`,
+    a.protocol === null || a.protocol === undefined ? '-' : String(a.protocol),
+    a.types ? a.types.join(',') : '-',
     String(a.commands.length),
     a.commands.join(','),
   ]);
-  inv.stdout.write(table(['ID', 'STATUS', 'LAST SEEN', 'HOLDS', 'COMMANDS'], rows));
+  inv.stdout.write(table(['ID', 'STATUS', 'LAST SEEN', 'PROTOCOL', 'TYPES', 'HOLDS', 'COMMANDS'], rows));
   return EXIT.OK;
 }

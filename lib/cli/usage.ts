@@ -112,7 +112,8 @@ server restarted, or this reader fell behind); keel ls shows where things are.
 export const AGENTS_USAGE = `usage: keel agents
 
 The agents the server knows: online (heard from within the lease timeout) or
-offline, when each was last seen, and the commands each holds.
+offline, when each was last seen, the protocol version and command types its
+last claim announced, and the commands it holds.
 `;
 
 export const STATS_USAGE = `usage: keel stats
