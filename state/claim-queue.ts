@@ -51,7 +51,16 @@ export class ClaimQueue {
   private seq = 0;
   private count = 0;
 
+  /** The FIFO the last push went to: a restart pushes long runs to one. */
+  private lastPush: { type: CommandType; priority: number; q: Fifo } | undefined;
+
   push(id: string, type: CommandType, priority: number): void {
+    const last = this.lastPush;
+    if (last && last.type === type && last.priority === priority && last.q.length > 0) {
+      last.q.push(id, this.seq++);
+      this.count++;
+      return;
+    }
     let t = this.byType.get(type);
     if (!t) this.byType.set(type, (t = { levels: new Map(), active: [] }));
     let q = t.levels.get(priority);
@@ -63,6 +72,7 @@ export class ClaimQueue {
     }
     q.push(id, this.seq++);
     this.count++;
+    this.lastPush = { type, priority, q };
   }
 
   /** The next id in claim order among `types` (all when absent), removed from the queue. */
@@ -89,5 +99,6 @@ export class ClaimQueue {
   clear(): void {
     this.byType.clear();
     this.count = 0;
+    this.lastPush = undefined;
   }
 }

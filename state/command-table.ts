@@ -89,8 +89,11 @@ export class CommandTable implements Machine<TableRecord> {
   private readonly loaded = new SnapshotLines();
   /** Ids of the snapshot's commands that were not final, in snapshot order. */
   private readonly loadedLive: string[] = [];
-  /** For each of loadedLive kept as bytes (PENDING): its type and priority, read off the line. */
-  private readonly loadedClaimOrder: Array<{ type: CommandType; priority: number } | undefined> = [];
+  /**
+   * For each of loadedLive: where a line kept as bytes (PENDING) goes in the
+   * claim order, read off the line (claimKey()); -1 for a decoded one.
+   */
+  private readonly loadedClaimKey: number[] = [];
   /** Ids of those that load() decoded (not kept as bytes). */
   private readonly loadedDecoded = new Set<string>();
   /** Transitions of the snapshot's non-final commands since the load. */
@@ -269,7 +272,7 @@ export class CommandTable implements Machine<TableRecord> {
     if (!isFinal(state)) {
       this.put(escaped ?? decode(line), undefined);
       this.loadedLive.push(id);
-      this.loadedClaimOrder.push(undefined);
+      this.loadedClaimKey.push(-1);
       this.loadedDecoded.add(id);
       return;
     }
@@ -323,7 +326,7 @@ export class CommandTable implements Machine<TableRecord> {
           this.loadedLive.push(id);
           // `,null,"D` (DELAY) or `,null,"H` (HTTP_GET_JSON) after the state when there is no key.
           const type = keyed ? keyed.type : buf[stateEnd + 8] === 0x44 ? 'DELAY' : 'HTTP_GET_JSON';
-          this.loadedClaimOrder.push({ type, priority: keyed ? keyed.priority : priorityAtEnd(buf, end) });
+          this.loadedClaimKey.push(claimKey(type, keyed ? keyed.priority : priorityAtEnd(buf, end)));
           this.pendingByType[type]++;
         } else {
           this.finals.push(id);
@@ -344,15 +347,18 @@ export class CommandTable implements Machine<TableRecord> {
     this.pending.clear();
     this.due.clear();
     // The snapshot's commands first, in its order, then those replay added.
-    this.loadedLive.forEach((id, i) => {
-      const asLoaded = this.loadedClaimOrder[i];
-      const cmd = this.live.get(id);
+    const live = this.live;
+    const anyMoved = this.loadedMoved > 0;
+    for (let i = 0; i < this.loadedLive.length; i++) {
+      const id = this.loadedLive[i]!;
+      const key = this.loadedClaimKey[i]!;
+      const cmd = key < 0 || anyMoved ? live.get(id) : undefined;
       if (cmd) {
         if (cmd.state === 'PENDING') this.pending.push(id, cmd.type, cmd.priority);
-      } else if (asLoaded && !this.final.has(id) && this.loaded.find(id) >= 0) {
-        this.pending.push(id, asLoaded.type, asLoaded.priority); // still the PENDING line it was loaded as (not forgotten)
+      } else if (key >= 0 && (!anyMoved || (!this.final.has(id) && this.loaded.find(id) >= 0))) {
+        this.pending.push(id, COMMAND_TYPES[key >> 8]!, (key & 0xff) - 128); // still the PENDING line it was loaded as (not forgotten)
       }
-    });
+    }
     for (const cmd of this.live.values()) {
       if (cmd.state === 'PENDING' && !this.loadedDecoded.has(cmd.id) && (this.loaded.size === 0 || this.loaded.find(cmd.id) < 0)) this.pending.push(cmd.id, cmd.type, cmd.priority);
       if (isWaiting(cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
@@ -397,10 +403,17 @@ function keptAsBytes(letter: number): 'PENDING' | 'COMPLETED' | 'FAILED' | undef
 
 /** The last field of a snapshot line (`...,<priority>]`); 0 for a line from before priorities (it ends in the trail's `"]`). */
 function priorityAtEnd(buf: Buffer, end: number): number {
-  if (buf[end - 2] === 0x22) return 0;
+  let n = 0;
+  let scale = 1;
   let i = end - 2;
-  while (buf[i] !== 0x2c) i--;
-  return Number(buf.toString('latin1', i + 1, end - 1));
+  for (; buf[i]! >= 0x30 && buf[i]! <= 0x39; i--, scale *= 10) n += (buf[i]! - 0x30) * scale;
+  if (scale === 1) return 0; // no digits: the trail's closing quote
+  return buf[i] === 0x2d ? -n : n;
+}
+
+/** A PENDING command's place in the claim order as one small integer: type index and priority. */
+function claimKey(type: CommandType, priority: number): number {
+  return (COMMAND_TYPES.indexOf(type) << 8) | (priority + 128);
 }
 
 function holding(state: CommandState): boolean {
