@@ -41,7 +41,7 @@ try {
   const agentId = await settleIdentity(ledger, cfg.id);
   const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, types: cfg.types, protocol: cfg.protocol, log });
   const leases = new LeaseKeeper(client, log);
-  const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes };
+  const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes, urlPolicy: cfg.urlPolicy };
   const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };
   const loop = new WorkLoop(ctx, { concurrency: cfg.concurrency, claimWaitMs: 10_000, beforeClaim: crash.beforeClaim });
 

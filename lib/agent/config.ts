@@ -1,5 +1,6 @@
 // agent.ts's command line: every flag, its default, and what a bad value says.
 import { durationFlag, fileFlag, intFlag, parseFlags, secretFlag, stringFlag, UsageError, type FlagValues } from '../flags.ts';
+import { UrlPolicy } from './url-policy.ts';
 import { AGENT_ID_RE, COMMAND_TYPES, PROTOCOL_VERSION, type CommandType } from '../protocol.ts';
 
 export const USAGE = `usage: node --import tsx agent.ts [flags]
@@ -13,6 +14,10 @@ export const USAGE = `usage: node --import tsx agent.ts [flags]
   --token-file FILE       the token read from FILE: keeps it out of ps
   --ca FILE               trust only the CA certificate(s) in FILE (PEM) for an https:// server
   --http-timeout DUR      HTTP_GET_JSON time limit (default 10s)
+  --allow-url RULES       HTTP_GET_JSON may fetch only these: CIDR ranges, IPs, host names
+                          or patterns (*.example.com), comma-separated or repeated
+  --deny-url RULES        HTTP_GET_JSON may never fetch these (same forms); link-local
+                          addresses (169.254.0.0/16, fe80::/10) are denied unless allowed
   --max-body SIZE         HTTP_GET_JSON body cap, e.g. 65536, 64KiB, 1MiB (default 64KiB)
   --grace DUR             on SIGTERM/SIGINT, time to finish work in hand (default 10s)
   --repair                cut a damaged ledger journal at the first bad record
@@ -40,6 +45,8 @@ export interface AgentConfig {
   /** PEM CA certificate(s) the agent trusts for an https:// server, instead of the system's. */
   ca: Buffer | undefined;
   httpTimeoutMs: number;
+  /** What HTTP_GET_JSON may fetch (--allow-url, --deny-url). */
+  urlPolicy: UrlPolicy;
   maxBodyBytes: number;
   graceMs: number;
   repair: boolean;
@@ -64,6 +71,8 @@ const OPTIONS = {
   'token-file': { type: 'string' },
   ca: { type: 'string' },
   'http-timeout': { type: 'string' },
+  'allow-url': { type: 'string', multiple: true },
+  'deny-url': { type: 'string', multiple: true },
   'max-body': { type: 'string' },
   grace: { type: 'string' },
   repair: { type: 'boolean' },
@@ -90,6 +99,7 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentC
     token: secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined),
     ca: caFlag(v, server),
     httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
+    urlPolicy: new UrlPolicy(rules(v['allow-url'], 'allow-url'), rules(v['deny-url'], 'deny-url')),
     maxBodyBytes: sizeFlag(v['max-body'] as string | undefined, 64 * 1024),
     graceMs: durationFlag(v, 'grace', 10_000),
     repair: v.repair === true,
@@ -152,4 +162,12 @@ function typesFlag(text: string | undefined): CommandType[] {
     throw new UsageError(`--types must be distinct command types separated by commas, from ${COMMAND_TYPES.join(', ')}; got ${JSON.stringify(text)}`);
   }
   return types as CommandType[];
+}
+
+// --allow-url a,b --allow-url c: one list. An empty one is a mistake, not "allow all".
+function rules(values: unknown, flag: string): string[] {
+  if (values === undefined) return [];
+  const list = (values as string[]).flatMap((v) => v.split(',')).map((r) => r.trim()).filter((r) => r !== '');
+  if (list.length === 0) throw new UsageError(`--${flag} needs at least one rule`);
+  return list;
 }

@@ -2,7 +2,8 @@
 // redirects) within a time limit and a byte cap. Any HTTP status completes the
 // command, unless expectStatus names the ones that do: then any other fails
 // it HTTP_STATUS_<code>. No response at all (refused, DNS, timeout,
-// connection cut) fails it.
+// connection cut) fails it, and so does a host or address the agent's URL
+// policy (url-policy.ts) denies, before anything is sent, on every hop.
 //
 // node:http rather than fetch: fetch refuses a list of "bad ports", follows or
 // hides redirects on its own and decompresses bodies, and here we want every
@@ -13,12 +14,15 @@ import { crashPoint } from '../../../state/crash-points.ts';
 import { monotonicMs } from '../../clock.ts';
 import type { ExpectStatus, HttpGetJsonPayload, HttpGetJsonResult } from '../../protocol.ts';
 import type { Execution } from './execution.ts';
+import { DEFAULT_URL_POLICY, type UrlPolicy } from '../url-policy.ts';
 
 export interface HttpGetOptions {
   /** Whole-request budget (all redirects and the body included). */
   timeoutMs: number;
   /** Body bytes kept at most; past this the body is `truncated`. */
   maxBodyBytes: number;
+  /** Which hosts and addresses may be fetched (url-policy.ts). Default: all but link-local. */
+  urlPolicy?: UrlPolicy;
 }
 
 export const MAX_REDIRECTS = 5;
@@ -45,7 +49,7 @@ export async function runHttpGetJson(payload: HttpGetJsonPayload, opts: HttpGetO
       return noResponse(`BAD_URL: only http and https are allowed, got ${url.protocol}${hop > 0 ? ' (in a redirect)' : ''}`);
     }
     const got = await getOnce(url, deadline, opts, signal);
-    if (got.kind === 'none') return noResponse(got.error);
+    if (got.kind === 'none') return noResponse(hop > 0 && got.error.startsWith('URL_DENIED') ? `${got.error} (redirect ${hop}, to ${url.href})` : got.error);
     const { res } = got;
     const location = res.headers.location;
     if (REDIRECT_STATUSES.has(res.statusCode!) && location && hop < MAX_REDIRECTS) {
@@ -90,8 +94,15 @@ function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: Abort
     const timedOut = AbortSignal.timeout(Math.max(1, Math.ceil(deadline - monotonicMs())));
     const both = AbortSignal.any([signal, timedOut]);
     const get = url.protocol === 'https:' ? https.get : http.get;
+    // Judged before anything is sent: the name (or IP literal) here, every
+    // address the name resolves to in the policy's lookup, on each hop.
+    const policy = opts.urlPolicy ?? DEFAULT_URL_POLICY;
+    const denied = policy.checkHost(url.hostname);
+    if (denied) return resolve({ kind: 'none', error: `URL_DENIED: ${denied}` });
     // identity: the byte cap and bytesReturned count what the remote sent.
-    const req = get(url, { signal: both, headers: { accept: 'application/json', 'accept-encoding': 'identity' } }, (res) => {
+    // agent: false: a fresh connection each time, so none pooled by another
+    // request skips the policy's lookup.
+    const req = get(url, { signal: both, agent: false, lookup: policy.lookup, headers: { accept: 'application/json', 'accept-encoding': 'identity' } }, (res) => {
       // The request reached the remote and an answer is in hand, not yet handled.
       crashPoint('agent:mid-http');
       resolve({ kind: 'response', res, timedOut });
