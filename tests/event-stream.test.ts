@@ -92,6 +92,8 @@ all('Last-Event-ID (or ?since=) replays what came after it, then follows live, w
     const got = await r.take(3);
     assert.equal(got.map((f) => Number(f.id)), [1, 2, 3].map((n) => Number(seen!.id) + n));
     assert.equal(got.map((f) => [f.event, data(f).id]), [['submit', missed], ['cancel', missed], ['submit', live]]);
+    // Each as it was then: the submit still PENDING, though the command is FAILED by now.
+    assert.equal(got.map((f) => data(f).status), ['PENDING', 'FAILED', 'PENDING']);
     r.close();
   }
 });
