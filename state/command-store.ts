@@ -11,6 +11,7 @@ import type { CommandOptions, CommandType, Outcome, Payload } from './command-ty
 import { dueAt, isWaiting, step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
 import { CommandTable, type CommandRecord, type TableRecord } from './command-table.ts';
 import { crashPoint } from './crash-points.ts';
+import { DiskFullError } from './disk-full.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 import { recordsToForget, type RetentionPolicy } from './retention.ts';
 import { retryAt } from './retry-backoff.ts';
@@ -77,7 +78,7 @@ export class CommandStore {
   /** `now` is wall time (due times cross restarts); `random` draws retry jitter. */
   static async open(dir: string, opts: DurableOptions & { now?: () => number; random?: () => number; retention?: RetentionPolicy } = {}): Promise<CommandStore> {
     const table = new CommandTable();
-    const durable = await DurableMachine.open(dir, table, { role: 'server', ...opts });
+    const durable = await DurableMachine.open(dir, table, { role: 'server', refuseWhenDiskFull: true, ...opts });
     table.resetPendingQueue();
     const store = new CommandStore(table, durable, opts.now ?? Date.now, opts.random ?? Math.random, opts.retention);
     // Bounds lowered since the last run apply at once.
@@ -123,9 +124,27 @@ export class CommandStore {
     return this.table.get(id);
   }
 
-  /** Resolves once every transition made so far is durable. */
+  /**
+   * Resolves once every transition made so far is durable. On a full disk at
+   * once: reads go on, and the one group commit that met the full disk (its
+   * requests still unanswered, waiting for space) is visible before it is
+   * durable; a crash before space returns loses it, as it would any
+   * unacknowledged request.
+   */
   readBarrier(): Promise<void> {
+    if (this.durable.journal.diskFull) return Promise.resolve();
     return this.durable.sync();
+  }
+
+  /** The ENOSPC that makes every transition refused, while the disk is full. */
+  get diskFull(): Error | undefined {
+    return this.durable.journal.diskFull;
+  }
+
+  /** Throws DiskFullError while the disk is full: for requests that would journal something. */
+  refuseIfDiskFull(): void {
+    const full = this.durable.journal.diskFull;
+    if (full) throw new DiskFullError(this.durable.dir, full);
   }
 
   async submit(input: SubmitInput): Promise<SubmitResult> {
@@ -215,6 +234,10 @@ export class CommandStore {
    * nothing to hand out.
    */
   claimNow(agentId: string, max: number, opts: ClaimOptions = {}): Claimed | undefined {
+    // On a full disk a claim record would be refused: hand out nothing, and
+    // leave the PENDING queue as it is. (A held ASSIGNED command was granted
+    // already; it is handed back once there is space.)
+    if (this.durable.journal.diskFull) return undefined;
     const out: Command[] = [];
     if (opts.held !== false) {
       for (const id of this.table.heldBy.get(agentId) ?? []) {

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { crashPoint } from './crash-points.ts';
+import { DiskFullError, isDiskFull, noSpaceLeft } from './disk-full.ts';
 import { syncDir } from './fsio.ts';
 import { checkDirectoryFormats, fileFormat, FORMAT } from './format.ts';
 import { Journal, listSegments, segmentName } from './journal.ts';
@@ -43,6 +44,13 @@ export interface DurableOptions {
   /** Skip the directory lock (tests that open a directory twice on purpose). */
   noLock?: boolean;
   onLockCompromised?: (err: Error) => void;
+  /**
+   * While the disk is full, refuse commits with DiskFullError before applying
+   * them (the server: memory never runs ahead of a disk that cannot catch
+   * up), instead of queueing them until there is space (the agent, which
+   * acts on a record only once it is durable anyway).
+   */
+  refuseWhenDiskFull?: boolean;
 }
 
 export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
@@ -65,6 +73,7 @@ export class DurableMachine<R> {
   private compacting: Promise<void> | undefined;
   /** Bytes of the last snapshot written or found at open. */
   private snapshotSize: number;
+  private readonly refuseWhenDiskFull: boolean;
   snapshots = 0;
   /**
    * Set when open found files of an older format: the snapshot that rewrites
@@ -80,6 +89,7 @@ export class DurableMachine<R> {
     this.log = opts.log ?? (() => {});
     this.snapshotBytes = opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES;
     this.snapshotFloorBytes = opts.snapshotFloorBytes ?? SNAPSHOT_FLOOR_BYTES;
+    this.refuseWhenDiskFull = opts.refuseWhenDiskFull ?? false;
     this.snapshotSize = fs.statSync(path.join(dir, SNAPSHOT_FILE), { throwIfNoEntry: false })?.size ?? 0;
   }
 
@@ -106,6 +116,8 @@ export class DurableMachine<R> {
       // format, and a snapshot written now replaces every older file.
       const current = path.join(dir, segmentName(journal.currentSegmentFirstSeq));
       if ((fileFormat(current, 'journal') ?? FORMAT) < FORMAT) journal.startNewSegment();
+      // Started on a full disk: read-only from the first request, not from the first failed write.
+      if (noSpaceLeft(dir)) journal.markDiskFull(Object.assign(new Error(`ENOSPC: no space left on device (${dir})`), { code: 'ENOSPC' }));
       const durable = new DurableMachine(dir, machine, journal, lock, opts);
       if (oldest < FORMAT) {
         durable.log('upgrading state directory', { fromFormat: oldest, toFormat: FORMAT });
@@ -128,6 +140,8 @@ export class DurableMachine<R> {
    * and the promise rejects with that record's error once they are durable.
    */
   commit(recs: readonly R[]): Promise<void> {
+    const full = this.journal.diskFull;
+    if (full && this.refuseWhenDiskFull) return Promise.reject(new DiskFullError(this.dir, full));
     let applied = 0;
     let refused: { err: unknown } | undefined;
     try {
@@ -140,7 +154,7 @@ export class DurableMachine<R> {
     }
     if (refused && applied === 0) return Promise.reject(refused.err);
     const done = this.journal.append(refused ? recs.slice(0, applied) : recs);
-    if (this.compacting === undefined && this.journal.currentSegmentBytes >= this.compactAt) void this.compact();
+    if (this.compacting === undefined && !full && this.journal.currentSegmentBytes >= this.compactAt) void this.compact();
     return refused ? done.then(() => Promise.reject(refused.err)) : done;
   }
 
@@ -169,8 +183,16 @@ export class DurableMachine<R> {
     // rotate() first flushes every record up to seq: the snapshot never
     // covers a record that is not durable in the journal too.
     const rotated = this.journal.rotate();
+    rotated.catch(() => {}); // awaited below, unless the snapshot is given up
     try {
       this.snapshotSize = await writeSnapshotTmp(this.dir, this.machine.name, seq, dump.lines);
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      // The journal still holds everything; the next segment to grow past
+      // the bound tries again. Only the tmp file is given up.
+      fs.rmSync(path.join(this.dir, `${SNAPSHOT_FILE}.tmp`), { force: true });
+      this.log('snapshot postponed: disk full', { seq, error: err.message });
+      return;
     } finally {
       dump.done();
     }
@@ -189,7 +211,8 @@ export class DurableMachine<R> {
 
   async close(): Promise<void> {
     await this.compacting?.catch(() => {});
-    await this.journal.sync().catch(() => {});
+    // On a full disk what is queued cannot be written: close() rejects it.
+    if (!this.journal.diskFull) await this.journal.sync().catch(() => {});
     this.journal.close();
     await this.lock?.release().catch(() => {});
   }

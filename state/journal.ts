@@ -20,11 +20,18 @@
  * one write and one fdatasync for the whole batch. Records the owner marks
  * `deferrable` start no flush of their own: they go with the next one, or
  * deferMs later, and their append still resolves only once they are durable.
+ *
+ * A write refused with ENOSPC is cut back off the file and its batch kept
+ * queued; the journal is then `diskFull` and writes it again every
+ * DISK_FULL_RETRY_MS until it goes through (state/disk-full.ts says why
+ * this is safe for a full disk and not for a failed fsync). Appends made
+ * meanwhile queue behind it: the owner decides whether to make any.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
+import { DISK_FULL_RETRY_MS, isDiskFull, noSpaceLeft } from './disk-full.ts';
 import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
 import { checkFormat, FORMAT } from './format.ts';
 
@@ -175,6 +182,8 @@ export interface JournalStats {
   fsyncMicros: number;
   bytes: number;
   records: number;
+  /** Times a write met a full disk and the journal began waiting for space. */
+  diskFullEpisodes: number;
 }
 
 interface Batch {
@@ -193,7 +202,7 @@ export const DEFER_MS = 10;
 /** An open journal, positioned to append after its last record. */
 export class Journal {
   readonly dir: string;
-  readonly stats: JournalStats = { fsyncs: 0, fsyncMicros: 0, bytes: 0, records: 0 };
+  readonly stats: JournalStats = { fsyncs: 0, fsyncMicros: 0, bytes: 0, records: 0, diskFullEpisodes: 0 };
   private fd: number;
   private seq: number;
   private segmentFirst: number;
@@ -202,6 +211,13 @@ export class Journal {
   private flushing = false;
   private failed: Error | undefined;
   private deferTimer: NodeJS.Timeout | undefined;
+  /** Bytes written to the current segment file: where a refused write is cut back to. */
+  private fileBytes: number;
+  /** The ENOSPC that stopped writes, while the disk stays full. */
+  private full: Error | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly diskListeners = new Set<(full: Error | undefined) => void>();
+  retryMs = DISK_FULL_RETRY_MS;
   /**
    * Records this accepts may wait for a later flush (see the top of this
    * file): for records whose loss in a crash costs a repeated, idempotent
@@ -216,6 +232,7 @@ export class Journal {
     this.segmentFirst = segmentFirst;
     this.segmentBytes = segmentBytes;
     this.fd = fs.openSync(path.join(dir, segmentName(segmentFirst)), 'a');
+    this.fileBytes = fs.fstatSync(this.fd).size;
   }
 
   /** Creates the first segment of an empty directory (or after a snapshot at seq). */
@@ -227,6 +244,34 @@ export class Journal {
   /** The write or fsync error that stopped this journal, if one did. */
   get broken(): Error | undefined {
     return this.failed;
+  }
+
+  /** The ENOSPC that holds writes back, while the disk is full; queued records wait. */
+  get diskFull(): Error | undefined {
+    return this.full;
+  }
+
+  /** Called with the error when the disk fills, and with undefined once writes go through again. */
+  onDiskFull(fn: (full: Error | undefined) => void): () => void {
+    this.diskListeners.add(fn);
+    return () => this.diskListeners.delete(fn);
+  }
+
+  /** Resolves once the disk is not (or no longer) full. */
+  whenSpace(): Promise<void> {
+    if (!this.full) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.onDiskFull((full) => {
+        if (full) return;
+        off();
+        resolve();
+      });
+    });
+  }
+
+  /** At open: the file system has no space left, so start waiting for it before any write fails. */
+  markDiskFull(err: Error): void {
+    this.enterDiskFull(err);
   }
 
   get lastSeq(): number {
@@ -301,15 +346,22 @@ export class Journal {
     Journal.createSegment(this.dir, first);
     fs.closeSync(this.fd);
     this.fd = fs.openSync(path.join(this.dir, segmentName(first)), 'a');
+    this.fileBytes = fs.fstatSync(this.fd).size;
     this.segmentFirst = first;
     this.segmentBytes = 0;
   }
 
   close(): void {
     clearTimeout(this.deferTimer);
+    clearTimeout(this.retryTimer);
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
     this.failed ??= new Error('journal closed');
+    // Only a full disk leaves records queued at close: they were never written.
+    for (const b of this.batches.splice(0)) {
+      for (const w of b.waiters) w.reject(new Error('journal closed before the disk had space for these records'));
+      b.rotate?.reject(this.failed);
+    }
   }
 
   /** The batch new records join: the last one, unless a rotation closes it. */
@@ -324,7 +376,8 @@ export class Journal {
 
   private kick(batch: Batch): void {
     batch.urgent = true;
-    if (!this.flushing) {
+    // On a full disk the retry timer flushes, not each append.
+    if (!this.flushing && !this.full) {
       this.flushing = true;
       // Let the rest of this tick's appends join the batch.
       process.nextTick(() => void this.flush());
@@ -343,27 +396,43 @@ export class Journal {
     // Deferrable-only batches are left for a later flush (deferFlush's timer
     // is armed); anything urgent behind them takes them along, in order.
     while (this.batches.some((b) => b.urgent)) {
+      // Out of the queue while it is written, so nothing joins it meanwhile;
+      // a full disk puts it back at the front for the retry.
       const batch = this.batches.shift()!;
+      let syncing = false;
       try {
         if (batch.lines.length > 0) {
           const buf = Buffer.from(batch.lines.join(''));
-          writeAllSync(this.fd, buf);
+          this.writeOrCutBack(buf);
           crashPoint('journal:written');
           const t0 = process.hrtime.bigint();
+          syncing = true;
           await datasync(this.fd);
+          syncing = false;
           this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
           this.stats.fsyncs++;
           this.stats.bytes += buf.length;
           this.stats.records += batch.lines.length;
           crashPoint('journal:synced');
+          // Durable: a rotation that then meets a full disk must not write them twice.
+          for (const w of batch.waiters) w.resolve();
+          batch.waiters = [];
+          batch.lines = [];
         }
         if (batch.rotate) {
           Journal.createSegment(this.dir, batch.rotate.firstSeq);
           fs.closeSync(this.fd);
           this.fd = fs.openSync(path.join(this.dir, segmentName(batch.rotate.firstSeq)), 'a');
+          this.fileBytes = fs.fstatSync(this.fd).size;
         }
       } catch (err) {
-        // After a failed write or fsync the file's tail is unknown: refuse all
+        // ENOSPC from fsync is a failed fsync, not a refused write: fatal.
+        if (isDiskFull(err) && !syncing && !this.failed) {
+          this.batches.unshift(batch);
+          this.enterDiskFull(err);
+          return;
+        }
+        // After a failed fsync (or EIO) the file's tail is unknown: refuse all
         // further appends. The process must restart and recover from disk.
         this.failed = err instanceof Error ? err : new Error(String(err));
         for (const b of [batch, ...this.batches]) {
@@ -373,15 +442,62 @@ export class Journal {
         this.batches = [];
         this.flushing = false;
         clearTimeout(this.deferTimer);
+        clearTimeout(this.retryTimer);
         return;
       }
       for (const w of batch.waiters) w.resolve();
       batch.rotate?.resolve();
     }
     this.flushing = false;
+    if (this.full) this.leaveDiskFull();
     if (this.batches.length === 0) {
       clearTimeout(this.deferTimer);
       this.deferTimer = undefined;
     }
+  }
+
+  /**
+   * Write buf at the end of the segment. If the disk is full, cut off what
+   * part of it was written, so the file ends on a whole record again, and
+   * rethrow the ENOSPC; a cut that fails is no longer a full disk.
+   */
+  private writeOrCutBack(buf: Buffer): void {
+    try {
+      writeAllSync(this.fd, buf);
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      fs.ftruncateSync(this.fd, this.fileBytes);
+      throw err;
+    }
+    this.fileBytes += buf.length;
+  }
+
+  private enterDiskFull(err: Error): void {
+    this.flushing = false;
+    this.retryTimer ??= setTimeout(() => this.retry(), this.retryMs);
+    if (this.full) return;
+    this.full = err;
+    this.stats.diskFullEpisodes++;
+    for (const fn of [...this.diskListeners]) fn(err);
+  }
+
+  /** Write what waits again; with nothing waiting, ask the file system whether there is space. */
+  private retry(): void {
+    this.retryTimer = undefined;
+    if (this.failed || this.fd < 0) return;
+    if (this.batches.length === 0) {
+      if (noSpaceLeft(this.dir)) this.enterDiskFull(this.full!);
+      else this.leaveDiskFull();
+      return;
+    }
+    for (const b of this.batches) b.urgent = true;
+    this.flushing = true;
+    void this.flush();
+  }
+
+  private leaveDiskFull(): void {
+    if (!this.full) return;
+    this.full = undefined;
+    for (const fn of [...this.diskListeners]) fn(undefined);
   }
 }

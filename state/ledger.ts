@@ -130,7 +130,20 @@ export class Ledger {
     return [...this.state.entries.values()];
   }
 
-  /** Journal records; resolves once they are fsynced (settling ones ride with the next flush). */
+  /** The ENOSPC holding ledger writes back, while the disk is full: writes wait for space. */
+  get diskFull(): Error | undefined {
+    return this.durable.journal.diskFull;
+  }
+
+  /** Resolves once the ledger's disk has space (at once if it has). */
+  whenSpace(): Promise<void> {
+    return this.durable.journal.whenSpace();
+  }
+
+  /**
+   * Journal records; resolves once they are fsynced (settling ones ride with
+   * the next flush). On a full disk they wait, queued in order, until there is space.
+   */
   write(...recs: LedgerRecord[]): Promise<void> {
     return this.durable.commit(recs);
   }

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
+import { isDiskFull } from './disk-full.ts';
 import { writeFileDurably } from './fsio.ts';
 
 const STALE_MS = 10_000;
@@ -36,6 +37,27 @@ export class LockedError extends Error {
     this.name = 'LockedError';
     this.dir = dir;
     this.owner = owner;
+  }
+}
+
+/**
+ * Name this process as the holder. On a full disk the previous holder's file
+ * is removed to make room (its page is what the new one needs), and if even
+ * that is not enough the lock is held unnamed: a start on a full disk must
+ * not fail over an advisory file. Unnamed, a takeover after a SIGKILL waits
+ * for the mtime to go stale instead of checking the pid.
+ */
+function writeOwner(ownerFile: string, text: string): void {
+  try {
+    writeFileDurably(ownerFile, text);
+  } catch (err) {
+    if (!isDiskFull(err)) throw err;
+    fs.rmSync(ownerFile, { force: true });
+    try {
+      writeFileDurably(ownerFile, text);
+    } catch (again) {
+      if (!isDiskFull(again)) throw again;
+    }
   }
 }
 
@@ -65,7 +87,7 @@ export async function lockStateDir(dir: string, role: string, onCompromised?: (e
         }),
       });
       const owner: LockOwner = { pid: process.pid, role, host: os.hostname(), since: new Date().toISOString(), lock: identity(fs.statSync(lockDir)) };
-      writeFileDurably(ownerFile, `${JSON.stringify(owner)}\n`);
+      writeOwner(ownerFile, `${JSON.stringify(owner)}\n`);
       return { release };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
 import { DamagedSnapshotError, FormatError } from './errors.ts';
-import { readWholeLines, syncDir } from './fsio.ts';
+import { readWholeLines, syncDir, writeAllSync } from './fsio.ts';
 import { checkFormat, FORMAT } from './format.ts';
 
 export const SNAPSHOT_FILE = 'snapshot.jsonl';
@@ -34,13 +34,16 @@ export async function writeSnapshotTmp(dir: string, machine: string, seq: number
   let size = 0;
   const fd = fs.openSync(tmp, 'w');
   try {
-    fs.writeSync(fd, `${JSON.stringify({ keel: 'snapshot', format: FORMAT, machine, seq })}\n`);
+    // Whole writes: a full disk can cut a write short before it fails.
+    writeAllSync(fd, Buffer.from(`${JSON.stringify({ keel: 'snapshot', format: FORMAT, machine, seq })}\n`));
     let crc = 0;
     let count = 0;
     let chunk = '';
     const flush = (): void => {
       crc = crc32(chunk, crc);
-      size += fs.writeSync(fd, chunk);
+      const buf = Buffer.from(chunk);
+      writeAllSync(fd, buf);
+      size += buf.length;
       chunk = '';
     };
     for (const line of lines) {
@@ -52,7 +55,7 @@ export async function writeSnapshotTmp(dir: string, machine: string, seq: number
       }
     }
     flush();
-    fs.writeSync(fd, `${JSON.stringify({ end: true, count, crc: crc.toString(16).padStart(8, '0') })}\n`);
+    writeAllSync(fd, Buffer.from(`${JSON.stringify({ end: true, count, crc: crc.toString(16).padStart(8, '0') })}\n`));
     crashPoint('snapshot:tmp-written');
     await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
   } finally {

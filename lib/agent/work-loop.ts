@@ -78,6 +78,13 @@ export class WorkLoop {
       }
       if (this.recording.size > 0) await Promise.all(this.recording);
       if (ctx.stopping.aborted) break;
+      if (ctx.ledger.diskFull) {
+        // A claim could not be journaled: take no more work, keep what is in
+        // hand (its records wait for space, its leases are still beaten).
+        ctx.log.error('not claiming: the ledger disk is full', { error: ctx.ledger.diskFull.message, inHand: this.active.size });
+        await Promise.race([ctx.ledger.whenSpace(), stopped]);
+        continue;
+      }
       opts.beforeClaim?.(claims++);
       let answer;
       try {

@@ -6,6 +6,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { CommandStore } from '../../state/command-store.ts';
 import { DEFAULT_RETENTION } from '../../state/retention.ts';
+import { DiskFullError } from '../../state/disk-full.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { checkAccess, tokensOf, type Role, type Tokens } from './auth.ts';
 import { AgentRegistry } from './agent-registry.ts';
@@ -72,7 +73,10 @@ export const ROUTE_ROLES: ReadonlyArray<{ method: string; name: string; role: Ro
 }));
 
 async function readyz(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
-  sendJson(res, ctx.ready ? 200 : 503, { ready: ctx.ready });
+  // On a full disk the server answers reads but takes no work: not ready.
+  const full = ctx.store.diskFull !== undefined;
+  const ready = ctx.ready && !full;
+  sendJson(res, ready ? 200 : 503, full ? { ready, reason: 'disk full' } : { ready });
 }
 
 async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -84,6 +88,7 @@ async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerRes
     table: ctx.store.table,
     journal: ctx.store.durable.journal.stats,
     journalBytesOnDisk: onDisk,
+    diskFull: ctx.store.diskFull !== undefined,
     agentsOnline: ctx.agents.online(),
     runnableTypes: ctx.agents.runnableTypes(),
     leases: ctx.leases.size,
@@ -131,6 +136,12 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     if (isWaiting(cmd.state)) ctx.due.arm();
     if (cmd.state === 'RUNNING') ctx.runDeadlines.started(cmd);
   });
+  const diskLog = (full: Error | undefined): void => {
+    if (full) log.error('disk full: writes refused (503) until there is space; reads go on', { stateDir: config.stateDir, error: full.message });
+    else log('disk has space again: writes resumed', { stateDir: config.stateDir });
+  };
+  store.durable.journal.onDiskFull(diskLog);
+  if (store.diskFull) diskLog(store.diskFull);
   const c = store.table.countByState;
   log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
   ctx.leases.start();
@@ -219,6 +230,12 @@ async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, 
     if (err instanceof HttpError) {
       sendJson(res, err.status, err.body(), err.headers);
       discardBody(req);
+      return;
+    }
+    if (err instanceof DiskFullError) {
+      // Nothing was changed: the client may simply retry once there is space.
+      const secs = Math.max(1, Math.ceil(err.retryAfterMs / 1000));
+      sendJson(res, 503, { error: 'disk full', detail: err.message, retryAfterSeconds: secs }, { 'retry-after': String(secs) });
       return;
     }
     if (ctx.store.durable.journal.broken) {

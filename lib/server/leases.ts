@@ -4,6 +4,7 @@
 // applies the expiry rules through the command store. Deadlines are on the
 // monotonic clock (lib/clock.ts): a step of the wall clock expires nothing.
 import { crashPoint } from '../../state/crash-points.ts';
+import { DiskFullError } from '../../state/disk-full.ts';
 import type { CommandStore } from '../../state/command-store.ts';
 import { monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
@@ -56,9 +57,18 @@ export class LeaseClock {
         this.deadlines.delete(id);
         const cmd = this.store.get(id);
         if (!cmd || cmd.attempt !== d.lease || (cmd.state !== 'ASSIGNED' && cmd.state !== 'RUNNING')) continue;
+        // On a full disk the expiry cannot be journaled: it waits for space.
+        if (this.store.diskFull) {
+          this.deadlines.set(id, d);
+          continue;
+        }
         crashPoint('server:lease-expiry');
-        const r = await this.store.expire(id, d.lease);
-        if (r.kind === 'next') this.log('lease expired', { id, lease: d.lease, agentId: cmd.agentId, state: r.cmd.state, error: r.cmd.error });
+        const r = await this.store.expire(id, d.lease).catch((err: unknown) => {
+          if (!(err instanceof DiskFullError)) throw err;
+          this.deadlines.set(id, d);
+          return undefined;
+        });
+        if (r?.kind === 'next') this.log('lease expired', { id, lease: d.lease, agentId: cmd.agentId, state: r.cmd.state, error: r.cmd.error });
       }
     } finally {
       this.sweeping = false;

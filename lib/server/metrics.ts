@@ -7,6 +7,8 @@ export interface MetricsSources {
   table: CommandTable;
   journal: JournalStats;
   journalBytesOnDisk: number;
+  /** The journal cannot be written until the disk has space: writes are refused. */
+  diskFull: boolean;
   agentsOnline: number;
   /** Command types some online agent runs. */
   runnableTypes: ReadonlySet<string>;
@@ -43,6 +45,8 @@ export class HttpMetrics {
     metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', src.journal.fsyncMicros / 1e6]]);
     metric('keel_journal_records_total', 'counter', 'Journal records written since start.', [['', src.journal.records]]);
     metric('keel_journal_written_bytes_total', 'counter', 'Journal bytes written since start.', [['', src.journal.bytes]]);
+    metric('keel_disk_full', 'gauge', '1 while the journal cannot be written for lack of space: writes answer 503, reads go on.', [['', src.diskFull ? 1 : 0]]);
+    metric('keel_disk_full_episodes_total', 'counter', 'Times a journal write met a full disk since start.', [['', src.journal.diskFullEpisodes]]);
     metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', src.journalBytesOnDisk]]);
     metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
     metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);

@@ -45,6 +45,7 @@ export class ClaimWaiters {
    * Resolves once what it claimed is durable.
    */
   claim(agentId: string, max: number, ms: number, watch: () => AbortSignal, types?: ReadonlySet<CommandType>): Promise<Command[]> {
+    this.store.refuseIfDiskFull();
     const now = this.store.claimNow(agentId, max, { types });
     if (now) return now.commands;
     if (ms <= 0) return Promise.resolve([]);
