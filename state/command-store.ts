@@ -141,6 +141,11 @@ export class CommandStore {
     return this.durable.journal.diskFull;
   }
 
+  /** Resolves once the disk is not (or no longer) full. */
+  whenSpace(): Promise<void> {
+    return this.durable.journal.whenSpace();
+  }
+
   /** Throws DiskFullError while the disk is full: for requests that would journal something. */
   refuseIfDiskFull(): void {
     const full = this.durable.journal.diskFull;
@@ -286,6 +291,8 @@ export class CommandStore {
    * order, in one group commit. Resolves with how many moved.
    */
   async promoteDue(): Promise<number> {
+    // Before anything leaves the due queue: a refused commit would lose it from there.
+    this.refuseIfDiskFull();
     const now = this.now();
     const recs: CommandRecord[] = [];
     for (let top = this.table.due.peekAt(); top !== undefined && top <= now; top = this.table.due.peekAt()) {

@@ -5,6 +5,7 @@
 // wall clock set forward is noticed within a minute. At startup everything
 // that fell due while the server was down is promoted at once.
 import type { CommandStore } from '../../state/command-store.ts';
+import { DiskFullError } from '../../state/disk-full.ts';
 import type { Logger } from '../log.ts';
 
 const MAX_WAIT_MS = 60_000;
@@ -55,6 +56,12 @@ export class DueClock {
       const n = await this.store.promoteDue();
       if (n > 0) this.log('due', { commands: n });
     } catch (err) {
+      if (err instanceof DiskFullError) {
+        // Nothing was promoted; try again once writes go through.
+        this.promoting = false;
+        void this.store.whenSpace().then(() => this.fire());
+        return;
+      }
       // Only the journal can fail here; the request path notices and exits.
       this.log.error('promoting due commands failed', { error: (err as Error).message });
     } finally {

@@ -11,6 +11,7 @@ import type { Command } from '../../state/command-fsm.ts';
 import { decodeTrail } from '../../state/command-line.ts';
 import { crashPoint } from '../../state/crash-points.ts';
 import type { CommandStore } from '../../state/command-store.ts';
+import { DiskFullError } from '../../state/disk-full.ts';
 import { momentFromWall, monotonicMs } from '../clock.ts';
 import type { Logger } from '../log.ts';
 
@@ -70,9 +71,16 @@ export class RunDeadlines {
           continue;
         }
         if (d.at > now) continue;
+        // On a full disk the timeout cannot be journaled: it waits for space.
+        if (this.store.diskFull) continue;
         this.deadlines.delete(id);
         crashPoint('server:timeout');
-        const r = await this.store.timeout(id, d.lease);
+        const r = await this.store.timeout(id, d.lease).catch((err: unknown) => {
+          if (!(err instanceof DiskFullError)) throw err;
+          this.deadlines.set(id, d);
+          return undefined;
+        });
+        if (!r) continue;
         crashPoint('server:timeout-synced');
         if (r.kind === 'next') this.log('attempt timed out', { id, lease: d.lease, agentId: cmd.agentId, state: r.cmd.state });
       }
