@@ -37,10 +37,12 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
 
 try {
   const ledger = await Ledger.open(cfg.stateDir, { log, repair: cfg.repair });
-  ledger.durable.journal.onDiskFull((full) => {
+  const diskLog = (full: Error | undefined): void => {
     if (full) log.error('ledger disk full: claiming stops; work in hand keeps its leases and waits to journal', { stateDir: cfg.stateDir, error: full.message });
     else log('ledger disk has space again: claiming resumes', { stateDir: cfg.stateDir });
-  });
+  };
+  ledger.durable.journal.onDiskFull(diskLog);
+  if (ledger.diskFull) diskLog(ledger.diskFull);
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
   const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, types: cfg.types, protocol: cfg.protocol, log });

@@ -13,6 +13,8 @@ export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { agentId, max, waitMs, finish, protocol, types } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId, { protocol, types });
+  // A full disk refuses the whole claim (503), before a riding finish is tried.
+  ctx.store.refuseIfDiskFull();
   // Outcomes riding along are queued first, in this tick: they share the
   // claim's group commit. Their sender waits for their results, so no waiting for work.
   const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;

@@ -5,6 +5,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+const mounted = new Set<SmallDisk>();
+// A test file that dies (an uncaught error) must not leave its mount behind.
+process.on('exit', () => {
+  for (const d of mounted) d.remove();
+});
+
 export class SmallDisk {
   readonly dir: string;
   private readonly filler: string;
@@ -20,6 +26,7 @@ export class SmallDisk {
       throw new Error(`cannot mount a ${sizeMiB} MiB tmpfs (these tests need root, as CI runs): ${(err as Error).message}`);
     }
     this.mounted = true;
+    mounted.add(this);
   }
 
   /** Take every free block: grow a filler file until the file system refuses. */
@@ -45,7 +52,9 @@ export class SmallDisk {
 
   /** Unmount and remove the mount point; stop every process using it first. */
   remove(): void {
-    if (this.mounted) execFileSync('umount', [this.dir], { stdio: 'pipe' });
+    mounted.delete(this);
+    // Lazily: a process killed with it may still hold a file open for a moment.
+    if (this.mounted) execFileSync('umount', ['-l', this.dir], { stdio: 'pipe' });
     this.mounted = false;
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
