@@ -10,7 +10,8 @@ import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
 import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
 import { DEFAULT_SNAPSHOT_BYTES, SNAPSHOT_FLOOR_BYTES } from '../state/durable-machine.ts';
 
-const at = 1_790_000_000_000;
+// Recent: older final commands would be forgotten at start by retention (--retain, 7 days).
+const at = Date.now() - 3_600_000;
 
 /** The i-th command's id: a valid lowercase UUID, distinct for every i. */
 export const uuid = (i: number): string => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-${(i * 7919).toString(16).padStart(12, '0').slice(-12)}`;
