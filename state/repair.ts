@@ -6,6 +6,7 @@
 // `<segment>.broken` beside it: the dropped records may still be worth
 // reading by hand, and a repair must not be the last word on them.
 import fs from 'node:fs';
+import { crashPoint } from './crash-points.ts';
 import { syncDir, truncateDurably } from './fsio.ts';
 
 export interface Cut {
@@ -30,9 +31,13 @@ export function cutJournal(dir: string, segs: ReadonlyArray<{ file: string }>, o
     kept.push(keepCopy(seg.file));
   });
   syncDir(dir);
+  // A crash from here on leaves copies beside a journal that a repeated
+  // --repair cuts again (keeping a second copy) or finds already cut.
+  crashPoint('repair:copied');
   segs.forEach((seg, i) => {
     if (i === 0 && offset > 0) truncateDurably(seg.file, offset);
     else fs.unlinkSync(seg.file);
+    crashPoint('repair:cut');
   });
   syncDir(dir);
   return { dropped: Math.max(0, dropped), kept };
