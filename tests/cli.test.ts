@@ -414,6 +414,30 @@ test('tail carries on across a server restart, resuming after the last seq it sa
   await second.proc.kill();
 });
 
+test('a reader that goes away (tail | head -n 1) ends tail quietly, exit 0', async () => {
+  const pipeline = spawn('bash', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(KEEL_BIN)} tail --json | head -n 1; echo "tail exited \${PIPESTATUS[0]}" >&2`], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  pipeline.stderr.on('data', (d: Buffer) => (err += d));
+  const closed = new Promise<void>((resolve) => pipeline.on('close', () => resolve()));
+  // Transitions until head has its line and tail's next write finds the pipe closed.
+  const lineSeen = new Promise<void>((resolve) => pipeline.stdout.on('data', (d: Buffer) => ((out += d), resolve())));
+  let ended = false;
+  void closed.then(() => (ended = true));
+  await submitDelay(1);
+  await lineSeen;
+  for (let i = 0; !ended; i++) {
+    assert.ok(i < 50, `tail still running after ${i} more commands:\n${err}`);
+    await Promise.race([submitDelay(1), closed]);
+  }
+  assert.is(out.trimEnd().split('\n').length, 1);
+  assert.is(err, 'tail exited 0\n', 'no stack trace, exit 0');
+});
+
 test('wait on a terminal shows a live status line on stderr, then the command', async () => {
   const id = await submitDelay(60_000);
   // script(1) gives the CLI a pseudo-terminal.

@@ -54,6 +54,23 @@ function parse(argv: string[], options: Options): { values: Invocation['values']
   }
 }
 
+/**
+ * For the process running the CLI: a reader that goes away (`keel tail | head`)
+ * ends it quietly, as it would a shell tool, and nothing else ends it with a
+ * stack trace.
+ */
+export function guardProcess(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+    process.stderr.write(`keel: cannot write the output: ${err.message}\n`);
+    process.exit(EXIT.FAILED);
+  });
+  process.on('uncaughtException', (err) => {
+    process.stderr.write(`keel: unexpected error: ${err?.message ?? String(err)}\n`);
+    process.exit(EXIT.FAILED);
+  });
+}
+
 export async function main(argv: string[], io: Io): Promise<ExitCode> {
   let command = 'keel';
   try {

@@ -24,8 +24,15 @@ function statusOf(state: string): CommandStatus {
   return state === 'RUNNING' || state === 'COMPLETED' || state === 'FAILED' ? state : 'PENDING';
 }
 
+interface Tally {
+  count: number;
+  scanned: number;
+  /** The scan stopped at SCAN_LIMIT: count is a lower bound. */
+  capped: boolean;
+}
+
 /** Commands of `status` whose last change falls in [since, ...), and how many were looked at. */
-async function finishedSince(inv: Invocation, status: CommandStatus, since: number): Promise<{ count: number; scanned: number }> {
+async function finishedSince(inv: Invocation, status: CommandStatus, since: number): Promise<Tally> {
   let count = 0;
   let scanned = 0;
   let cursor: string | null = null;
@@ -40,7 +47,7 @@ async function finishedSince(inv: Invocation, status: CommandStatus, since: numb
     const allOlder = page.commands.every((c) => Date.parse(c.createdAt) < since);
     cursor = hits === 0 && allOlder ? null : page.nextCursor;
   } while (cursor !== null && scanned < SCAN_LIMIT);
-  return { count, scanned };
+  return { count, scanned, capped: cursor !== null };
 }
 
 export async function stats(inv: Invocation): Promise<ExitCode> {
@@ -58,6 +65,8 @@ export async function stats(inv: Invocation): Promise<ExitCode> {
     failed: failed.count,
     perSecond: Math.round(((completed.count + failed.count) / (WINDOW_MS / 1000)) * 100) / 100,
     scanned: completed.scanned + failed.scanned,
+    /** True when a figure is a lower bound (the scan stopped at its limit). */
+    capped: completed.capped || failed.capped,
   };
   if (inv.json) {
     inv.stdout.write(jsonDoc({ counts, states, agents, lastMinute }));
@@ -71,7 +80,7 @@ export async function stats(inv: Invocation): Promise<ExitCode> {
   inv.stdout.write('\n');
   inv.stdout.write(keyValues([
     ['agents', `${agents.online} online, ${agents.offline} offline`],
-    ['last minute', `${lastMinute.completed} completed, ${lastMinute.failed} failed (${lastMinute.perSecond}/s)`],
+    ['last minute', `${lastMinute.capped ? 'at least ' : ''}${lastMinute.completed} completed, ${lastMinute.failed} failed (${lastMinute.perSecond}/s)`],
   ]));
   return EXIT.OK;
 }

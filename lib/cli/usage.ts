@@ -119,6 +119,7 @@ last claim announced, and the commands it holds.
 export const STATS_USAGE = `usage: keel stats
 
 Commands by status (and internal state), agents online, and how many commands
-completed and failed in the last minute, by the server's clock. The last
-figures come from the newest commands in the list (at most 20000 of each).
+completed and failed in the last minute, by the server's clock. Those last
+figures are counted from the newest commands in the list, at most 20000 of
+each status; past that they are shown as "at least".
 `;
