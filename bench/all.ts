@@ -1,12 +1,12 @@
 // npm run bench: every benchmark in turn, then one table of their figures.
-//   npm run bench [-- journal server throughput latency scale restart]   (a subset)
+//   npm run bench [-- journal server throughput latency scale restart streams]   (a subset)
 // Each bench also runs alone: npm run bench:<name>.
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import type { BenchRow } from './report.ts';
 
-const ALL = ['journal', 'server', 'throughput', 'latency', 'scale', 'restart'];
+const ALL = ['journal', 'server', 'throughput', 'latency', 'scale', 'restart', 'streams'];
 const dir = path.dirname(new URL(import.meta.url).pathname);
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 const table: Array<BenchRow & { bench: string }> = [];

@@ -16,6 +16,7 @@ import {
   submit,
   type TestServer,
 } from './support/server-harness.ts';
+import { BURST } from '../lib/server/sse.ts';
 import { parseFrame, SseReader, type SseFrame } from './support/sse.ts';
 
 const after = async (): Promise<void> => {
@@ -229,7 +230,7 @@ bounds('an idle stream gets a comment line every keepalive interval', async () =
 
 bounds('a reader that stops reading is cut off with a final `reset`; what the server queues for it stays bounded', async () => {
   const bufferBytes = 64 * 1024;
-  const own = await startTestServer({ streamBufferBytes: bufferBytes });
+  const own = await startTestServer({ streamBufferBytes: bufferBytes, streamStallMs: 200 });
   const socket = net.connect(own.port, '127.0.0.1');
   // HTTP/1.0: no chunked framing to take apart, the body ends when the socket does.
   socket.write('GET /events HTTP/1.0\r\n\r\n');
@@ -249,7 +250,7 @@ bounds('a reader that stops reading is cut off with a final `reset`; what the se
     submitted += 50;
   }
   const line = await cut;
-  assert.ok((line.bufferBytes as number) <= bufferBytes, `queued ${String(line.bufferBytes)} bytes`);
+  assert.ok((line.bufferBytes as number) <= BURST * bufferBytes, `queued ${String(line.bufferBytes)} bytes`);
   assert.is(own.keel.ctx.streams.open.size, 0, 'the cut-off stream is still subscribed');
 
   // The reader wakes up: everything queued arrives, ending in `reset`, and the server closes.
@@ -266,6 +267,20 @@ bounds('a reader that stops reading is cut off with a final `reset`; what the se
   assert.ok(Number(last.id) > ids[ids.length - 1]!, 'the reset id is not past what was delivered');
   const metrics = await call(own.url, 'GET', '/metrics');
   assert.match(metrics.text, /^keel_event_streams_cut_off_total 1$/m);
+});
+
+bounds('a burst past the buffer bound, to a reader that keeps reading, is delivered whole', async () => {
+  // One group commit of 400 submits is ~220 KB of frames in one tick: over
+  // the 64 KiB bound, under 8x it, and drained long before the stall limit.
+  const own = await startTestServer({ streamBufferBytes: 64 * 1024, streamStallMs: 60_000 });
+  const r = await SseReader.open(`${own.url}/events`);
+  const batch = await call(own.url, 'POST', '/commands/batch', { commands: Array.from({ length: 400 }, () => ({ type: 'DELAY', payload: { ms: 1 } })) });
+  assert.is(batch.status, 201, batch.text);
+  const got = await r.take(400, 30_000);
+  r.close();
+  assert.equal(got.map((f) => f.event), Array(400).fill('submit'));
+  assert.equal(got.map((f) => data(f).id), batch.body.commandIds);
+  assert.is(own.keel.ctx.streams.cutOff, 0);
 });
 
 bounds('streams need the token like every other route', async () => {

@@ -37,8 +37,10 @@ export interface ServerConfig {
   requestTimeoutMs?: number;
   /** Recent transitions kept for streams to resume from. Default DEFAULT_RING (event-hub.ts). */
   eventRing?: RingLimits;
-  /** Bytes an event stream may have queued before it is cut off. Default 1 MiB. */
+  /** Bytes an event stream may have queued for streamStallMs (8x that at any time) before it is cut off. Default 1 MiB. */
   streamBufferBytes?: number;
+  /** See streamBufferBytes. Default 5 s. */
+  streamStallMs?: number;
   /** A comment line on an idle event stream this often. Default 15 s. */
   streamKeepaliveMs?: number;
 }

@@ -1,14 +1,19 @@
 // One Server-Sent Events response: frames out, a comment line now and then so
 // proxies keep an idle stream open, and a bounded buffer. node:http keeps
 // whatever the socket cannot take yet in memory (res.writableLength); a
-// reader that stops reading would grow it without end, so past `bufferBytes`
-// the stream is cut off with a final `reset` and closed.
+// reader that stops reading would grow it without end. So a stream is cut off,
+// with a final `reset`, once more than `bufferBytes` has stayed queued for
+// `stallMs` without draining, or at once past BURST times that: a group
+// commit of batched submits can hand a reader that keeps up a burst of
+// several megabytes in one tick, and that is no reason to drop it.
 import type { ServerResponse } from 'node:http';
 import { flushLogs } from '../log.ts';
 
 export interface SseOptions {
-  /** Queued bytes past which the reader counts as stalled. */
+  /** Queued bytes past which the reader counts as behind... */
   bufferBytes: number;
+  /** ...once it stays so this long without the queue draining. */
+  stallMs: number;
   /** A comment line after this long without a frame. */
   keepaliveMs: number;
   /** Called once when the stream is cut off for falling behind. */
@@ -18,6 +23,8 @@ export interface SseOptions {
 // A cut-off stream's last bytes get this long to drain before the socket is
 // destroyed: a reader that never reads again must not pin them forever.
 const DRAIN_GRACE_MS = 30_000;
+/** Past BURST x bufferBytes queued, a stream is cut off without waiting. */
+export const BURST = 8;
 
 /** One SSE frame. `data` is JSON text: it holds no newline, so one `data:` line carries it. */
 export function sseFrame(event: string, data: string, id?: number): string {
@@ -30,6 +37,8 @@ export class SseStream {
   private readonly keepalive: NodeJS.Timeout;
   private closedFlag = false;
   private readonly closeHandlers: Array<() => void> = [];
+  /** When the queue last went over bufferBytes, if it has not drained since. */
+  private behindSince: number | undefined;
 
   constructor(res: ServerResponse, opts: SseOptions) {
     this.res = res;
@@ -44,6 +53,9 @@ export class SseStream {
     res.flushHeaders();
     this.keepalive = setInterval(() => this.write(': keepalive\n\n'), opts.keepaliveMs);
     res.once('close', () => this.closed());
+    // 'drain' comes once a write was refused (the queue passed the socket's
+    // high-water mark, far below bufferBytes) and everything went out.
+    res.on('drain', () => (this.behindSince = undefined));
   }
 
   get isClosed(): boolean {
@@ -62,10 +74,15 @@ export class SseStream {
    */
   send(frame: string, id: number): void {
     if (this.closedFlag) return;
-    if (this.res.writableLength + frame.length > this.opts.bufferBytes) {
-      this.opts.onCutOff?.();
-      this.reset('behind', 'this stream fell too far behind and was closed; list again, then resume from this id', id);
-      return;
+    const queued = this.res.writableLength + frame.length;
+    if (queued > this.opts.bufferBytes) {
+      const now = performance.now();
+      this.behindSince ??= now;
+      if (queued > BURST * this.opts.bufferBytes || now - this.behindSince > this.opts.stallMs) {
+        this.opts.onCutOff?.();
+        this.reset('behind', 'this stream fell too far behind and was closed; list again, then resume from this id', id);
+        return;
+      }
     }
     this.keepalive.refresh();
     this.write(frame);

@@ -12,6 +12,7 @@ import { HttpError } from './http-io.ts';
 import { SseStream, sseFrame } from './sse.ts';
 
 export const STREAM_BUFFER_BYTES = 1024 * 1024;
+export const STREAM_STALL_MS = 5_000;
 export const STREAM_KEEPALIVE_MS = 15_000;
 
 export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
@@ -76,6 +77,7 @@ export function wantsFollow(q: URLSearchParams): boolean {
 function open(ctx: ServerContext, res: ServerResponse, route: string): SseStream {
   const stream = new SseStream(res, {
     bufferBytes: ctx.config.streamBufferBytes ?? STREAM_BUFFER_BYTES,
+    stallMs: ctx.config.streamStallMs ?? STREAM_STALL_MS,
     keepaliveMs: ctx.config.streamKeepaliveMs ?? STREAM_KEEPALIVE_MS,
     onCutOff: () => {
       ctx.streams.cutOff++;
