@@ -128,6 +128,26 @@ test('a dropped stream resumes without a gap; past what the server still holds, 
   assert.equal(b.errors.filter((e) => !/ERR_FAILED/.test(e)), []);
 });
 
+test('scheduled and retry-waiting commands count as PENDING, from the first load on', async () => {
+  s = await startTestServer();
+  await submit(s.url, { type: 'DELAY', payload: { ms: 1 }, delay: '10m' });
+  await openLive(`${s.url}/`);
+  assert.is(await count('PENDING'), 1);
+  assert.match(await b.page.$eval('#commands', (e) => e.textContent), /scheduled/);
+  // A command that fails with an attempt left waits in RETRY_WAIT: still PENDING.
+  const id = await submit(s.url, { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 2, delay: '10m' } });
+  const { lease } = await claimOne(s.url, 'agent-t');
+  await start(s.url, 'agent-t', [{ id, lease }]);
+  await b.page.waitForFunction(() => document.getElementById('count-RUNNING')!.textContent === '1');
+  await finish(s.url, 'agent-t', [{ id, lease, outcome: 'FAILED', error: 'boom' }]);
+  await b.page.waitForFunction((cid) => document.querySelector(`tr[data-id="${cid}"]`)?.textContent!.includes('retry wait'), id);
+  assert.equal([await count('PENDING'), await count('RUNNING'), await count('FAILED')], [2, 0, 0]);
+  await b.page.reload();
+  await b.page.waitForSelector('#conn[data-state="live"]');
+  await b.page.waitForFunction(() => document.getElementById('count-PENDING')!.textContent === '2');
+  assert.equal(b.errors, []);
+});
+
 test('paging: older commands on the next page, and back', async () => {
   s = await startTestServer();
   const ids: string[] = [];

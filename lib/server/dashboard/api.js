@@ -58,12 +58,15 @@ async function call(method, path, body) {
 export const get = (path) => call('GET', path);
 export const post = (path, body) => call('POST', path, body);
 
-/** Commands by shown status, from /metrics (ASSIGNED shows as PENDING). */
+// Internal states that show as PENDING (docs/design.md, "What clients see").
+const SHOWN_PENDING = new Set(['ASSIGNED', 'SCHEDULED', 'RETRY_WAIT']);
+
+/** Commands by shown status, from /metrics' count by internal state. */
 export async function counts() {
   const text = await get('/metrics');
   const by = { PENDING: 0, RUNNING: 0, COMPLETED: 0, FAILED: 0 };
   for (const m of text.matchAll(/^keel_commands\{state="([A-Z_]+)"\} (\d+)$/gm)) {
-    const status = m[1] === 'ASSIGNED' ? 'PENDING' : m[1];
+    const status = SHOWN_PENDING.has(m[1]) ? 'PENDING' : m[1];
     by[status] = (by[status] ?? 0) + Number(m[2]);
   }
   return by;
