@@ -219,7 +219,8 @@ flow('GET /agents: each agent online, its last seen time and the commands it hol
   assert.is(x.status, 'online');
   assert.equal([...x.commands].sort(), [held.id, assigned.id].sort());
   assert.ok(Date.parse(x.lastSeen) >= t0 - 1000 && Date.parse(x.lastSeen) <= Date.now() + 1000, x.lastSeen);
-  assert.equal({ ...y, lastSeen: typeof y.lastSeen }, { id: 'agent-y', status: 'online', lastSeen: 'string', commands: [] });
+  // A claim that announced nothing: protocol 1, every type.
+  assert.equal({ ...y, lastSeen: typeof y.lastSeen }, { id: 'agent-y', status: 'online', lastSeen: 'string', commands: [], protocol: 1, types: ['DELAY', 'HTTP_GET_JSON'] });
   // A heartbeat moves lastSeen forward.
   await waitUntil(() => Date.now() > Date.parse(x.lastSeen) + 5, 1000, 'the clock to move');
   await heartbeat(s.url, 'agent-x', [held]);
