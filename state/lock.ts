@@ -72,7 +72,7 @@ export interface StateLock {
 export async function lockStateDir(dir: string, role: string, onCompromised?: (err: Error) => void): Promise<StateLock> {
   const lockDir = path.join(dir, 'lock');
   const ownerFile = path.join(dir, 'lock.owner.json');
-  const deadline = Date.now() + STALE_MS + 3000;
+  const deadline = performance.now() + STALE_MS + 3000; // monotonic: how long this process keeps trying
   for (;;) {
     try {
       const release = await lockfile.lock(dir, {
@@ -97,7 +97,7 @@ export async function lockStateDir(dir: string, role: string, onCompromised?: (e
         fs.rmSync(lockDir, { recursive: true, force: true });
         continue;
       }
-      if (verdict === 'held' || Date.now() > deadline) throw new LockedError(dir, owner);
+      if (verdict === 'held' || performance.now() > deadline) throw new LockedError(dir, owner);
       await new Promise((r) => setTimeout(r, 50)); // a holder between mkdir and naming itself
     }
   }
@@ -111,6 +111,7 @@ function judge(lockDir: string, owner: LockOwner | undefined): 'gone' | 'held' |
   } catch {
     return 'gone'; // released meanwhile
   }
+  // Wall time: the file system stamps mtimes with it.
   if (Date.now() - st.mtimeMs > STALE_MS) return 'gone';
   if (!owner || owner.lock !== identity(st)) return 'unknown';
   if (owner.host === os.hostname() && owner.pid !== process.pid && !isAlive(owner.pid)) return 'gone';

@@ -8,6 +8,7 @@ import { choiceList, durationValue, idArg, integerValue, type Invocation } from 
 import { brief, commandBlock, fixedRow, jsonDoc, jsonLine, StatusLine } from './output.ts';
 import type { SseEvent } from './sse.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
+import { monotonicMs } from '../clock.ts';
 
 /** How long tail keeps trying to get its stream back before it gives up (exit 3). */
 const RECONNECT_FOR_MS = 10_000;
@@ -54,10 +55,10 @@ export async function waitForFinal(inv: Invocation, id: string, timeoutMs: numbe
   const line = new StatusLine(inv.stderr);
   const ac = new AbortController();
   const timer = timeoutMs === undefined ? undefined : setTimeout(() => ac.abort(new WaitTimedOut()), timeoutMs);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   let status = 'PENDING';
   let detail = '';
-  const render = (): void => line.show(`${((Date.now() - t0) / 1000).toFixed(1)}s  ${decodeURIComponent(id)} ${status}${detail}`);
+  const render = (): void => line.show(`${((monotonicMs() - t0) / 1000).toFixed(1)}s  ${decodeURIComponent(id)} ${status}${detail}`);
   const ticker = line.enabled ? setInterval(render, 200) : undefined;
   try {
     const first = (await client.request<CommandView>('GET', `/commands/${id}`, { signal: ac.signal })).body;
@@ -161,8 +162,8 @@ export async function tail(inv: Invocation): Promise<ExitCode> {
       }
     } catch (err) {
       if (!(err instanceof ServerUnreachable)) throw err;
-      downSince ??= Date.now();
-      if (Date.now() - downSince > RECONNECT_FOR_MS) throw err;
+      downSince ??= monotonicMs();
+      if (monotonicMs() - downSince > RECONNECT_FOR_MS) throw err;
     }
     await new Promise((r) => setTimeout(r, pause));
   }
