@@ -52,6 +52,8 @@ test('--deny-url: a range, an address or a name; nothing reaches the target', as
     [['*host'], `http://localhost:${port}/json?deny-pattern`],
     // A name is judged by what it resolves to: localhost is 127.0.0.1 (and ::1).
     [['127.0.0.0/8', '::1'], `http://localhost:${port}/json?deny-resolved`],
+    // 0.0.0.0 reaches this host: it is judged as loopback.
+    [['127.0.0.0/8'], `http://0.0.0.0:${port}/json?deny-unspecified`],
   ];
   for (const [deny, url] of rows) {
     const e = await fetchWith(new UrlPolicy([], deny), url);

@@ -44,11 +44,14 @@ export class UrlPolicy {
   private readonly allow: RuleSet;
   private readonly deny: RuleSet;
   private readonly linkLocal = new BlockList();
+  private readonly unspecified = new BlockList();
 
   constructor(allow: readonly string[] = [], deny: readonly string[] = []) {
     this.allow = ruleSet(allow, 'allow-url');
     this.deny = ruleSet(deny, 'deny-url');
     for (const [addr, prefix, type] of LINK_LOCAL) this.linkLocal.addSubnet(addr, prefix, type);
+    this.unspecified.addSubnet('0.0.0.0', 8, 'ipv4');
+    this.unspecified.addAddress('::', 'ipv6');
   }
 
   /**
@@ -64,9 +67,12 @@ export class UrlPolicy {
   }
 
   /** Why the connection to `address` (resolved from `host`, if a name) may not go ahead, or undefined. */
-  checkAddress(address: string, host: string | undefined): string | undefined {
-    const type = net.isIPv6(address) ? 'ipv6' : 'ipv4';
-    const what = host === undefined ? address : `${host} (${address})`;
+  checkAddress(given: string, host: string | undefined): string | undefined {
+    const type = net.isIPv6(given) ? 'ipv6' : 'ipv4';
+    const what = host === undefined ? given : `${host} (${given})`;
+    // A connection to 0.0.0.0 or :: reaches this host: judge it as loopback,
+    // or a --deny-url 127.0.0.0/8 would not stop http://0.0.0.0:8080/.
+    const address = this.unspecified.check(given, type) ? (type === 'ipv6' ? '::1' : '127.0.0.1') : given;
     const hostIs = (set: RuleSet): boolean => host !== undefined && set.hosts.some((re) => re.test(host));
     if (this.deny.addresses.check(address, type) || hostIs(this.deny)) return `${what} matches --deny-url ${this.deny.text.join(',')}`;
     const allowedAddress = this.allow.addresses.check(address, type);
