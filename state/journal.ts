@@ -31,7 +31,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
-import { DISK_FULL_RETRY_MS, isDiskFull, noSpaceLeft } from './disk-full.ts';
+import { DISK_FULL_RETRY_MS, DiskFullError, isDiskFull, noSpaceLeft } from './disk-full.ts';
 import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
 import { checkFormat, FORMAT } from './format.ts';
 
@@ -358,8 +358,9 @@ export class Journal {
     this.fd = -1;
     this.failed ??= new Error('journal closed');
     // Only a full disk leaves records queued at close: they were never written.
+    const unwritten = new DiskFullError(this.dir, this.full ?? new Error('closed before the disk had space'));
     for (const b of this.batches.splice(0)) {
-      for (const w of b.waiters) w.reject(new Error('journal closed before the disk had space for these records'));
+      for (const w of b.waiters) w.reject(unwritten);
       b.rotate?.reject(this.failed);
     }
   }
