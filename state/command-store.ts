@@ -287,15 +287,16 @@ export class CommandStore {
   }
 
   /**
-   * Move every waiting command whose time has come to PENDING, in due-time
-   * order, in one group commit. Resolves with how many moved.
+   * Move waiting commands whose time has come to PENDING, in due-time order,
+   * in one group commit: at most `max`, so a backlog that falls due at once
+   * goes in batches between requests. Resolves with how many moved.
    */
-  async promoteDue(): Promise<number> {
+  async promoteDue(max = 1000): Promise<number> {
     // Before anything leaves the due queue: a refused commit would lose it from there.
     this.refuseIfDiskFull();
     const now = this.now();
     const recs: CommandRecord[] = [];
-    for (let top = this.table.due.peekAt(); top !== undefined && top <= now; top = this.table.due.peekAt()) {
+    for (let top = this.table.due.peekAt(); top !== undefined && top <= now && recs.length < max; top = this.table.due.peekAt()) {
       const { id, at } = this.table.due.pop()!;
       const cmd = this.get(id);
       // Skipped: canceled since, or waiting again for a later time (queued anew then).

@@ -10,8 +10,11 @@ import { CommandTable, type CommandRecord } from '../state/command-table.ts';
 import type { CommandEvent } from '../state/command-fsm.ts';
 import type { CommandType } from '../state/command-types.ts';
 import { mulberry32 } from '../lib/prng.ts';
+import { CommandStore } from '../state/command-store.ts';
+import { cleanup, tempDir } from './support/processes.ts';
 
 const test = suite('claim order');
+test.after(cleanup);
 
 function drain(q: ClaimQueue, types?: ReadonlySet<CommandType>): string[] {
   const out: string[] = [];
@@ -97,6 +100,24 @@ test('after a restart from snapshot bytes the claim order is the same: prioritie
   assert.equal(drain(r.pending), ['p100', 'p42', 'p42b', 'old-1', 'p0', 'pm7', 'pm100']);
   assert.is(r.get('old-1')!.priority, 0);
   assert.is(r.get('pm100')!.priority, -100);
+});
+
+test('a backlog that falls due at once is promoted in batches, in due-time order, and claimed in that order', async () => {
+  let clock = 1_800_000_000_000;
+  const store = await CommandStore.open(tempDir(), { noLock: true, now: () => clock });
+  const rng = mulberry32(5);
+  const due: Array<{ id: string; at: number }> = [];
+  for (let i = 0; i < 2500; i++) {
+    const runAt = clock + 1 + Math.floor(rng() * 1000);
+    const r = await store.submit({ type: 'DELAY', payload: { ms: 1 }, opts: { runAt } });
+    due.push({ id: r.id, at: runAt });
+  }
+  assert.is(await store.promoteDue(), 0, 'nothing is due yet');
+  clock += 2000;
+  assert.equal([await store.promoteDue(), await store.promoteDue(), await store.promoteDue(), await store.promoteDue()], [1000, 1000, 500, 0]);
+  const claimed = (await store.claim('a1', 1000)).concat(await store.claim('a2', 1000), await store.claim('a3', 1000));
+  assert.equal(claimed.map((c) => c.id), due.sort((a, b) => a.at - b.at).map((d) => d.id));
+  await store.close();
 });
 
 test.run();
