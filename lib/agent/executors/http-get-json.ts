@@ -100,9 +100,8 @@ function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: Abort
     const denied = policy.checkHost(url.hostname);
     if (denied) return resolve({ kind: 'none', error: `URL_DENIED: ${denied}` });
     // identity: the byte cap and bytesReturned count what the remote sent.
-    // agent: false: a fresh connection each time, so none pooled by another
-    // request skips the policy's lookup.
-    const req = get(url, { signal: both, agent: false, lookup: policy.lookup, headers: { accept: 'application/json', 'accept-encoding': 'identity' } }, (res) => {
+    const agent = agentsOf(policy)[url.protocol === 'https:' ? 'https' : 'http'];
+    const req = get(url, { signal: both, agent, lookup: policy.lookup, headers: { accept: 'application/json', 'accept-encoding': 'identity' } }, (res) => {
       // The request reached the remote and an answer is in hand, not yet handled.
       crashPoint('agent:mid-http');
       resolve({ kind: 'response', res, timedOut });
@@ -113,6 +112,17 @@ function getOnce(url: URL, deadline: number, opts: HttpGetOptions, signal: Abort
       resolve({ kind: 'none', error: `${err.code ?? 'REQUEST_FAILED'}: ${err.message}` });
     });
   });
+}
+
+// Keep-alive pools per policy: a pooled connection was opened to an address
+// this same policy checked, and a socket stays at its address, so reusing it
+// skips nothing. (One shared with other policies, or node's global pool,
+// could hold a connection the policy never judged.)
+const pools = new WeakMap<UrlPolicy, { http: http.Agent; https: https.Agent }>();
+function agentsOf(policy: UrlPolicy): { http: http.Agent; https: https.Agent } {
+  let a = pools.get(policy);
+  if (!a) pools.set(policy, (a = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) }));
+  return a;
 }
 
 interface BodyRead {
