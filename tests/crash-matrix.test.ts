@@ -30,6 +30,8 @@ interface Row {
   expect: { status: 'COMPLETED' | 'FAILED'; error?: RegExp; attempt?: number };
   /** Job options for the crashing command (retry, delay, timeout). */
   opts?: Record<string, unknown>;
+  /** The DELAY command's ms, if not DELAY_MS. */
+  delayMs?: number;
   /** The HTTP command's target path (default /json) and how often it may be requested (default once). */
   http?: { path: string; maxHits: number; expectStatus?: string };
   /** A ghost agent claims the command first: and vanishes (`claim`), or starts it and keeps heartbeating, wedged (`wedged`). */
@@ -71,6 +73,9 @@ const ROWS: Row[] = [
     ),
   ),
   { side: 'agent', point: 'agent:mid-delay', kind: 'DELAY', expect: done },
+  // A DELAY with a timeout, killed halfway: the restarted agent keeps the deadline
+  // its ledger journaled (claimed.timeoutMs, executing.startedAt) and times it out.
+  { side: 'agent', point: 'agent:mid-delay', kind: 'DELAY', delayMs: 3000, opts: { timeout: '2s' }, expect: { status: 'FAILED', error: /^TIMEOUT$/ } },
   { side: 'agent', point: 'agent:mid-http', kind: 'HTTP', expect: { status: 'FAILED', error: /^INTERRUPTED/ } },
 ];
 
@@ -99,7 +104,7 @@ async function submit(base: () => string, body: unknown, key: string): Promise<s
 }
 
 for (const row of ROWS) {
-  test(`${row.side} killed at ${row.point} (${row.kind})`, async () => {
+  test(`${row.side} killed at ${row.point} (${row.kind}${row.opts ? ` ${JSON.stringify(row.opts)}` : ''})`, async () => {
     const serverDir = tempDir();
     const agentDir = tempDir();
     const crashEnv = { KEEL_CRASH_AT: row.point };
@@ -113,7 +118,7 @@ for (const row of ROWS) {
     const path = `${row.http?.path ?? '/json'}?${tag}`;
     const expectStatus = row.http?.expectStatus ? { expectStatus: row.http.expectStatus } : {};
     const body = {
-      ...(row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path, ...expectStatus } }),
+      ...(row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: row.delayMs ?? DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path, ...expectStatus } }),
       ...row.opts,
     };
 
