@@ -227,9 +227,13 @@ function holds(cmd: Command, agentId: string, lease: number): Rejection | undefi
   return undefined;
 }
 
-// Entering RUNNING, by whichever event, is one more execution.
+// Entering RUNNING, by whichever event, is one more execution; going from
+// RUNNING straight back to PENDING is a lease given back by an agent that
+// never began it (release), so that one is not counted.
 function moved(cmd: Command, at: number, change: Partial<Command>): Next {
-  const executions = change.state === 'RUNNING' && cmd.state !== 'RUNNING' ? cmd.executions + 1 : cmd.executions;
+  const entering = change.state === 'RUNNING' && cmd.state !== 'RUNNING';
+  const givenBack = change.state === 'PENDING' && cmd.state === 'RUNNING';
+  const executions = cmd.executions + (entering ? 1 : givenBack ? -1 : 0);
   return next({ ...cmd, ...change, executions, version: cmd.version + 1, updatedAt: at });
 }
 function next(cmd: Command): Next {

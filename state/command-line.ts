@@ -96,7 +96,11 @@ export interface AttemptEntry {
   error: string | null;
 }
 
-/** The executions in a trail: each begins where the command enters RUNNING and ends where it leaves. */
+/**
+ * The executions in a trail: each begins where the command enters RUNNING and
+ * ends where it leaves. One that goes straight back to PENDING was given back
+ * unbegun (release): not an execution.
+ */
 export function attemptsOf(trail: readonly TrailEntry[]): AttemptEntry[] {
   const out: AttemptEntry[] = [];
   let open: AttemptEntry | undefined;
@@ -105,6 +109,9 @@ export function attemptsOf(trail: readonly TrailEntry[]): AttemptEntry[] {
     if (e.to === 'RUNNING' && prev !== 'RUNNING') {
       open = { number: out.length + 1, agentId: e.agentId ?? null, startedAt: e.at, finishedAt: null, outcome: null, error: null };
       out.push(open);
+    } else if (open && e.to === 'PENDING') {
+      out.pop();
+      open = undefined;
     } else if (open && e.to !== 'RUNNING') {
       open.finishedAt = e.at;
       open.outcome = e.to === 'COMPLETED' ? 'COMPLETED' : 'FAILED';

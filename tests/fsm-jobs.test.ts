@@ -131,6 +131,17 @@ test('a command that succeeds on a later attempt is COMPLETED with no error; its
   assert.equal([attempts[1]!.startedAt, attempts[1]!.finishedAt], [at + 11, at + 12]);
 });
 
+test('the attempts list leaves out a run given back unbegun (RUNNING straight to PENDING)', () => {
+  const trail = [
+    { event: 'submit', to: 'PENDING', at: 1 },
+    { event: 'claim-start', to: 'RUNNING', at: 2, agentId: 'a1', lease: 1 },
+    { event: 'release', to: 'PENDING', at: 3, agentId: 'a1', lease: 1 },
+    { event: 'claim-start', to: 'RUNNING', at: 4, agentId: 'a2', lease: 2 },
+    { event: 'finish', to: 'COMPLETED', at: 5, agentId: 'a2', lease: 2 },
+  ] as const;
+  assert.equal(attemptsOf(trail as unknown as Parameters<typeof attemptsOf>[0]).map((a) => [a.number, a.agentId, a.outcome]), [[1, 'a2', 'COMPLETED']]);
+});
+
 test('what is retried: any failure but CANCELED, and nothing once a cancel was asked for', () => {
   const running = runAttempt(walk(submit({ retry: retry3 })), 1);
   assert.is(moved(step(running, fail(1, CANCELED))).state, 'FAILED');
