@@ -12,7 +12,8 @@
 // commands submitted but not yet final, so the pending backlog stays small and
 // what grows, if anything, is what retention is meant to bound. Completion is
 // counted from the server's transition log lines, as in bench/throughput.ts.
-// Besides the figures at each third, the peak RSS (VmHWM) and the largest
+// Besides the figures at each third, the range of RSS over that third (sampled
+// every second), the peak RSS (VmHWM) and the largest
 // state directory seen (sampled every second) are printed: the directory is a
 // sawtooth between snapshots (up to --snapshot-bytes of journal on top of the
 // snapshot).
@@ -96,8 +97,13 @@ try {
   const progress = (): Promise<void> => new Promise((resolve) => waiters.push(resolve));
 
   let maxDir = 0;
+  // RSS sampled every second over the current third: a flat RSS swings between
+  // garbage collections, so the range says more than one reading.
+  let rssRange = { min: Infinity, max: 0 };
   const sampler = setInterval(() => {
     maxDir = Math.max(maxDir, dirBytes(serverDir));
+    const kb = statusKb(server.pid, 'VmRSS');
+    rssRange = { min: Math.min(rssRange.min, kb * 1024), max: Math.max(rssRange.max, kb * 1024) };
     if (performance.now() - lastProgress > STALL_MS) wake();
   }, 1000);
 
@@ -124,7 +130,7 @@ try {
   );
 
   const http1 = new http.Agent({ keepAlive: true });
-  console.log('commands   elapsed   rate       server RSS   peak RSS    state dir   largest dir so far   final held');
+  console.log('commands   elapsed   rate       server RSS   RSS over this third   peak RSS    state dir   largest dir so far   final held');
   for (const at of checkpoints) {
     while (final < at) {
       await progress();
@@ -138,9 +144,10 @@ try {
     const m = (await request(http1, base, 'GET', '/metrics')).text;
     const held = metric(m, 'keel_commands{state="COMPLETED"}') + metric(m, 'keel_commands{state="FAILED"}');
     console.log(
-      `${String(at).padStart(9)}  ${seconds.toFixed(0).padStart(6)} s  ${(final / seconds).toFixed(0).padStart(5)}/s   ${mb(rss).padStart(10)}  ${mb(hwm).padStart(10)}  ${mb(dir).padStart(10)}  ${mb(maxDir).padStart(10)}            ${held}`,
+      `${String(at).padStart(9)}  ${seconds.toFixed(0).padStart(6)} s  ${(final / seconds).toFixed(0).padStart(5)}/s   ${mb(rss).padStart(10)}  ${`${mb(rssRange.min)} - ${mb(rssRange.max)}`.padStart(20)}  ${mb(hwm).padStart(10)}  ${mb(dir).padStart(10)}  ${mb(maxDir).padStart(10)}            ${held}`,
     );
-    result(`retention: server RSS after ${at.toLocaleString('en-US')} commands (--retain-max ${retainMax})`, `${mb(rss)} (peak ${mb(hwm)})`, 'flat');
+    result(`retention: server RSS after ${at.toLocaleString('en-US')} commands (--retain-max ${retainMax})`, `${mb(rss)} (${mb(rssRange.min)} to ${mb(rssRange.max)} over this third; peak ${mb(hwm)})`, 'flat');
+    rssRange = { min: Infinity, max: 0 };
     result(`retention: state dir after ${at.toLocaleString('en-US')} commands`, `${mb(dir)} (largest so far ${mb(maxDir)})`, 'flat');
   }
   await submitting;
