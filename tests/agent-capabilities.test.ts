@@ -4,6 +4,8 @@
 // the PENDING commands no online agent runs, and refuses a protocol version it
 // does not speak with a 400 naming both, after which the agent exits instead
 // of retrying.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseAgentConfig } from '../lib/agent/config.ts';
@@ -164,6 +166,24 @@ agents('a protocol version the server does not speak: the agent exits (code 3) w
   const supervised = new Proc('agent', ['agent.ts', '--server', srv.url, '--state-dir', tempDir(), '--protocol', '2', '--supervise']);
   assert.is((await supervised.exited).code, 3, supervised.stdout);
   assert.is(supervised.lines.filter((l) => l.msg === 'agent child started').length, 1);
+});
+
+agents('a server from before protocol versions (it refuses the unknown field): the agent exits the same way, saying so', async () => {
+  let claims = 0;
+  const old = http.createServer((req, res) => {
+    if (req.url === '/agent/claim') claims++;
+    res.writeHead(400, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'unknown field "protocol"; allowed: agentId, max, waitMs, finish', field: 'protocol' }));
+  });
+  await new Promise<void>((r) => old.listen(0, '127.0.0.1', r));
+  try {
+    const agent = startAgent(`http://127.0.0.1:${(old.address() as AddressInfo).port}`, tempDir());
+    assert.is((await agent.exited).code, 3, agent.stderr);
+    assert.match(agent.stderr, /the server refused this agent's protocol version 1: unknown field "protocol"/);
+    assert.is(claims, 1);
+  } finally {
+    old.close();
+  }
 });
 
 agents('--types flag: known types, comma-separated, no repeats', () => {
