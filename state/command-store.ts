@@ -7,19 +7,19 @@
 // Retention (state/retention.ts) forgets the oldest final commands in the same
 // group commit as the transitions that take the count past its bound.
 import { randomUUID } from 'node:crypto';
-import type { CommandOptions, CommandType, Outcome, Payload } from './command-types.ts';
-import { dueAt, isWaiting, step, type Command, type CommandEvent, type EventType, type StepResult } from './command-fsm.ts';
+import type { Outcome } from './command-types.ts';
+import { dueAt, isWaiting, step, type Command, type CommandEvent, type StepResult } from './command-fsm.ts';
 import { CommandTable, type CommandRecord, type TableRecord } from './command-table.ts';
 import { crashPoint } from './crash-points.ts';
 import { DiskFullError } from './disk-full.ts';
 import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 import { recordsToForget, type RetentionPolicy } from './retention.ts';
 import { retryAt } from './retry-backoff.ts';
+import type { TrailEntry } from './command-line.ts';
+import { KEY_CONFLICT, type BatchSubmitResult, type ChangeListener, type ClaimOptions, type ListPage, type ListQuery, type Store, type StoreCounts, type SubmitInput, type SubmitResult } from './store.ts';
 
 export type { Command } from './command-fsm.ts';
-
-/** `seq` is the journal seq of the record that made the change. */
-export type ChangeListener = (cmd: Command, event: EventType, seq: number) => void;
+export type { BatchSubmitResult, ChangeListener, ClaimOptions, SubmitInput, SubmitResult } from './store.ts';
 
 /** Commands handed to an agent by claimNow(). */
 export interface Claimed {
@@ -31,33 +31,8 @@ export interface Claimed {
   seq: number | undefined;
 }
 
-export interface SubmitInput {
-  type: CommandType;
-  payload: Payload;
-  idemKey?: string;
-  bodyHash?: string;
-  opts?: CommandOptions;
-}
-
-export interface ClaimOptions {
-  /** false: skip the commands the agent already holds (for adding to a claim that has them already). */
-  held?: boolean;
-  /** Take only commands of these types (all when absent). */
-  types?: ReadonlySet<CommandType>;
-}
-
-export type SubmitResult =
-  | { kind: 'created' | 'existing'; id: string }
-  | { kind: 'conflict'; id: string; reason: string };
-
-export type BatchSubmitResult =
-  | { kind: 'done'; ids: string[]; created: number }
-  /** Nothing was written: item `index` reuses an idempotency key with another body. */
-  | { kind: 'conflict'; index: number; id: string; reason: string };
-
-const KEY_CONFLICT = 'this Idempotency-Key was used with a different body';
-
-export class CommandStore {
+export class CommandStore implements Store {
+  readonly kind = 'file';
   readonly table: CommandTable;
   readonly durable: DurableMachine<TableRecord>;
   /** Undefined: every command is kept. */
@@ -263,6 +238,67 @@ export class CommandStore {
     const seq = claimed ? this.durable.journal.lastSeq : undefined;
     const commands = claimed ? claimed.then((c) => [...out, ...c]) : this.readBarrier().then(() => out);
     return { commands, count: out.length + recs.length, seq };
+  }
+
+  get lastSeq(): number {
+    return this.durable.journal.lastSeq;
+  }
+
+  async knowsKey(key: string): Promise<boolean> {
+    return this.table.byIdemKey.has(key);
+  }
+
+  async read(id: string): Promise<Command | undefined> {
+    await this.readBarrier();
+    return this.get(id);
+  }
+
+  /** The cursor is an ordinal of the submission order: retention's removals do not move it. */
+  async list(q: ListQuery): Promise<ListPage> {
+    await this.readBarrier();
+    const order = this.table.order;
+    let end = order.end;
+    if (q.cursor !== undefined) {
+      if (!/^\d+$/.test(q.cursor) || Number(q.cursor) > order.end) return { badCursor: true };
+      end = Number(q.cursor);
+    }
+    const commands: Command[] = [];
+    let i = order.indexBelow(end);
+    for (; i >= 0 && commands.length < q.limit; i--) {
+      const id = order.at(i);
+      const state = this.table.stateOf(id); // undefined: forgotten by retention
+      if (state === undefined || (q.states !== undefined && !q.states.has(state))) continue;
+      const cmd = this.get(id)!;
+      if (q.type === undefined || cmd.type === q.type) commands.push(cmd);
+    }
+    return { commands, nextCursor: i >= 0 ? String(order.ordinalAt(i) + 1) : null };
+  }
+
+  async trail(id: string): Promise<TrailEntry[] | undefined> {
+    await this.readBarrier();
+    return this.table.trail(id);
+  }
+
+  async heldBy(): Promise<ReadonlyMap<string, ReadonlySet<string>>> {
+    await this.readBarrier();
+    return this.table.heldBy;
+  }
+
+  async counts(): Promise<StoreCounts> {
+    const t = this.table;
+    return { byState: t.countByState, pendingByType: t.pendingByType, forgotten: t.forgotten, transitions: t.transitions };
+  }
+
+  refuseIfUnavailable(): void {
+    this.refuseIfDiskFull();
+  }
+
+  get unavailable(): string | undefined {
+    return this.diskFull ? 'disk full' : undefined;
+  }
+
+  get broken(): Error | undefined {
+    return this.durable.journal.broken;
   }
 
   start(agentId: string, id: string, lease: number): Promise<StepResult> {

@@ -14,7 +14,7 @@ export async function claim(ctx: ServerContext, req: IncomingMessage, res: Serve
   const { agentId, max, waitMs, finish, protocol, types } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId, { protocol, types });
   // A full disk refuses the whole claim (503), before a riding finish is tried.
-  ctx.store.refuseIfDiskFull();
+  ctx.store.refuseIfUnavailable();
   // Outcomes riding along are queued first, in this tick: they share the
   // claim's group commit. Their sender waits for their results, so no waiting for work.
   const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;
@@ -79,18 +79,20 @@ export const release = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }
 export async function heartbeat(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { agentId, leases } = heartbeatRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId);
-  await ctx.store.readBarrier();
   const body: HeartbeatResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, revoked: [], cancel: [] };
-  for (const { id, lease } of leases) {
-    const cmd = ctx.store.get(id);
+  const cmds = await Promise.all(leases.map(({ id }) => ctx.store.read(id)));
+  const extended: Array<void | Promise<void>> = [];
+  for (const [i, { id, lease }] of leases.entries()) {
+    const cmd = cmds[i];
     const live = cmd && cmd.agentId === agentId && cmd.attempt === lease && (cmd.state === 'ASSIGNED' || cmd.state === 'RUNNING');
     if (!live) {
       const reason = !cmd ? 'no such command' : cmd.attempt !== lease ? `lease ${lease} is stale (current ${cmd.attempt})` : `command is ${cmd.state}${cmd.error ? ` (${cmd.error})` : ''}`;
       body.revoked.push({ id, lease, reason });
       continue;
     }
-    ctx.leases.extend(id, lease);
+    extended.push(ctx.leases.extend(id, lease));
     if (cmd.cancelRequested) body.cancel.push(id);
   }
+  await Promise.all(extended);
   sendJson(res, 200, body);
 }

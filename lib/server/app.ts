@@ -1,11 +1,11 @@
 // The control server: opens the command store, wires the routes, and builds
 // the context shared between requests (see context.ts).
-import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { StoreUnavailableError } from '../../state/store.ts';
 import { CommandStore } from '../../state/command-store.ts';
-import { DEFAULT_RETENTION } from '../../state/retention.ts';
+import { openFileBackend, type FileBackend } from './file-backend.ts';
 import { DiskFullError } from '../../state/disk-full.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { checkAccess, tokensOf, type Role, type Tokens } from './auth.ts';
@@ -15,21 +15,26 @@ import * as dashboard from './dashboard-files.ts';
 import { EventHub } from './event-hub.ts';
 import * as streamRoutes from './stream-routes.ts';
 import { discardBody, HttpError, sendJson, sendText } from './http-io.ts';
-import { LeaseClock } from './leases.ts';
-import { DueClock } from './due-clock.ts';
-import { RunDeadlines } from './run-deadlines.ts';
 import type { Logger } from '../log.ts';
 import { HttpMetrics } from './metrics.ts';
 import { AGENT_ROUTES } from '../protocol.ts';
-import { ClaimWaiters, FinalWaiters } from './waiters.ts';
+import { FinalWaiters } from './waiters.ts';
 import { isFinal, isWaiting } from '../../state/command-fsm.ts';
-import type { ServerConfig, ServerContext } from './context.ts';
+import type { Backend, ServerConfig, ServerContext } from './context.ts';
 
-/** How often final commands past --retain are looked for. */
-const RETENTION_CHECK_MS = 1000;
+/** The store --store names (a postgres:// URL), else the file store in --state-dir. */
+async function openBackend(config: ServerConfig, log: Logger & { error: Logger }): Promise<Backend> {
+  return openFileBackend(config, log);
+}
 
-/** Journal bytes since the last snapshot past which a clean shutdown writes one. */
-export const SHUTDOWN_SNAPSHOT_BYTES = 1024 * 1024;
+export { SHUTDOWN_SNAPSHOT_BYTES } from './file-backend.ts';
+
+/** A server's context when it runs on the file store (tests look into its journal). */
+export type FileServerContext = ServerContext & { store: CommandStore; backend: FileBackend };
+
+export function onFileStore(keel: KeelServer): keel is KeelServer<FileServerContext> {
+  return keel.ctx.store instanceof CommandStore;
+}
 
 type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
 interface Route {
@@ -74,21 +79,16 @@ export const ROUTE_ROLES: ReadonlyArray<{ method: string; name: string; role: Ro
 
 async function readyz(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
   // On a full disk the server answers reads but takes no work: not ready.
-  const full = ctx.store.diskFull !== undefined;
-  const ready = ctx.ready && !full;
-  sendJson(res, ready ? 200 : 503, full ? { ready, reason: 'disk full' } : { ready });
+  const reason = ctx.store.unavailable;
+  const ready = ctx.ready && reason === undefined;
+  sendJson(res, ready ? 200 : 503, reason !== undefined ? { ready, reason } : { ready });
 }
 
 async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
-  let onDisk = 0;
-  for (const f of fs.readdirSync(ctx.config.stateDir)) {
-    if (f.startsWith('journal-') || f.startsWith('snapshot')) onDisk += fs.statSync(`${ctx.config.stateDir}/${f}`).size;
-  }
   sendText(res, 200, ctx.metrics.render({
-    table: ctx.store.table,
-    journal: ctx.store.durable.journal.stats,
-    journalBytesOnDisk: onDisk,
-    diskFull: ctx.store.diskFull !== undefined,
+    counts: await ctx.store.counts(),
+    journal: ctx.backend.journal(),
+    diskFull: ctx.store.unavailable === 'disk full',
     agentsOnline: ctx.agents.online(),
     runnableTypes: ctx.agents.runnableTypes(),
     leases: ctx.leases.size,
@@ -99,8 +99,8 @@ async function metrics(ctx: ServerContext, _req: IncomingMessage, res: ServerRes
   }), 'text/plain; version=0.0.4; charset=utf-8');
 }
 
-export interface KeelServer {
-  ctx: ServerContext;
+export interface KeelServer<C extends ServerContext = ServerContext> {
+  ctx: C;
   server: http.Server;
   url: string;
   close(): Promise<void>;
@@ -108,23 +108,20 @@ export interface KeelServer {
 
 /** Recover the state directory, then listen. Throws (LockedError, CorruptionError, EADDRINUSE) on startup failure. */
 export async function startServer(config: ServerConfig, log: Logger & { error: Logger }): Promise<KeelServer> {
-  const store = await CommandStore.open(config.stateDir, {
-    repair: config.repair,
-    log,
-    snapshotBytes: config.snapshotBytes,
-    retention: config.retention ?? DEFAULT_RETENTION,
-  });
+  const backend = await openBackend(config, log);
+  const { store } = backend;
   const ctx: ServerContext = {
     config,
     store,
-    leases: new LeaseClock(store, config.leaseTimeoutMs, log),
-    due: new DueClock(store, log),
-    runDeadlines: new RunDeadlines(store, config.leaseTimeoutMs, log),
+    backend,
+    leases: backend.leases,
+    due: backend.due,
+    runDeadlines: backend.runDeadlines,
     agents: new AgentRegistry(config.leaseTimeoutMs),
-    claimWaiters: new ClaimWaiters(store),
+    claimWaiters: backend.claimWaiters,
     finalWaiters: new FinalWaiters(),
     metrics: new HttpMetrics(),
-    events: new EventHub(store.durable.journal.lastSeq, config.eventRing),
+    events: new EventHub(store.lastSeq, config.eventRing),
     streams: { open: new Set(), cutOff: 0 },
     log,
     ready: false,
@@ -136,20 +133,19 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     if (isWaiting(cmd.state)) ctx.due.arm();
     if (cmd.state === 'RUNNING') ctx.runDeadlines.started(cmd);
   });
-  const diskLog = (full: Error | undefined): void => {
-    if (full) log.error('disk full: writes refused (503) until there is space; reads go on', { stateDir: config.stateDir, error: full.message });
-    else log('disk has space again: writes resumed', { stateDir: config.stateDir });
+  const startClocks = (): void => {
+    ctx.leases.start();
+    ctx.due.start();
+    ctx.runDeadlines.start();
+    backend.start();
   };
-  store.durable.journal.onDiskFull(diskLog);
-  if (store.diskFull) diskLog(store.diskFull);
-  const c = store.table.countByState;
-  log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
-  ctx.leases.start();
-  ctx.due.start();
-  ctx.runDeadlines.start();
-  // The count bound is kept by every transition; the age bound needs a clock.
-  const retentionTimer = setInterval(() => void store.forgetExpired().catch(() => {}), RETENTION_CHECK_MS);
-  retentionTimer.unref();
+  const stopClocks = (): void => {
+    ctx.leases.stop();
+    ctx.due.stop();
+    ctx.runDeadlines.stop();
+    backend.stop();
+  };
+  startClocks();
 
   const headersTimeout = config.headersTimeoutMs ?? 10_000;
   const options: http.ServerOptions = {
@@ -173,10 +169,7 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
       resolve();
     });
   }).catch(async (err) => {
-    ctx.leases.stop();
-    ctx.due.stop();
-    ctx.runDeadlines.stop();
-    clearInterval(retentionTimer);
+    stopClocks();
     await store.close();
     throw err;
   });
@@ -190,21 +183,14 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     url,
     async close() {
       ctx.ready = false;
-      ctx.leases.stop();
-      clearInterval(retentionTimer);
+      stopClocks();
       for (const stream of [...ctx.streams.open]) stream.end();
-      ctx.due.stop();
-      ctx.runDeadlines.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
         setTimeout(() => server.closeAllConnections(), 1000).unref();
       });
-      // A snapshot on the way out, so the next start reads it alone instead
-      // of replaying the journal written since the last one.
-      if (store.durable.journal.currentSegmentBytes >= SHUTDOWN_SNAPSHOT_BYTES) {
-        await store.durable.compact().catch((err: unknown) => log.error('shutdown snapshot failed', { error: String(err) }));
-      }
+      await backend.beforeClose();
       await store.close();
     },
   };
@@ -232,16 +218,17 @@ async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, 
       discardBody(req);
       return;
     }
-    if (err instanceof DiskFullError) {
-      // Nothing was changed: the client may simply retry once there is space.
+    if (err instanceof DiskFullError || err instanceof StoreUnavailableError) {
+      // Nothing was changed: the client may simply retry once there is space (or a database).
       const secs = Math.max(1, Math.ceil(err.retryAfterMs / 1000));
-      sendJson(res, 503, { error: 'disk full', detail: err.message, retryAfterSeconds: secs }, { 'retry-after': String(secs) });
+      const error = err instanceof DiskFullError ? 'disk full' : 'store unavailable';
+      sendJson(res, 503, { error, detail: err.message, retryAfterSeconds: secs }, { 'retry-after': String(secs) });
       return;
     }
-    if (ctx.store.durable.journal.broken) {
+    if (ctx.store.broken) {
       // Memory may now hold a transition the disk does not: only a restart
       // (replay from disk) gets back to a state that is true.
-      ctx.log.error('journal write failed; exiting so a restart recovers from disk', { error: ctx.store.durable.journal.broken.message });
+      ctx.log.error('journal write failed; exiting so a restart recovers from disk', { error: ctx.store.broken.message });
       process.exit(1);
     }
     ctx.log.error('request failed', { method: req.method, url: req.url, error: (err as Error).message, stack: (err as Error).stack });

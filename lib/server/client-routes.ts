@@ -7,7 +7,7 @@ import { formatDuration, parseDuration } from '../duration.ts';
 import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type CommandList, type CommandStatus, type CommandType, type SubmitResponse } from '../protocol.ts';
-import type { CommandOptions } from '../../state/command-types.ts';
+import { COMMAND_STATES, type CommandOptions } from '../../state/command-types.ts';
 import type { ServerContext } from './context.ts';
 import { followCommand, wantsFollow } from './stream-routes.ts';
 import { batchSubmitRequest, pathId, idempotencyKey, submitRequest } from './validate.ts';
@@ -22,8 +22,8 @@ export async function submit(ctx: ServerContext, req: IncomingMessage, res: Serv
 
 export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const items = batchSubmitRequest(await readJsonObject(req, BATCH_BODY_LIMIT), Date.now());
-  const table = ctx.store.table;
-  refuseIfFull(ctx, items.filter((it) => it.idempotencyKey === undefined || !table.byIdemKey.has(it.idempotencyKey)).length);
+  const known = await Promise.all(items.map((it) => it.idempotencyKey !== undefined && ctx.store.knowsKey(it.idempotencyKey)));
+  await refuseIfFull(ctx, known.filter((k) => !k).length);
   const r = await ctx.store.submitMany(
     items.map(({ idempotencyKey: key, type, payload, opts, asSent }) => ({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) })),
   );
@@ -44,8 +44,7 @@ const BATCH_BODY_LIMIT = 4 * 1024 * 1024;
  */
 export async function retry(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[]): Promise<void> {
   const id = pathId(params[0]);
-  await ctx.store.readBarrier();
-  const orig = ctx.store.get(id);
+  const orig = await ctx.store.read(id);
   if (!orig) throw unknownCommand(ctx, id);
   if (!isFinal(orig.state)) {
     throw new HttpError(409, `command is ${shownStatus(orig.state)}; only a COMPLETED or FAILED command can be retried`, { extra: { reason: 'WRONG_STATE' } });
@@ -63,8 +62,8 @@ async function create(
   type: CommandType, payload: Command['payload'], opts: CommandOptions, asSent: unknown,
 ): Promise<void> {
   const key = idempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
-  const known = key !== undefined && ctx.store.table.byIdemKey.has(key);
-  if (!known) refuseIfFull(ctx, 1);
+  const known = key !== undefined && (await ctx.store.knowsKey(key));
+  if (!known) await refuseIfFull(ctx, 1);
   const r = await ctx.store.submit({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) });
   if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
   const answer: SubmitResponse = { commandId: r.id };
@@ -72,8 +71,9 @@ async function create(
 }
 
 /** Commands shown PENDING count against --max-pending: a scheduled backlog holds memory too. */
-function refuseIfFull(ctx: ServerContext, adding: number): void {
-  const c = ctx.store.table.countByState;
+async function refuseIfFull(ctx: ServerContext, adding: number): Promise<void> {
+  if (adding === 0) return;
+  const c = (await ctx.store.counts()).byState;
   if (adding > 0 && c.PENDING + c.SCHEDULED + c.RETRY_WAIT + adding > ctx.config.maxPending) {
     throw new HttpError(429, `too many pending commands (${ctx.config.maxPending}); retry later`, { headers: { 'retry-after': '1' } });
   }
@@ -95,14 +95,12 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
     if (ms === undefined || ms > MAX_WAIT_MS) throw new HttpError(400, 'wait must be a duration like 500ms, 30s or 2m, at most 5m', { field: 'wait' });
     waitMs = ms;
   }
-  await ctx.store.readBarrier();
-  let cmd = ctx.store.get(id);
+  let cmd = await ctx.store.read(id);
   if (!cmd) throw unknownCommand(ctx, id);
   if (waitMs > 0 && !isFinal(cmd.state)) {
     await ctx.finalWaiters.wait(id, waitMs, whenGone(res));
-    // The wait may end while a transition is applied but not yet durable.
-    await ctx.store.readBarrier();
-    cmd = ctx.store.get(id);
+    // read() waits for durability: the wait may end while a transition is applied but not yet durable.
+    cmd = await ctx.store.read(id);
     if (!cmd) throw unknownCommand(ctx, id); // final, and already past --retain-max
   }
   sendJson(res, 200, commandView(cmd));
@@ -133,25 +131,11 @@ export async function list(ctx: ServerContext, _req: IncomingMessage, res: Serve
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT || !/^\d+$/.test(q.get('limit') ?? '1')) {
     throw new HttpError(400, `limit must be an integer from 1 to ${MAX_LIMIT}`, { field: 'limit' });
   }
-  await ctx.store.readBarrier();
-  // A cursor is an ordinal of the submission order: retention's removals do not move it.
-  const order = ctx.store.table.order;
-  let end = order.end;
-  const cursor = q.get('cursor');
-  if (cursor !== null) {
-    if (!/^\d+$/.test(cursor) || Number(cursor) > order.end) throw new HttpError(400, 'cursor is not one this server handed out', { field: 'cursor' });
-    end = Number(cursor);
-  }
-  const commands = [];
-  let i = order.indexBelow(end);
-  for (; i >= 0 && commands.length < limit; i--) {
-    const id = order.at(i);
-    const state = ctx.store.table.stateOf(id); // undefined: forgotten by retention
-    if (state === undefined || (status !== null && shownStatus(state) !== status)) continue;
-    const cmd = ctx.store.get(id)!;
-    if (type === null || cmd.type === type) commands.push(commandView(cmd));
-  }
-  const body: CommandList = { commands, nextCursor: i >= 0 ? String(order.ordinalAt(i) + 1) : null };
+  const states = status === null ? undefined : new Set(COMMAND_STATES.filter((st) => shownStatus(st) === status));
+  const cursor = q.get('cursor') ?? undefined;
+  const page = await ctx.store.list({ states, type: (type ?? undefined) as CommandType | undefined, limit, cursor });
+  if ('badCursor' in page) throw new HttpError(400, 'cursor is not one this server handed out', { field: 'cursor' });
+  const body: CommandList = { commands: page.commands.map(commandView), nextCursor: page.nextCursor };
   sendJson(res, 200, body);
 }
 
@@ -169,14 +153,12 @@ export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: Ser
 export async function events(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
   const id = pathId(params[0]);
   const follow = wantsFollow(url.searchParams);
-  await ctx.store.readBarrier();
-  const cmd = ctx.store.get(id);
+  const cmd = await ctx.store.read(id);
   if (!cmd) throw unknownCommand(ctx, id);
   if (follow) return followCommand(ctx, req, res, cmd, url);
-  sendJson(res, 200, { id, events: eventViews(ctx.store.table.trail(id) ?? []) });
+  sendJson(res, 200, { id, events: eventViews((await ctx.store.trail(id)) ?? []) });
 }
 
 export async function agents(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse): Promise<void> {
-  await ctx.store.readBarrier();
-  sendJson(res, 200, { agents: ctx.agents.list(ctx.store.table.heldBy) });
+  sendJson(res, 200, { agents: ctx.agents.list(await ctx.store.heldBy()) });
 }

@@ -1,17 +1,16 @@
 // What every route handler is handed: the server's configuration and the
 // objects shared between requests. It lives apart from app.ts so the route
 // modules can name it without importing the app that imports them.
-import type { CommandStore } from '../../state/command-store.ts';
+import type { Command } from '../../state/command-fsm.ts';
+import type { CommandType } from '../../state/command-types.ts';
+import type { Store } from '../../state/store.ts';
 import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agent-registry.ts';
 import type { EventHub, RingLimits } from './event-hub.ts';
-import type { LeaseClock } from './leases.ts';
-import type { DueClock } from './due-clock.ts';
-import type { RunDeadlines } from './run-deadlines.ts';
 import type { HttpMetrics } from './metrics.ts';
 import type { SseStream } from './sse.ts';
+import type { FinalWaiters } from './waiters.ts';
 import type { RetentionPolicy } from '../../state/retention.ts';
-import type { ClaimWaiters, FinalWaiters } from './waiters.ts';
 
 export interface ServerConfig {
   port: number;
@@ -45,16 +44,38 @@ export interface ServerConfig {
   streamKeepaliveMs?: number;
 }
 
+/** Something the server runs on a timer between start() and stop(). */
+export interface Clock {
+  start(): void;
+  stop(): void;
+}
+
+/** Lease deadlines: extended by claims, starts and heartbeats; dropped when a command is let go. */
+export interface Leases extends Clock {
+  /** Resolves once the new deadline holds (at once for one kept in memory). */
+  extend(id: string, lease: number): void | Promise<void>;
+  drop(id: string): void;
+  /** How many leases are timed here. */
+  readonly size: number;
+}
+
+/** Agents' claims, parked until there is work (see waiters.ts). */
+export interface ClaimParking {
+  claim(agentId: string, max: number, ms: number, watch: () => AbortSignal, types?: ReadonlySet<CommandType>): Promise<Command[]>;
+  readonly size: number;
+}
+
 export interface ServerContext {
   config: ServerConfig;
-  store: CommandStore;
-  leases: LeaseClock;
+  store: Store;
+  backend: Backend;
+  leases: Leases;
   /** Promotes SCHEDULED and RETRY_WAIT commands when they fall due. */
-  due: DueClock;
+  due: Clock & { arm(): void };
   /** Fails RUNNING attempts past their timeout plus one lease timeout. */
-  runDeadlines: RunDeadlines;
+  runDeadlines: Clock & { started(cmd: Command): void };
   agents: AgentRegistry;
-  claimWaiters: ClaimWaiters;
+  claimWaiters: ClaimParking;
   finalWaiters: FinalWaiters;
   metrics: HttpMetrics;
   events: EventHub;
@@ -63,3 +84,23 @@ export interface ServerContext {
   log: Logger & { error: Logger };
   ready: boolean;
 }
+
+/** A store with the server-side parts that work with it: what app.ts wires up. */
+export interface Backend {
+  store: Store;
+  leases: Leases;
+  due: ServerContext['due'];
+  runDeadlines: ServerContext['runDeadlines'];
+  claimWaiters: ClaimParking;
+  /** For /metrics: the file store's journal; undefined for a store without one. */
+  journal(): MetricsJournal | undefined;
+  /** Where the server's state lives, for log lines (never a password). */
+  where: Record<string, unknown>;
+  /** Start the timers this store needs besides leases, due and deadlines (retention, sweeps). */
+  start(): void;
+  stop(): void;
+  /** Run before the store closes on a clean shutdown. */
+  beforeClose(): Promise<void>;
+}
+
+export type MetricsJournal = { stats: import('../../state/journal.ts').JournalStats; bytesOnDisk: number };

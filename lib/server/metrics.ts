@@ -1,12 +1,12 @@
 // Prometheus text exposition for GET /metrics. Counters live here; gauges are
 // read from the store, the journal and the agent registry at scrape time.
-import type { CommandTable } from '../../state/command-table.ts';
 import type { JournalStats } from '../../state/journal.ts';
+import type { StoreCounts } from '../../state/store.ts';
 
 export interface MetricsSources {
-  table: CommandTable;
-  journal: JournalStats;
-  journalBytesOnDisk: number;
+  counts: StoreCounts;
+  /** The file store's journal; undefined for a store without one. */
+  journal: { stats: JournalStats; bytesOnDisk: number } | undefined;
   /** The journal cannot be written until the disk has space: writes are refused. */
   diskFull: boolean;
   agentsOnline: number;
@@ -34,20 +34,23 @@ export class HttpMetrics {
       for (const [labels, v] of rows) out.push(`${name}${labels} ${v}`);
     };
     metric('keel_commands', 'gauge', 'Commands by internal FSM state.',
-      Object.entries(src.table.countByState).map(([s, n]) => [`{state="${s}"}`, n]));
-    metric('keel_commands_forgotten_total', 'counter', 'Final commands retention forgot (replayed and live) since start.', [['', src.table.forgotten]]);
+      Object.entries(src.counts.byState).map(([s, n]) => [`{state="${s}"}`, n]));
+    metric('keel_commands_forgotten_total', 'counter', 'Final commands retention forgot (replayed and live) since start.', [['', src.counts.forgotten]]);
     metric('keel_pending', 'gauge', 'PENDING commands by type.',
-      Object.entries(src.table.pendingByType).map(([t, n]) => [`{type="${t}"}`, n]));
+      Object.entries(src.counts.pendingByType).map(([t, n]) => [`{type="${t}"}`, n]));
     metric('keel_pending_unrunnable', 'gauge', 'PENDING commands of a type that no online agent runs: they wait until one does.',
-      Object.entries(src.table.pendingByType).map(([t, n]) => [`{type="${t}"}`, src.runnableTypes.has(t) ? 0 : n]));
-    metric('keel_transitions_total', 'counter', 'Command transitions applied (replayed and live) since start.', [['', src.table.transitions]]);
-    metric('keel_journal_fsyncs_total', 'counter', 'fdatasync calls on the journal since start.', [['', src.journal.fsyncs]]);
-    metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', src.journal.fsyncMicros / 1e6]]);
-    metric('keel_journal_records_total', 'counter', 'Journal records written since start.', [['', src.journal.records]]);
-    metric('keel_journal_written_bytes_total', 'counter', 'Journal bytes written since start.', [['', src.journal.bytes]]);
-    metric('keel_disk_full', 'gauge', '1 while the journal cannot be written for lack of space: writes answer 503, reads go on.', [['', src.diskFull ? 1 : 0]]);
-    metric('keel_disk_full_episodes_total', 'counter', 'Times a journal write met a full disk since start.', [['', src.journal.diskFullEpisodes]]);
-    metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', src.journalBytesOnDisk]]);
+      Object.entries(src.counts.pendingByType).map(([t, n]) => [`{type="${t}"}`, src.runnableTypes.has(t) ? 0 : n]));
+    metric('keel_transitions_total', 'counter', 'Command transitions applied (replayed and live) since start.', [['', src.counts.transitions]]);
+    const j = src.journal;
+    if (j) {
+      metric('keel_journal_fsyncs_total', 'counter', 'fdatasync calls on the journal since start.', [['', j.stats.fsyncs]]);
+      metric('keel_journal_fsync_seconds_total', 'counter', 'Time spent in journal fdatasync since start.', [['', j.stats.fsyncMicros / 1e6]]);
+      metric('keel_journal_records_total', 'counter', 'Journal records written since start.', [['', j.stats.records]]);
+      metric('keel_journal_written_bytes_total', 'counter', 'Journal bytes written since start.', [['', j.stats.bytes]]);
+      metric('keel_disk_full', 'gauge', '1 while the journal cannot be written for lack of space: writes answer 503, reads go on.', [['', src.diskFull ? 1 : 0]]);
+      metric('keel_disk_full_episodes_total', 'counter', 'Times a journal write met a full disk since start.', [['', j.stats.diskFullEpisodes]]);
+      metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', j.bytesOnDisk]]);
+    }
     metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
     metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);
     metric('keel_claims_waiting', 'gauge', 'Agent claims parked on the server, waiting for work.', [['', src.claimsWaiting]]);

@@ -8,8 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { createLogger } from '../../lib/log.ts';
 import type { BatchResponse, ClaimResponse, CommandView, HeartbeatResponse, LeaseRef, Outcome } from '../../lib/protocol.ts';
-import { startServer, type KeelServer } from '../../lib/server/app.ts';
-import type { ServerConfig } from '../../lib/server/context.ts';
+import { onFileStore, startServer, type FileServerContext, type KeelServer } from '../../lib/server/app.ts';
+import type { ServerConfig, ServerContext } from '../../lib/server/context.ts';
 import { call, type Reply } from './http.ts';
 import { tempDir, type LogLine } from './processes.ts';
 
@@ -46,8 +46,8 @@ export class LogBuffer {
   }
 }
 
-export interface TestServer {
-  keel: KeelServer;
+export interface TestServer<C extends ServerContext = FileServerContext> {
+  keel: KeelServer<C>;
   url: string;
   port: number;
   dir: string;
@@ -55,7 +55,7 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-const running = new Set<TestServer>();
+const running = new Set<TestServer<ServerContext>>();
 
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const dir = overrides.stateDir ?? tempDir('keel-server-');
@@ -72,6 +72,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
     ...overrides,
   };
   const keel = await startServer(config, log);
+  if (!onFileStore(keel)) throw new Error('startTestServer: expected the file store');
   let closed: Promise<void> | undefined;
   const t: TestServer = {
     keel,
