@@ -60,7 +60,7 @@ export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
  * snapshotBytes: a restart then replays a journal about the state's own size
  * or smaller, and snapshots add at most two bytes written per journal byte.
  */
-export const SNAPSHOT_FLOOR_BYTES = 8 * 1024 * 1024;
+export const SNAPSHOT_FLOOR_BYTES = 4 * 1024 * 1024;
 
 export class DurableMachine<R> {
   readonly dir: string;

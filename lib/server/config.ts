@@ -20,7 +20,7 @@ export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
   --tls-key FILE        the certificate's private key (PEM)
   --max-pending N       past N pending commands, POST /commands answers 429 (default 100000)
   --snapshot-bytes N    snapshot at the latest once the journal segment passes N bytes
-                        (sooner: at half the last snapshot, 8 MiB at least; default 67108864)
+                        (sooner: at half the last snapshot, 4 MiB at least; default 67108864)
   --retain D            keep a final command this long after it finished (default 7d)
   --retain-max N        keep at most N final commands; past either bound the oldest go (default 1000000)
   --repair              cut a damaged journal at the first bad record instead of refusing to start
