@@ -171,8 +171,9 @@ test('Cancel cancels a RUNNING command; the detail shows its history as it grows
   await openLive(`${s.url}/`);
   const id = await submit(s.url, { type: 'DELAY', payload: { ms: 120_000 } });
   await b.page.waitForFunction((cid) => document.querySelector(`tr[data-id="${cid}"] .pill`)?.textContent === 'RUNNING', id, { timeout: 30_000 });
-  // The agent list: online, running this command.
+  // The agent list: online, the types it runs, and this command.
   await b.page.waitForFunction((short) => document.querySelector('.agent.online')?.textContent!.includes(short), id.slice(0, 8));
+  assert.match(await b.page.$eval('.agent.online', (e) => e.textContent), /runs DELAY, HTTP_GET_JSON/);
 
   await b.page.click(`tr[data-id="${id}"]`);
   await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 3);
@@ -185,6 +186,7 @@ test('Cancel cancels a RUNNING command; the detail shows its history as it grows
   await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 5);
   assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim', 'start', 'cancel', 'finish']);
   assert.match(await b.page.$eval('#detail-result', (e) => e.textContent), /CANCELED/);
+  assert.is(await b.page.$eval('#detail-message', (e) => e.textContent), 'canceled: the agent aborted it');
   const cmd = await call(s.url, 'GET', `/commands/${id}`);
   assert.equal([cmd.body.status, cmd.body.error], ['FAILED', 'CANCELED']);
   assert.ok(await b.page.$eval('#cancel', (e) => (e as HTMLButtonElement).disabled), 'Cancel stays enabled on a final command');

@@ -36,6 +36,7 @@ export class Agents {
         el('span', { class: 'dot', title: a.status }),
         el('span', { class: 'agent-id' }, a.id),
         el('span', { class: 'muted' }, a.status === 'online' ? 'online' : `offline${a.lastSeen ? `, seen ${ago(a.lastSeen)}` : ''}`),
+        Array.isArray(a.types) ? el('span', { class: 'types muted' }, `runs ${a.types.join(', ')}`) : null,
         el('span', { class: 'holds' },
           a.commands.length === 0
             ? el('span', { class: 'muted' }, 'idle')

@@ -80,6 +80,8 @@ export class Detail {
     if (!v) return;
     $('detail-status').replaceWith(Object.assign(pill(v.status), { id: 'detail-status' }));
     const final = v.status === 'COMPLETED' || v.status === 'FAILED';
+    const msg = $('detail-message');
+    if (final && msg.textContent.startsWith('cancel requested')) msg.textContent = v.error === 'CANCELED' ? 'canceled: the agent aborted it' : `it ended ${v.status} before the agent heard of the cancel`;
     $('cancel').disabled = final || v.cancelRequested;
     $('retry').disabled = !final;
     const rows = Object.entries(v).filter(([k]) => !OWN_BLOCK.has(k)).map(([k, val]) =>
