@@ -26,6 +26,12 @@ export class Counts {
   resync = null;
   frame = null;
 
+  constructor() {
+    // The first read of /metrics and the events in flight around it can
+    // disagree by the odd command; reading it again now and then settles that.
+    setInterval(() => this.by && void this.load().catch(() => {}), 30_000);
+  }
+
   async load() {
     this.by = await fetchCounts();
     this.render();
