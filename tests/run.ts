@@ -20,6 +20,9 @@ const browserless = findChromium() === undefined;
 const files = chosen.filter((f) => !(browserless && f.endsWith('.browser.test.ts')));
 if (files.length < chosen.length) process.stdout.write(`${NO_CHROMIUM} (${chosen.length - files.length} file(s))\n`);
 const parallel = Number(process.env.KEEL_TEST_JOBS ?? 2);
+// A file that hangs must not hang the run (CI has a time limit): past this it
+// is killed, with every process it started, and counted as failed.
+const fileTimeoutMs = Number(process.env.KEEL_TEST_FILE_TIMEOUT_S ?? 600) * 1000;
 
 let passed = 0;
 let failed = 0;
@@ -31,11 +34,23 @@ function runFile(file: string): Promise<void> {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(dir, file)], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FORCE_COLOR: '0' },
+      detached: true, // its own process group, so a timeout can kill what it started too
     });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, fileTimeoutMs);
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     child.on('close', (code) => {
+      clearTimeout(timer);
+      if (timedOut) out += `\n(killed after ${fileTimeoutMs / 1000}s: KEEL_TEST_FILE_TIMEOUT_S)`;
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
       const ok = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
       const skipped = Number(/Skipped:\s+(\d+)/.exec(out)?.[1] ?? 0);
@@ -45,7 +60,7 @@ function runFile(file: string): Promise<void> {
         failures.push(file);
         process.stdout.write(`✘ ${file} did not finish (exit ${code}) ${secs}s\n${indent(out)}\n`);
       } else {
-        const bad = total - ok - skipped + (code !== 0 && total === ok ? 1 : 0);
+        const bad = total - ok - skipped + ((code !== 0 || timedOut) && total === ok ? 1 : 0);
         passed += ok;
         failed += bad;
         if (bad > 0) failures.push(file);
