@@ -1,6 +1,7 @@
 // A startup failure is a sentence naming the file and what to do, never a
 // stack trace: the usual ones are a held lock, a damaged or unknown state
 // file, a busy port. The server and the agent report them the same way.
+import { isDiskFull } from '../state/disk-full.ts';
 import { StateError } from '../state/errors.ts';
 import { LockedError } from '../state/lock.ts';
 import type { Logger } from './log.ts';
@@ -19,6 +20,9 @@ export function startupMessage(err: unknown, stateDir: string): string | undefin
   const e = err as NodeJS.ErrnoException;
   if (e?.code === 'EADDRINUSE') return `port is already in use (${e.message}); pick another with --port`;
   if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot write state directory ${stateDir}: ${e.message}`;
+  // A directory that already holds a journal starts read-only on a full disk;
+  // a new one cannot, since it has no journal segment to read or write yet.
+  if (isDiskFull(e)) return `disk full: cannot write state directory ${stateDir} (${e.message}); a new state directory needs space for its first journal segment: free some and start again`;
   return undefined;
 }
 

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import type { HttpGetJsonResult } from '../lib/protocol.ts';
 import { about, getCommand, submit, waitFinal } from './fixtures/agent-harness.ts';
 import { call, type Reply } from './support/http.ts';
-import { cleanup, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+import { cleanup, Proc, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 import { SmallDisk } from './support/tmpfs.ts';
 
 const test = suite('full disk');
@@ -112,6 +112,14 @@ test('SIGKILL while a write waits for space: the restart finds every acknowledge
   for (const id of acked) assert.is((await getCommand(server.url, id)).status, 'PENDING');
   await submit(server.url, 'DELAY', { ms: 1 });
   await server.proc.kill('SIGTERM');
+});
+
+test('a new state directory on a full disk: the start fails with a sentence saying what to do', async () => {
+  const disk = smallDisk();
+  disk.fill();
+  const server = new Proc('server', ['server.ts', '--state-dir', path.join(disk.dir, 'new'), '--port', '0']);
+  assert.is((await server.exited).code, 1);
+  assert.match(server.stderr, /^keel: disk full: cannot write state directory .*: free some and start again\n$/);
 });
 
 /** An HTTP target that holds GET /hold until release(), then answers a body of `bytes`. */
