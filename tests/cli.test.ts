@@ -11,7 +11,7 @@ import { KEEL_USAGE } from '../lib/cli/usage.ts';
 import { refusedPort } from './fixtures/agent-target.ts';
 import { KEEL_BIN, keel, KeelProc, stopKeels, type KeelRun } from './support/keel-cli.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
-import { UUID_RE } from './support/server-harness.ts';
+import { submit, UUID_RE } from './support/server-harness.ts';
 import { makePki } from './support/tls-certs.ts';
 
 const test = suite('keel CLI');
@@ -414,28 +414,62 @@ test('tail carries on across a server restart, resuming after the last seq it sa
   await second.proc.kill();
 });
 
+test('wait carries on across a server restart', async () => {
+  const dir = tempDir();
+  const first = await startServer(dir);
+  startAgent(first.url, tempDir());
+  const local = { KEEL_SERVER: first.url };
+  const id = (await keel(['submit', 'DELAY', '--ms', '60000'], local)).stdout.trim();
+  const wait = new KeelProc(['wait', id], local);
+  // Piped, wait prints nothing until the end; the server counts its stream.
+  await waitForMetric(first.url, /^keel_event_streams 1$/m);
+  await first.proc.kill('SIGTERM');
+  const second = await startServer(dir, [], {}, first.port);
+  assert.is((await keel(['cancel', id], local)).code, 0);
+  const r = await wait.done;
+  assert.is(r.code, 1, r.stderr);
+  assert.is(r.stderr, '');
+  assert.match(r.stdout, /^error +CANCELED$/m);
+  await second.proc.kill();
+});
+
+/** Poll /metrics until it matches: for a server-side count that has no event to await. */
+async function waitForMetric(url: string, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(await (await fetch(`${url}/metrics`)).text())) {
+    if (Date.now() > deadline) throw new Error(`no ${pattern} in ${url}/metrics within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 test('a reader that goes away (tail | head -n 1) ends tail quietly, exit 0', async () => {
-  const pipeline = spawn('bash', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(KEEL_BIN)} tail --json | head -n 1; echo "tail exited \${PIPESTATUS[0]}" >&2`], {
+  // Its own process group, so that whatever happens the whole pipeline can be stopped.
+  const pipeline = spawn('bash', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(KEEL_BIN)} tail --json --since 0 | head -n 1; echo "tail exited \${PIPESTATUS[0]}" >&2`], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   let out = '';
   let err = '';
+  pipeline.stdout.on('data', (d: Buffer) => (out += d));
   pipeline.stderr.on('data', (d: Buffer) => (err += d));
-  const closed = new Promise<void>((resolve) => pipeline.on('close', () => resolve()));
-  // Transitions until head has its line and tail's next write finds the pipe closed.
-  const lineSeen = new Promise<void>((resolve) => pipeline.stdout.on('data', (d: Buffer) => ((out += d), resolve())));
   let ended = false;
-  void closed.then(() => (ended = true));
-  await submitDelay(1);
-  await lineSeen;
-  for (let i = 0; !ended; i++) {
-    assert.ok(i < 50, `tail still running after ${i} more commands:\n${err}`);
-    await Promise.race([submitDelay(1), closed]);
+  const closed = new Promise<void>((resolve) => pipeline.on('close', () => ((ended = true), resolve())));
+  try {
+    // --since 0 gives head its line at once; tail then meets the closed pipe
+    // at its next write, which the next transition brings.
+    const deadline = Date.now() + 30_000;
+    while (!ended) {
+      assert.ok(Date.now() < deadline, `tail still running:\n${out}\n${err}`);
+      await Promise.race([submit(server.url), closed]);
+      await Promise.race([new Promise((r) => setTimeout(r, 50)), closed]);
+    }
+    assert.is(out.trimEnd().split('\n').length, 1);
+    assert.is(err, 'tail exited 0\n', 'no stack trace, exit 0');
+  } finally {
+    if (!ended) process.kill(-pipeline.pid!, 'SIGKILL');
   }
-  assert.is(out.trimEnd().split('\n').length, 1);
-  assert.is(err, 'tail exited 0\n', 'no stack trace, exit 0');
 });
 
 test('wait on a terminal shows a live status line on stderr, then the command', async () => {
@@ -455,6 +489,8 @@ test('wait on a terminal shows a live status line on stderr, then the command', 
     });
   });
   const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const limit = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  void closed.then(() => clearTimeout(limit));
   await Promise.race([shown, closed]);
   assert.match(out, statusLine, 'a status line while it runs');
   assert.is((await keel(['cancel', id], env)).code, 0);

@@ -10,8 +10,34 @@ import type { SseEvent } from './sse.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
 import { monotonicMs } from '../clock.ts';
 
-/** How long tail keeps trying to get its stream back before it gives up (exit 3). */
+/** How long a stream keeps trying to get the server back before it gives up (exit 3). */
 const RECONNECT_FOR_MS = 10_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * When to open a stream again: at once after it ended, after a growing pause
+ * while the server is unreachable, and never once that has lasted
+ * RECONNECT_FOR_MS or the failure is of another kind (a refused token).
+ */
+class Reconnect {
+  private downSince: number | undefined;
+  private pauseMs = 100;
+
+  reached(): void {
+    this.downSince = undefined;
+    this.pauseMs = 100;
+  }
+
+  /** After a failed attempt: rethrows it, or waits before the next. */
+  async failed(err: unknown, signal?: AbortSignal): Promise<void> {
+    if (!(err instanceof ServerUnreachable) || signal?.aborted) throw err;
+    this.downSince ??= monotonicMs();
+    if (monotonicMs() - this.downSince > RECONNECT_FOR_MS) throw err;
+    await sleep(this.pauseMs);
+    this.pauseMs = Math.min(this.pauseMs * 2, 2000);
+  }
+}
 
 export function isFinalStatus(s: CommandStatus): boolean {
   return s === 'COMPLETED' || s === 'FAILED';
@@ -31,21 +57,25 @@ class WaitTimedOut extends Error {}
  */
 async function followCommand(client: KeelClient, id: string, onEvent: (e: CommandEventView) => void, signal?: AbortSignal): Promise<CommandView> {
   const path = `/commands/${id}`;
+  const reconnect = new Reconnect();
   let lastId = '';
   for (;;) {
-    const events = await client.stream(`${path}/events?follow=1`, { lastEventId: lastId, signal });
-    let got = 0;
-    if (events) {
-      for await (const e of events) {
+    try {
+      const events = await client.stream(`${path}/events?follow=1`, { lastEventId: lastId, signal });
+      reconnect.reached();
+      let got = 0;
+      for await (const e of events ?? []) {
         lastId = e.id;
         got++;
         onEvent(JSON.parse(e.data) as CommandEventView);
       }
+      const view = (await client.request<CommandView>('GET', path, { signal })).body;
+      if (isFinalStatus(view.status)) return view;
+      // Ended before the command did: open it again, after a pause if it gave nothing.
+      if (got === 0) await sleep(500);
+    } catch (err) {
+      await reconnect.failed(err, signal);
     }
-    const view = (await client.request<CommandView>('GET', path, { signal })).body;
-    if (isFinalStatus(view.status)) return view;
-    // Ended before the command did: open it again, after a pause if it gave nothing.
-    if (got === 0) await new Promise((r) => setTimeout(r, 500));
   }
 }
 
@@ -150,21 +180,17 @@ export async function tail(inv: Invocation): Promise<ExitCode> {
 
   // Runs until interrupted. A stream that breaks or ends is opened again
   // after lastId; only a server gone for RECONNECT_FOR_MS ends it (exit 3).
-  let downSince: number | undefined;
-  for (let pause = 100; ; pause = Math.min(pause * 2, 2000)) {
+  const reconnect = new Reconnect();
+  for (;;) {
     try {
       const stream = await client.stream(path, { lastEventId: lastId });
-      downSince = undefined;
-      pause = 100;
+      reconnect.reached();
       for await (const e of stream ?? []) {
         if (e.id) lastId = e.id;
         print(e);
       }
     } catch (err) {
-      if (!(err instanceof ServerUnreachable)) throw err;
-      downSince ??= monotonicMs();
-      if (monotonicMs() - downSince > RECONNECT_FOR_MS) throw err;
+      await reconnect.failed(err);
     }
-    await new Promise((r) => setTimeout(r, pause));
   }
 }

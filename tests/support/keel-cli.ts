@@ -13,6 +13,7 @@ export interface KeelRun {
 }
 
 const live = new Set<ChildProcess>();
+const MAX_LIFETIME_MS = 120_000;
 
 /** A running CLI: its output so far, and its end. */
 export class KeelProc {
@@ -27,6 +28,8 @@ export class KeelProc {
     const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KEEL_')));
     this.child = spawn(process.execPath, [KEEL_BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, ...env } });
     live.add(this.child);
+    // A CLI that hangs fails its test (code null) instead of hanging the run.
+    const limit = setTimeout(() => this.child.kill('SIGKILL'), MAX_LIFETIME_MS);
     this.child.stdout!.on('data', (d: Buffer) => {
       this.stdout += d;
       for (const w of this.watchers.splice(0)) w();
@@ -34,6 +37,7 @@ export class KeelProc {
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d));
     this.done = new Promise((resolve) => {
       this.child.on('close', (code) => {
+        clearTimeout(limit);
         live.delete(this.child);
         for (const w of this.watchers.splice(0)) w();
         resolve({ code, stdout: this.stdout, stderr: this.stderr });
