@@ -112,8 +112,16 @@ export async function runExecuting(ctx: AgentContext, entry: LedgerEntry, signal
  */
 function timeLimit(started: Moment, ms: number): { signal: AbortSignal; clear(): void } {
   const ctl = new AbortController();
+  const expire = (): void => ctl.abort(new WorkAborted('TIMEOUT', `TIMEOUT: the attempt ran past its ${ms} ms timeout`));
   const left = started.mono + ms - monotonicMs();
-  const timer = setTimeout(() => ctl.abort(new WorkAborted('TIMEOUT', `TIMEOUT: the attempt ran past its ${ms} ms timeout`)), Math.max(0, Math.ceil(left)));
+  // Already past (a resumed attempt whose agent was down through its deadline):
+  // abort now, before the work starts, or a DELAY whose own end has also
+  // passed would complete first and hide the timeout.
+  if (left <= 0) {
+    expire();
+    return { signal: ctl.signal, clear: () => {} };
+  }
+  const timer = setTimeout(expire, Math.ceil(left));
   return { signal: ctl.signal, clear: () => clearTimeout(timer) };
 }
 
