@@ -138,10 +138,14 @@ export const AGENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
  * An agent sends it with every claim; a server refuses a version it does not
  * speak with a 400 on field `protocol` naming both, and the agent exits.
  * Raise it when a change would make an older agent or server misbehave.
+ * 2: claim-and-start. A claim's commands come back RUNNING and the agent
+ * sends no start; a server that speaks only 1 would leave them ASSIGNED and
+ * refuse their finish. A version-1 agent still works with this server: its
+ * start is answered as a retry.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The agent protocol versions this server answers. */
-export const SERVER_PROTOCOLS: readonly number[] = [PROTOCOL_VERSION];
+export const SERVER_PROTOCOLS: readonly number[] = [1, PROTOCOL_VERSION];
 
 export interface ClaimRequest {
   agentId: string;
@@ -149,7 +153,10 @@ export interface ClaimRequest {
   protocol?: number;
   /** The command types the agent runs; the server hands it only these. Absent: all. */
   types?: CommandType[];
-  /** How many commands the agent can take now (its free slots). */
+  /**
+   * How many commands the agent can take now: its free slots, which it fills
+   * at once, so they come back RUNNING (claim-and-start). 0 only with `resume`.
+   */
   max: number;
   /** Long-poll: wait up to this long for work when there is none. */
   waitMs: number;
@@ -159,6 +166,13 @@ export interface ClaimRequest {
    * claim that carries any answers at once instead of waiting for work.
    */
   finish?: FinishItem[];
+  /**
+   * The agent may have lost an earlier claim's answer (it restarted, or a
+   * claim went unanswered): the answer lists in `held` every command the
+   * server has it holding, and the agent gives back those it never began.
+   * Such a claim does not wait for work.
+   */
+  resume?: boolean;
 }
 export interface Assignment {
   id: string;
@@ -173,6 +187,8 @@ export interface ClaimResponse {
   commands: Assignment[];
   /** One result per `finish` item of the request, in order; absent when it had none. */
   finished?: ItemResult[];
+  /** Only for a `resume` claim: every other command the agent holds, with its lease. */
+  held?: Assignment[];
 }
 
 export interface LeaseRef {

@@ -49,6 +49,7 @@ interface MayRetry {
 
 export type CommandEvent =
   | { type: 'submit'; id: string; cmdType: CommandType; payload: Payload; at: number; idemKey?: string; bodyHash?: string; opts?: CommandOptions }
+  | { type: 'claim-start'; agentId: string; lease: number; at: number }
   | { type: 'claim'; agentId: string; lease: number; at: number }
   | { type: 'start'; agentId: string; lease: number; at: number }
   | ({ type: 'finish'; agentId: string; lease: number; outcome: Outcome; result: unknown; error: string | null; at: number } & MayRetry)
@@ -67,10 +68,17 @@ export type EventType = CommandEvent['type'];
  */
 export const TRANSITIONS: Readonly<Record<EventType, Partial<Record<CommandState | 'new', readonly CommandState[]>>>> = {
   submit: { new: ['PENDING', 'SCHEDULED'] }, // SCHEDULED: runAt still ahead
+  // Claim-and-start: an agent claims only for slots it fills at once, so one
+  // record (one fsync) both leases the command and marks it begun.
+  'claim-start': { PENDING: ['RUNNING'] },
+  // Journals written before claim-and-start replay through these two; an
+  // agent from before it still sends start, answered as a retry.
   claim: { PENDING: ['ASSIGNED'] },
   start: { ASSIGNED: ['RUNNING'] },
   finish: { RUNNING: ['COMPLETED', 'FAILED', 'RETRY_WAIT'] }, // the outcome decides; RETRY_WAIT: failed with attempts left
-  release: { ASSIGNED: ['PENDING'] },
+  // RUNNING: only by the lease holder, whose ledger shows it never began (no
+  // `executing`); FAILED (CANCELED) when a cancel was requested meanwhile.
+  release: { ASSIGNED: ['PENDING'], RUNNING: ['PENDING', 'FAILED'] },
   expire: { ASSIGNED: ['PENDING'], RUNNING: ['FAILED', 'RETRY_WAIT'] },
   cancel: { SCHEDULED: ['FAILED'], PENDING: ['FAILED'], ASSIGNED: ['FAILED'], RUNNING: ['RUNNING'], RETRY_WAIT: ['FAILED'] }, // RUNNING: flag it, the agent aborts
   due: { SCHEDULED: ['PENDING'], RETRY_WAIT: ['PENDING'] }, // its time came: claimable
@@ -145,6 +153,11 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
   const to = TRANSITIONS[ev.type][cmd.state]?.[0];
 
   switch (ev.type) {
+    case 'claim-start':
+      if (!to) return reject('WRONG_STATE', `command is ${cmd.state}, not PENDING`);
+      if (ev.lease !== cmd.attempt + 1) return reject('STALE_LEASE', `lease must be ${cmd.attempt + 1}, got ${ev.lease}`);
+      return moved(cmd, ev.at, { state: to, attempt: ev.lease, agentId: ev.agentId });
+
     case 'claim':
       if (cmd.state === 'ASSIGNED' && cmd.agentId === ev.agentId && cmd.attempt === ev.lease) return same(cmd);
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}, not PENDING`);
@@ -178,6 +191,7 @@ export function step(cmd: Command | undefined, ev: CommandEvent): StepResult {
       const held = holds(cmd, ev.agentId, ev.lease);
       if (held) return held;
       if (!to) return reject('WRONG_STATE', `command is ${cmd.state}; only a command not yet started can be released`);
+      if (cmd.cancelRequested) return moved(cmd, ev.at, { state: 'FAILED', error: CANCELED, result: { error: CANCELED } });
       return moved(cmd, ev.at, { state: to, agentId: null });
     }
 

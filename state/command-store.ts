@@ -27,8 +27,8 @@ export interface Claimed {
   commands: Promise<Command[]>;
   /** How many commands `commands` holds. */
   count: number;
-  /** The journal seq of the last claim record queued, if any was. */
-  seq: number | undefined;
+  /** The journal seq of the last claim record queued. */
+  seq: number;
 }
 
 export class CommandStore implements Store {
@@ -200,9 +200,9 @@ export class CommandStore implements Store {
   }
 
   /**
-   * Hand an agent up to `max` commands: first those it already holds ASSIGNED
-   * (a retried claim gets the same lease back), then PENDING ones in claim
-   * order: highest priority first, first in first out within one.
+   * Hand an agent up to `max` PENDING commands in claim order (highest
+   * priority first, first in first out within one), straight into RUNNING
+   * (claim-and-start): the agent claims only for slots it fills at once.
    */
   async claim(agentId: string, max: number, opts: ClaimOptions = {}): Promise<Command[]> {
     return (await this.claimNow(agentId, max, opts)?.commands) ?? [];
@@ -215,29 +215,19 @@ export class CommandStore implements Store {
    */
   claimNow(agentId: string, max: number, opts: ClaimOptions = {}): Claimed | undefined {
     // On a full disk a claim record would be refused: hand out nothing, and
-    // leave the PENDING queue as it is. (A held ASSIGNED command was granted
-    // already; it is handed back once there is space.)
+    // leave the PENDING queue as it is.
     if (this.durable.journal.diskFull) return undefined;
-    const out: Command[] = [];
-    if (opts.held !== false) {
-      for (const id of this.table.heldBy.get(agentId) ?? []) {
-        const cmd = this.get(id)!;
-        if (cmd.state === 'ASSIGNED' && out.length < max) out.push(cmd);
-      }
-    }
     const recs: CommandRecord[] = [];
-    while (out.length + recs.length < max) {
+    while (recs.length < max) {
       const id = this.table.pending.shift(opts.types);
       if (id === undefined) break;
       const cmd = this.get(id);
       if (cmd?.state !== 'PENDING') continue; // canceled since it was queued (and maybe forgotten)
-      recs.push(this.record(cmd, { type: 'claim', agentId, lease: cmd.attempt + 1, at: this.now() }));
+      recs.push(this.record(cmd, { type: 'claim-start', agentId, lease: cmd.attempt + 1, at: this.now() }));
     }
-    if (out.length === 0 && recs.length === 0) return undefined;
-    const claimed = recs.length > 0 ? this.commit(recs) : undefined;
-    const seq = claimed ? this.durable.journal.lastSeq : undefined;
-    const commands = claimed ? claimed.then((c) => [...out, ...c]) : this.readBarrier().then(() => out);
-    return { commands, count: out.length + recs.length, seq };
+    if (recs.length === 0) return undefined;
+    const commands = this.commit(recs);
+    return { commands, count: recs.length, seq: this.durable.journal.lastSeq };
   }
 
   get lastSeq(): number {
@@ -301,6 +291,7 @@ export class CommandStore implements Store {
     return this.durable.journal.broken;
   }
 
+  /** From an agent of before claim-and-start: answered as a retry for a command its claim started. */
   start(agentId: string, id: string, lease: number): Promise<StepResult> {
     return this.transition(id, { type: 'start', agentId, lease, at: this.now() });
   }

@@ -30,8 +30,6 @@ export type BatchSubmitResult =
 export const KEY_CONFLICT = 'this Idempotency-Key was used with a different body';
 
 export interface ClaimOptions {
-  /** false: skip the commands the agent already holds (for adding to a claim that has them already). */
-  held?: boolean;
   /** Take only commands of these types (all when absent). */
   types?: ReadonlySet<CommandType>;
 }
@@ -70,9 +68,10 @@ export interface Store {
   list(q: ListQuery): Promise<ListPage>;
   /** Every transition of one command, oldest first. */
   trail(id: string): Promise<TrailEntry[] | undefined>;
-  /** agentId -> ids it holds (ASSIGNED or RUNNING). */
+  /** agentId -> ids it holds (RUNNING, or ASSIGNED from before claim-and-start). */
   heldBy(): Promise<ReadonlyMap<string, ReadonlySet<string>>>;
   counts(): Promise<StoreCounts>;
+  /** From agents of protocol 1: a command its claim started answers as a retry. */
   start(agentId: string, id: string, lease: number): Promise<StepResult>;
   finish(agentId: string, id: string, lease: number, outcome: Outcome, result: unknown, error: string | null): Promise<StepResult>;
   release(agentId: string, id: string, lease: number): Promise<StepResult>;

@@ -1,10 +1,12 @@
 // Kill the agent (KEEL_CRASH_AT) at each crash point before a command starts
 // executing, restart it on the same ledger, and check the command ends in
 // the documented state with the remote reached at most once.
-//   after-claim    nothing journaled: the retried claim hands back the same lease
+//   after-claim    nothing journaled: the resuming claim lists it, the agent
+//                  gives it back, and it runs under lease 2
 //   after-claimed  `claimed`: start answers ok, so it runs
 //   after-start    `claimed` (the server has it RUNNING): start is a retry, it runs once
-//   canceled       `claimed`, canceled while the agent was down: start refused, dropped
+//   canceled       nothing journaled, canceled while the agent was down: given
+//                  back, it ends FAILED CANCELED
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { HttpGetJsonResult } from '../lib/protocol.ts';
@@ -40,7 +42,8 @@ for (const point of ['agent:after-claim', 'agent:after-claimed', 'agent:after-st
       const v = await waitFinal(server.url, id);
       assert.is(v.status, 'COMPLETED');
       assert.is((v.result as HttpGetJsonResult).status, 200);
-      assert.is(v.attempt, 1, 'the same lease throughout');
+      // Given back and claimed again, or started under the lease it had.
+      assert.is(v.attempt, point === 'agent:after-claim' ? 2 : 1);
       assert.is(target.hits(path), 1);
       if (point !== 'agent:after-claim') assert.is((await restarted.waitFor(about('reconcile', id), 5000)).step, 'claimed');
       await restarted.waitFor(about('reported', id), 5000);
@@ -48,15 +51,14 @@ for (const point of ['agent:after-claim', 'agent:after-claimed', 'agent:after-st
   });
 }
 
-test('claimed, then canceled while the agent was down: start is refused and the entry dropped', async () => {
+test('claimed, then canceled while the agent was down: given back unbegun, it ends FAILED CANCELED', async () => {
   const path = '/json?canceled-while-down';
-  const run = await crashAndRestart(server.url, 'agent:after-claimed', 'HTTP_GET_JSON', { url: target.url + path }, async (id) => {
+  const run = await crashAndRestart(server.url, 'agent:after-claim', 'HTTP_GET_JSON', { url: target.url + path }, async (id) => {
     const c = await call(server.url, 'POST', `/commands/${id}/cancel`);
-    assert.is(c.status, 200, c.text);
+    assert.is(c.status, 202, c.text);
   });
   await thenStop(run, async ({ id, restarted }) => {
-    const dropped = await restarted.waitFor(about('dropped', id), 10_000);
-    assert.match(String(dropped.reason), /^WRONG_STATE|^STALE_LEASE/);
+    await restarted.waitFor(about('released', id), 10_000);
     const v = await waitFinal(server.url, id);
     assert.is(v.error, 'CANCELED');
     assert.is(target.hits(path), 0);

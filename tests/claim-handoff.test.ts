@@ -1,10 +1,11 @@
 // A claim parked on the server is handed a command in the very group commit
 // that made the command PENDING (submit, release, expiry): one fdatasync for
-// both records, PENDING before ASSIGNED in the journal, and neither answer out
-// before that batch is durable. Then the edges: many commands and several
-// parked claims in one batch (each claim's max), a claim whose client went
-// away, a retried claim, a cancel in between, a failing journal, and a lost
-// answer over HTTP that the lease expiry takes back.
+// both records, PENDING before RUNNING (claim-and-start) in the journal, and
+// neither answer out before that batch is durable. Then the edges: many
+// commands and several parked claims in one batch (each claim's max), a claim
+// whose client went away, a retried claim, a cancel in between, a failing
+// journal, and a lost answer over HTTP: a resuming claim finds it, or it
+// expires FAILED AGENT_LOST (the price of claim-and-start).
 // fdatasync is held at a gate where a test needs "written but not yet durable".
 import fs from 'node:fs';
 import { suite } from 'uvu';
@@ -55,21 +56,21 @@ function submitNow(store: CommandStore): { id: Promise<string> } {
 const store = suite('claim hand-off: store and waiters');
 store.after(cleanup);
 
-store('a parked claim gets a command submitted while it waits, in the same fdatasync, PENDING before ASSIGNED', async () => {
+store('a parked claim gets a command submitted while it waits, in the same fdatasync, PENDING before RUNNING', async () => {
   const { store, waiters, dir } = await openStore();
   const parked = waiters.claim('a1', 1, 30_000, never);
   assert.is(waiters.size, 1);
   const stats = { ...store.durable.journal.stats };
   const id = await submitNow(store).id;
   const got = await parked;
-  assert.equal(got.map((c) => [c.id, c.state, c.agentId, c.attempt]), [[id, 'ASSIGNED', 'a1', 1]]);
+  assert.equal(got.map((c) => [c.id, c.state, c.agentId, c.attempt]), [[id, 'RUNNING', 'a1', 1]]);
   assert.is(store.durable.journal.stats.fsyncs - stats.fsyncs, 1, 'submit and claim shared one fdatasync');
   assert.is(store.durable.journal.stats.records - stats.records, 2);
   assert.is(waiters.size, 0);
   await store.close();
   // Replay re-checks every record's from-state: PENDING must come first.
   const again = await CommandStore.open(dir, { noLock: true });
-  assert.equal([again.get(id)!.state, again.get(id)!.agentId], ['ASSIGNED', 'a1']);
+  assert.equal([again.get(id)!.state, again.get(id)!.agentId], ['RUNNING', 'a1']);
   await again.close();
 });
 
@@ -143,15 +144,15 @@ store('a claim whose client went away takes nothing: the command passes to the n
   await store.close();
 });
 
-store('a claim retried while the hand-off is in flight gets the same lease, and no second record', async () => {
+store('a claim retried after a lost answer takes nothing again; the store lists what the agent holds', async () => {
   const { store, waiters } = await openStore();
   const parked = waiters.claim('a1', 1, 30_000, never);
   const records = store.durable.journal.lastSeq;
   const x = submitNow(store);
-  const retried = waiters.claim('a1', 1, 30_000, never);
-  const [first, again] = await Promise.all([parked, retried]);
-  assert.equal(first.map((c) => [c.id, c.attempt]), [[await x.id, 1]]);
-  assert.equal(again.map((c) => [c.id, c.attempt]), [[await x.id, 1]]);
+  assert.equal((await parked).map((c) => [c.id, c.attempt]), [[await x.id, 1]]);
+  assert.equal(await waiters.claim('a1', 1, 0, never), []);
+  const held = [...((await store.heldBy()).get('a1') ?? [])].map((id) => store.get(id)!);
+  assert.equal(held.map((c) => [c.id, c.state, c.attempt]), [[await x.id, 'RUNNING', 1]]);
   assert.is(store.durable.journal.lastSeq - records, 2, 'submit and one claim');
   await store.close();
 });
@@ -166,36 +167,30 @@ store('a claim that parks after a submit is queued, before it is durable, takes 
   await store.close();
 });
 
-store('a cancel right after the hand-off: FAILED CANCELED, and the journal replays', async () => {
+store('a cancel right after the hand-off is flagged for the agent (the command is RUNNING), and the journal replays', async () => {
   const { store, waiters, dir } = await openStore();
   const parked = waiters.claim('a1', 1, 30_000, never);
   const x = submitNow(store);
   const id = await x.id;
   const r = await store.cancel(id);
   assert.is(r.kind, 'next');
-  // The claim was answered as it was made; the agent's start will be refused.
+  // The claim was answered as it was made; the agent hears of the cancel on its next heartbeat.
   assert.equal(ids(await parked), [id]);
   await store.close();
   const again = await CommandStore.open(dir, { noLock: true });
-  assert.equal([again.get(id)!.state, again.get(id)!.error], ['FAILED', 'CANCELED']);
+  assert.equal([again.get(id)!.state, again.get(id)!.cancelRequested], ['RUNNING', true]);
   await again.close();
 });
 
-store('release and lease expiry make a command PENDING: a parked claim takes it in the same fdatasync', async () => {
+store('a release makes a command PENDING: a parked claim takes it in the same fdatasync', async () => {
   const { store, waiters } = await openStore();
   const id = await submitNow(store).id;
   const [held] = await store.claim('a1', 1);
   const parked = waiters.claim('a2', 1, 30_000, never);
-  let fsyncs = store.durable.journal.stats.fsyncs;
+  const fsyncs = store.durable.journal.stats.fsyncs;
   assert.is((await store.release('a1', id, held!.attempt)).kind, 'next');
   const got = await parked;
-  assert.equal(got.map((c) => [c.id, c.agentId, c.attempt]), [[id, 'a2', 2]]);
-  assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
-
-  const parked3 = waiters.claim('a3', 1, 30_000, never);
-  fsyncs = store.durable.journal.stats.fsyncs;
-  assert.is((await store.expire(id, 2)).kind, 'next');
-  assert.equal((await parked3).map((c) => [c.id, c.agentId, c.attempt]), [[id, 'a3', 3]]);
+  assert.equal(got.map((c) => [c.id, c.state, c.agentId, c.attempt]), [[id, 'RUNNING', 'a2', 2]]);
   assert.is(store.durable.journal.stats.fsyncs - fsyncs, 1);
   await store.close();
 });
@@ -241,27 +236,40 @@ http('a waiting agent is answered from the submit\'s own fdatasync, and its leas
   assert.is(s.keel.ctx.leases.size, 1);
 });
 
-http('an answer lost with its client: the lease expires, the command goes back to PENDING and to the next claim', async () => {
-  const s = await startTestServer({ leaseTimeoutMs: 300 });
+/** Park a claim for `agentId`, then lose its answer: the client goes away while the hand-off is being written. */
+async function loseAnswer(s: Awaited<ReturnType<typeof startTestServer>>, agentId: string): Promise<string> {
   const ac = new AbortController();
-  const gone = claim(s.url, 'agent-gone', { waitMs: 30_000, signal: ac.signal }).catch((e: Error) => e);
+  const gone = claim(s.url, agentId, { waitMs: 30_000, signal: ac.signal }).catch((e: Error) => e);
   await waitUntil(() => s.keel.ctx.claimWaiters.size === 1, 5000, 'the claim to park');
   const gate = fsyncGate();
-  let id: string;
   try {
     const sub = submit(s.url, DELAY);
-    await gate.next(); // handed to agent-gone, not yet durable
+    await gate.next(); // handed to the agent, not yet durable
     ac.abort();
     assert.instance(await gone, Error);
     gate.releaseOne();
-    id = await sub;
+    return await sub;
   } finally {
     gate.restore();
   }
-  assert.is((await getCommand(s.url, id)).agentId, 'agent-gone');
-  await waitUntil(() => s.keel.ctx.store.get(id)?.state === 'PENDING', 5000, 'the lease to expire');
+}
+
+http('an answer lost with its client: a resuming claim lists the command; given back, it goes to the next claim', async () => {
+  const s = await startTestServer();
+  const id = await loseAnswer(s, 'agent-gone');
+  assert.equal([(await getCommand(s.url, id)).agentId, (await getCommand(s.url, id)).status], ['agent-gone', 'RUNNING']);
+  const resumed = await claim(s.url, 'agent-gone', { max: 0, resume: true });
+  assert.equal(resumed.body.held!.map((c) => [c.id, c.lease]), [[id, 1]]);
+  assert.is((await call(s.url, 'POST', '/agent/release', { agentId: 'agent-gone', items: [{ id, lease: 1 }] })).status, 200);
   const next = await claim(s.url, 'agent-next', { waitMs: 30_000 });
   assert.equal(next.body.commands.map((c) => [c.id, c.lease]), [[id, 2]]);
+});
+
+http('an answer lost with its client, and the agent never comes back: FAILED AGENT_LOST once the lease runs out', async () => {
+  const s = await startTestServer({ leaseTimeoutMs: 300 });
+  const id = await loseAnswer(s, 'agent-gone');
+  const v = await getCommand(s.url, id, '?wait=10s');
+  assert.equal([v.status, v.error, v.attempt], ['FAILED', 'AGENT_LOST', 1]);
 });
 
 store.run();

@@ -43,16 +43,16 @@ const done = { status: 'COMPLETED' } as const;
 const ROWS: Row[] = [
   // server: the journal's write/fsync gap and the reply gap, on different transitions
   { side: 'server', point: 'journal:written#1', kind: 'DELAY', expect: done }, // the submit itself
-  { side: 'server', point: 'journal:written#3', kind: 'DELAY', expect: done }, // start
-  { side: 'server', point: 'journal:synced#2', kind: 'HTTP', expect: done }, // claim durable, reply lost
-  { side: 'server', point: 'journal:synced#4', kind: 'HTTP', expect: done }, // finish durable, reply lost
+  { side: 'server', point: 'journal:written#2', kind: 'DELAY', expect: done }, // claim-and-start
+  { side: 'server', point: 'journal:synced#2', kind: 'HTTP', expect: done }, // claim-and-start durable, reply lost
+  { side: 'server', point: 'journal:synced#3', kind: 'HTTP', expect: done }, // finish (riding in a claim) durable, reply lost
   // server: mid-snapshot, each step of the sequence
   ...['snapshot:tmp-written', 'snapshot:rotated', 'snapshot:renamed', 'snapshot:segment-deleted'].map(
     (point): Row => ({ side: 'server', point, kind: 'DELAY', serverFlags: ['--snapshot-bytes', '4096'], filler: 12, expect: done }),
   ),
   // server: during lease expiry (a ghost agent claims and vanishes); the restart
-  // grants a fresh lease, it expires again, and a real agent runs attempt 2
-  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', ghost: 'claim', expect: { status: 'COMPLETED', attempt: 2 } },
+  // grants a fresh lease, it expires again: claimed is RUNNING, so FAILED AGENT_LOST
+  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', ghost: 'claim', expect: { status: 'FAILED', error: /^AGENT_LOST$/, attempt: 1 } },
   // server: job semantics. Scheduled -> PENDING, killed before and after the due
   // records are durable; the restart promotes what fell due at once.
   ...['server:due', 'server:due-synced'].map((point): Row => ({ side: 'server', point, kind: 'DELAY', opts: { delay: '500ms' }, expect: done })),

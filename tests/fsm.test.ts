@@ -28,6 +28,8 @@ function rejected(r: StepResult, error: string, reason?: RegExp): void {
 const submit = (id = 'c1'): CommandEvent => ({ type: 'submit', id, cmdType: 'DELAY', payload: { ms: 5 }, at });
 const due = (when = at): CommandEvent => ({ type: 'due', at: when });
 const timeout = (lease: number): CommandEvent => ({ type: 'timeout', lease, at });
+const claimStart = (agentId: string, lease: number): CommandEvent => ({ type: 'claim-start', agentId, lease, at });
+// claim and start: journals from before claim-and-start still replay through them.
 const claim = (agentId: string, lease: number): CommandEvent => ({ type: 'claim', agentId, lease, at });
 const start = (agentId: string, lease: number): CommandEvent => ({ type: 'start', agentId, lease, at });
 const release = (agentId: string, lease: number): CommandEvent => ({ type: 'release', agentId, lease, at });
@@ -56,7 +58,7 @@ function inState(state: CommandState): Command {
     case 'SCHEDULED':
       return walk({ type: 'submit', id: 'c1', cmdType: 'DELAY', payload: { ms: 5 }, at, opts: { runAt: at + 1000 } });
     case 'RETRY_WAIT':
-      return walk({ type: 'submit', id: 'c1', cmdType: 'DELAY', payload: { ms: 5 }, at, opts: { retry } }, claim('a1', 1), start('a1', 1), {
+      return walk({ type: 'submit', id: 'c1', cmdType: 'DELAY', payload: { ms: 5 }, at, opts: { retry } }, claimStart('a1', 1), {
         type: 'finish', agentId: 'a1', lease: 1, outcome: 'FAILED', result: null, error: 'boom', at, retryAt: at + 1000,
       });
     case 'PENDING':
@@ -64,11 +66,11 @@ function inState(state: CommandState): Command {
     case 'ASSIGNED':
       return walk(submit(), claim('a1', 1));
     case 'RUNNING':
-      return walk(submit(), claim('a1', 1), start('a1', 1));
+      return walk(submit(), claimStart('a1', 1));
     case 'COMPLETED':
-      return walk(submit(), claim('a1', 1), start('a1', 1), finish('a1', 1));
+      return walk(submit(), claimStart('a1', 1), finish('a1', 1));
     case 'FAILED':
-      return walk(submit(), claim('a1', 1), start('a1', 1), finish('a1', 1, 'FAILED'));
+      return walk(submit(), claimStart('a1', 1), finish('a1', 1, 'FAILED'));
   }
 }
 
@@ -78,6 +80,8 @@ function eventFor(type: EventType, cmd: Command | undefined): CommandEvent {
   switch (type) {
     case 'submit':
       return submit();
+    case 'claim-start':
+      return claimStart('a1', lease + 1);
     case 'claim':
       return claim('a1', lease + 1);
     case 'start':
@@ -115,8 +119,10 @@ test('every row of TRANSITIONS moves as the table says, and nothing else moves',
       const next = moved(r);
       assert.ok(to.includes(next.state), `${where} went to ${next.state}, not one of ${to.join(', ')}`);
       assert.is(next.version, (cmd?.version ?? 0) + 1, `${where}: version`);
-      // A failed attempt with attempts left is the one way back: RUNNING -> RETRY_WAIT (shown PENDING).
-      if (from !== 'new' && next.state !== 'RETRY_WAIT') assert.ok(SHOWN[next.state] >= SHOWN[from], `${where}: shown status went backwards`);
+      // The ways back: a failed attempt with attempts left (RUNNING -> RETRY_WAIT,
+      // shown PENDING), and a command given back unbegun (release from RUNNING).
+      const givenBack = type === 'release' && from === 'RUNNING';
+      if (from !== 'new' && next.state !== 'RETRY_WAIT' && !givenBack) assert.ok(SHOWN[next.state] >= SHOWN[from], `${where}: shown status went backwards`);
     }
   }
   assert.is(rows, Object.values(TRANSITIONS).reduce((n, row) => n + Object.keys(row).length, 0));
@@ -151,6 +157,34 @@ test('the lease is a fencing token: it rises with every assignment, and old ones
   const running = moved(step(second, start('a2', 2)));
   rejected(step(running, finish('a1', 1)), 'STALE_LEASE');
   rejected(step(running, finish('a2', 3)), 'STALE_LEASE');
+});
+
+test('claim-and-start: PENDING to RUNNING in one step, lease by lease, one execution', () => {
+  rejected(step(inState('PENDING'), claimStart('a1', 2)), 'STALE_LEASE', /lease must be 1, got 2/);
+  const running = moved(step(inState('PENDING'), claimStart('a1', 1)));
+  assert.equal([running.state, running.agentId, running.attempt, running.executions], ['RUNNING', 'a1', 1, 1]);
+  rejected(step(running, claimStart('a2', 2)), 'WRONG_STATE');
+  // An agent from before claim-and-start still sends start: it finds it started.
+  assert.is(step(running, start('a1', 1)).kind, 'same');
+  rejected(step(running, start('a2', 1)), 'WRONG_AGENT');
+});
+
+test('release of a RUNNING command: only its lease holder, back to PENDING, not an execution; the next lease is 2', () => {
+  const running = inState('RUNNING');
+  rejected(step(running, release('a2', 1)), 'WRONG_AGENT', /belongs to a1, not a2/);
+  rejected(step(running, release('a1', 2)), 'STALE_LEASE');
+  const back = moved(step(running, release('a1', 1)));
+  assert.equal([back.state, back.agentId, back.attempt, back.executions], ['PENDING', null, 1, 0]);
+  rejected(step(back, finish('a1', 1)), 'STALE_LEASE', /released or expired/);
+  rejected(step(back, release('a1', 1)), 'STALE_LEASE');
+  assert.equal(moved(step(back, claimStart('a2', 2))).attempt, 2);
+  rejected(step(inState('COMPLETED'), release('a1', 1)), 'WRONG_STATE', /only a command not yet started/);
+});
+
+test('release of a RUNNING command whose cancel was requested: FAILED CANCELED, not PENDING', () => {
+  const flagged = moved(step(inState('RUNNING'), cancel));
+  const r = moved(step(flagged, release('a1', 1)));
+  assert.equal([r.state, r.error, r.result], ['FAILED', CANCELED, { error: CANCELED }]);
 });
 
 test('a lease is good only for the agent it was given to', () => {

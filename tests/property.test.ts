@@ -55,7 +55,9 @@ function randomOp(rng: ReturnType<typeof prng>, store: CommandStore, ids: string
   const lease = rng.next() < 0.85 ? attempt : attempt + rng.int(3) - 1;
   const t = rng.next();
   const ev: CommandEvent =
-    t < 0.22 ? { type: 'claim', agentId, lease: rng.next() < 0.85 ? attempt + 1 : lease, at }
+    t < 0.14 ? { type: 'claim-start', agentId, lease: rng.next() < 0.85 ? attempt + 1 : lease, at }
+    // claim and start: what journals from before claim-and-start hold
+    : t < 0.3 ? { type: 'claim', agentId, lease: rng.next() < 0.85 ? attempt + 1 : lease, at }
     : t < 0.44 ? { type: 'start', agentId, lease, at }
     : t < 0.66 ? { type: 'finish', agentId, lease, outcome: rng.next() < 0.7 ? 'COMPLETED' : 'FAILED', result: { ok: true, n: rng.int(1000) }, error: rng.next() < 0.5 ? 'boom, then; more' : null, at, retryAt: at + rng.int(30) }
     : t < 0.72 ? { type: 'release', agentId, lease, at }
@@ -69,11 +71,7 @@ function randomOp(rng: ReturnType<typeof prng>, store: CommandStore, ids: string
 /** Runs one op; resolves with how many journal records it wrote. */
 async function run(store: CommandStore, op: Op): Promise<number> {
   if (op.kind === 'promote') return store.promoteDue();
-  if (op.kind === 'claim') {
-    // A retried claim hands back what the agent already holds, without a record.
-    const held = new Set([...(store.table.heldBy.get(op.agentId) ?? [])].filter((id) => store.get(id)!.state === 'ASSIGNED'));
-    return (await store.claim(op.agentId, op.max)).filter((c) => !held.has(c.id)).length;
-  }
+  if (op.kind === 'claim') return (await store.claim(op.agentId, op.max)).length;
   const r: StepResult = await store.transition(op.id, op.ev);
   return r.kind === 'next' ? 1 : 0;
 }

@@ -15,10 +15,11 @@ import {
   journalText,
   rawJson,
   rawRequest,
-  start,
+  finish,
   startTestServer,
   submit,
   UUID_RE,
+  waitUntil,
   type TestServer,
 } from './support/server-harness.ts';
 
@@ -65,26 +66,27 @@ post('the answer waits for fdatasync: an fsync held back holds back the 201', as
   assert.equal(order, ['fsync called', 'fsync returned', 'answer 201']);
 });
 
-post('a refusal waits for fdatasync too: a 409 never rests on a cancel that is not on disk yet', async () => {
+post('a refusal waits for fdatasync too: a 409 never rests on a finish that is not on disk yet', async () => {
   const own = await startTestServer(); // an empty queue: the claim gets this command
   const id = await submit(own.url);
   const { lease } = await claimOne(own.url, 'agent-a');
-  assert.is((await getCommand(own.url, id)).state, 'ASSIGNED');
+  assert.is((await getCommand(own.url, id)).state, 'RUNNING');
   const order: string[] = [];
   const real = fs.fdatasync;
   (fs as { fdatasync: unknown }).fdatasync = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
     setTimeout(() => real(fd, (err) => (order.push('fsync returned'), cb(err))), 100);
   };
   try {
-    const canceled = call(own.url, 'POST', `/commands/${id}/cancel`);
-    const started = start(own.url, 'agent-a', [{ id, lease }]).then((r) => (order.push(`start ${r.status}`), r));
-    const [c, st] = await Promise.all([canceled, started]);
-    assert.is(c.status, 200);
-    assert.is(st.status, 409);
+    const finished = finish(own.url, 'agent-a', [{ id, lease, outcome: 'COMPLETED', result: { ok: true, tookMs: 5 } }]);
+    await waitUntil(() => own.keel.ctx.store.get(id)!.state === 'COMPLETED', 5000, 'the finish to be applied');
+    const canceled = call(own.url, 'POST', `/commands/${id}/cancel`).then((r) => (order.push(`cancel ${r.status}`), r));
+    const [f, c] = await Promise.all([finished, canceled]);
+    assert.is(f.status, 200);
+    assert.is(c.status, 409);
   } finally {
     (fs as { fdatasync: unknown }).fdatasync = real;
   }
-  assert.equal(order.slice(0, 2), ['fsync returned', 'start 409']);
+  assert.equal(order.slice(0, 2), ['fsync returned', 'cancel 409']);
 });
 
 post('both command types are accepted, DELAY at both ends of its range', async () => {
@@ -179,19 +181,17 @@ getOne('shows every field of a new command', async () => {
   assert.ok(Math.abs(Date.parse(v.createdAt) - Date.now()) < 60_000, `createdAt ${v.createdAt} is not an ISO time near now`);
 });
 
-getOne('an ASSIGNED command shows status PENDING, state ASSIGNED, and its agent', async () => {
+getOne('a claimed command shows RUNNING at once, with its agent and lease', async () => {
   const { url } = await startTestServer();
   const id = await submit(url);
   const { id: claimed, lease } = await claimOne(url, 'agent-view');
   assert.is(claimed, id);
   const v = await getCommand(url, id);
-  assert.is(v.status, 'PENDING');
-  assert.is(v.state, 'ASSIGNED');
+  assert.is(v.status, 'RUNNING');
+  assert.is(v.state, 'RUNNING');
   assert.is(v.agentId, 'agent-view');
   assert.is(v.attempt, lease);
   assert.ok(Date.parse(v.updatedAt) >= Date.parse(v.createdAt));
-  assert.is((await start(url, 'agent-view', [{ id, lease }])).status, 200);
-  assert.is((await getCommand(url, id)).status, 'RUNNING');
 });
 
 getOne('unknown id: 404 JSON naming the id', async () => {
@@ -275,19 +275,18 @@ list('newest first; limit; the cursor walks every command exactly once, even whi
   assert.is(pages, 5);
 });
 
-list('status filters by the shown status: ASSIGNED counts as PENDING', async () => {
-  const a = await submit(s.url);
-  const b = await submit(s.url);
-  const c = await submit(s.url);
-  await claimOne(s.url, 'agent-list'); // a: ASSIGNED
-  assert.is((await call(s.url, 'POST', `/commands/${c}/cancel`)).status, 200); // c: FAILED
-  const pending = (await call(s.url, 'GET', '/commands?status=PENDING&limit=1000')).body.commands.map((x: { id: string }) => x.id);
-  assert.ok(pending.includes(a) && pending.includes(b) && !pending.includes(c), JSON.stringify(pending));
-  const failed = await call(s.url, 'GET', '/commands?status=FAILED&limit=1000');
-  assert.ok(failed.body.commands.every((x: { status: string }) => x.status === 'FAILED'));
-  assert.ok(failed.body.commands.some((x: { id: string }) => x.id === c));
-  const running = await call(s.url, 'GET', '/commands?status=RUNNING');
-  assert.equal(running.body, { commands: [], nextCursor: null });
+list('status filters by the shown status', async () => {
+  const own = await startTestServer(); // an empty queue: the claim gets a
+  const a = await submit(own.url);
+  const b = await submit(own.url);
+  const c = await submit(own.url);
+  await claimOne(own.url, 'agent-list'); // a: RUNNING
+  assert.is((await call(own.url, 'POST', `/commands/${c}/cancel`)).status, 200); // c: FAILED
+  const ids = async (status: string): Promise<string[]> => (await call(own.url, 'GET', `/commands?status=${status}&limit=1000`)).body.commands.map((x: { id: string }) => x.id);
+  assert.equal(await ids('PENDING'), [b]);
+  assert.equal(await ids('RUNNING'), [a]);
+  assert.equal(await ids('FAILED'), [c]);
+  assert.equal(await ids('COMPLETED'), []);
 });
 
 list('a filtered walk with a small limit still covers every match exactly once', async () => {
@@ -395,9 +394,9 @@ misc('/metrics: Prometheus text with every named series, and the numbers move', 
     assert.ok(m, `not a Prometheus sample line: ${JSON.stringify(line)}`);
     samples.set(m![1]!, Number(m![2]));
   }
-  assert.is(samples.get('keel_commands{state="ASSIGNED"}'), 1);
+  assert.is(samples.get('keel_commands{state="RUNNING"}'), 1);
   assert.is(samples.get('keel_commands{state="PENDING"}'), 0);
-  for (const st of ['RUNNING', 'COMPLETED', 'FAILED']) assert.is(samples.get(`keel_commands{state="${st}"}`), 0, st);
+  for (const st of ['ASSIGNED', 'COMPLETED', 'FAILED']) assert.is(samples.get(`keel_commands{state="${st}"}`), 0, st);
   assert.is(samples.get('keel_transitions_total'), 2);
   assert.ok(samples.get('keel_journal_fsyncs_total')! >= 2);
   assert.ok(samples.get('keel_journal_fsync_seconds_total')! > 0);

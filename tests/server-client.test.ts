@@ -217,13 +217,48 @@ riding('queued finish calls go in the claim, which does not wait for work; each 
   assert.equal(await b, [{ id: ref(2).id, ok: false, error: 'STALE_LEASE' }, { id: ref(3).id, ok: true }]);
   assert.is(server.received.length, 1, 'no request of their own');
   assert.is(server.received[0]!.route, '/agent/claim');
-  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 4, waitMs: 0, ...ANNOUNCE, finish: [done(1), done(2), done(3)] });
+  // A fresh client has not heard a claim answered yet: it resumes.
+  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 4, ...ANNOUNCE, resume: true, waitMs: 0, finish: [done(1), done(2), done(3)] });
 });
 
-riding('a claim with nothing queued is a plain long-poll', async () => {
-  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [] });
+riding('the first claim resumes and does not wait; once one is answered, a claim with nothing queued is a plain long-poll', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], held: [] });
+  assert.ok(client.resuming);
   await client.claim(1, 25_000, new AbortController().signal);
-  assert.equal(server.received[0]!.body, { agentId: 'a1', max: 1, waitMs: 25_000, ...ANNOUNCE });
+  assert.not.ok(client.resuming);
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.equal(server.received.map((r) => r.body), [
+    { agentId: 'a1', max: 1, ...ANNOUNCE, resume: true, waitMs: 0 },
+    { agentId: 'a1', max: 1, waitMs: 25_000, ...ANNOUNCE },
+  ]);
+});
+
+riding('a claim attempt that went unanswered makes its retry a resuming one', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], held: [] });
+  await client.claim(1, 25_000, new AbortController().signal);
+  server.auto = undefined;
+  const claimed = client.claim(1, 25_000, new AbortController().signal);
+  await server.requests(2);
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], held: [] });
+  server.received[1]!.cut();
+  await claimed;
+  assert.equal(server.received.slice(1).map((r) => r.body), [
+    { agentId: 'a1', max: 1, waitMs: 25_000, ...ANNOUNCE },
+    { agentId: 'a1', max: 1, ...ANNOUNCE, resume: true, waitMs: 0 },
+  ]);
+  assert.not.ok(client.resuming);
+});
+
+riding('a claim cut short by its signal may have been answered: the client resumes', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], held: [] });
+  await client.claim(1, 25_000, new AbortController().signal);
+  server.auto = undefined;
+  const stopping = new AbortController();
+  const claimed = client.claim(1, 25_000, stopping.signal);
+  await server.requests(2);
+  stopping.abort(new Error('stopping'));
+  assert.match(await rejection(claimed), /stopping/);
+  assert.ok(client.resuming);
 });
 
 riding('an answer without a result per rider: the riders go again by /agent/finish', async () => {
@@ -288,7 +323,7 @@ riding.run();
 const real = suite('ServerClient against the keel server');
 real.after(closeAll);
 
-real('concurrent starts of claimed commands are one request, one group commit, each answered', async () => {
+real('concurrent releases of claimed commands are one request, one group commit, each answered', async () => {
   const s = await startTestServer();
   const ids = [await submit(s.url), await submit(s.url), await submit(s.url)];
   const claimed = await claim(s.url, 'a1', { max: 3 });
@@ -296,14 +331,14 @@ real('concurrent starts of claimed commands are one request, one group commit, e
   const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
   const journal = s.keel.ctx.store.durable.journal.stats;
   const fsyncsBefore = journal.fsyncs;
-  const results = await Promise.all(claimed.body.commands.map((c) => agentClient.start([{ id: c.id, lease: c.lease }])));
+  const results = await Promise.all(claimed.body.commands.map((c) => agentClient.release([{ id: c.id, lease: c.lease }])));
   agentClient.close();
   assert.equal(results.map((r) => r.map((x) => x.ok)), [[true], [true], [true]]);
   assert.equal(results.map((r) => r[0]!.id).sort(), [...ids].sort());
   assert.is(journal.fsyncs - fsyncsBefore, 1, 'one group commit for the batch');
   const metrics = await (await fetch(`${s.url}/metrics`)).text();
-  assert.match(metrics, /keel_http_requests_total\{route="\/agent\/start",code="200"\} 1\n/);
-  for (const id of ids) assert.is(s.keel.ctx.store.get(id)!.state, 'RUNNING');
+  assert.match(metrics, /keel_http_requests_total\{route="\/agent\/release",code="200"\} 1\n/);
+  for (const id of ids) assert.is(s.keel.ctx.store.get(id)!.state, 'PENDING');
 });
 
 real('a finish riding in a claim is recorded in the claim\'s group commit, and the claim answers at once', async () => {
@@ -312,7 +347,6 @@ real('a finish riding in a claim is recorded in the claim\'s group commit, and t
   const claimed = await claim(s.url, 'a1', { max: 1 });
   const lease = claimed.body.commands[0]!.lease;
   const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
-  await agentClient.start([{ id: first, lease }]);
   const second = await submit(s.url);
   const journal = s.keel.ctx.store.durable.journal.stats;
   const fsyncsBefore = journal.fsyncs;
@@ -324,7 +358,7 @@ real('a finish riding in a claim is recorded in the claim\'s group commit, and t
   assert.equal(next.finished, [{ id: first, ok: true }]);
   assert.is(journal.fsyncs - fsyncsBefore, 1, 'the outcome and the claim in one group commit');
   assert.is(s.keel.ctx.store.get(first)!.state, 'COMPLETED');
-  assert.is(s.keel.ctx.store.get(second)!.state, 'ASSIGNED');
+  assert.is(s.keel.ctx.store.get(second)!.state, 'RUNNING');
   const metrics = await (await fetch(`${s.url}/metrics`)).text();
   assert.not.match(metrics, /route="\/agent\/finish"/);
 });

@@ -1,6 +1,6 @@
-// The command FSM over HTTP: an agent's claim, start, finish and release;
-// stale leases and idempotent retries; cancel in every state; lease expiry
-// for ASSIGNED and RUNNING with a short lease timeout; long-polls (claim with
+// The command FSM over HTTP: an agent's claim (claim-and-start), finish and
+// release; stale leases and idempotent retries; a resuming claim's `held`;
+// cancel in every state; lease expiry with a short lease timeout; long-polls (claim with
 // waitMs, GET ?wait=) awaited, never slept on. Each test gets its own
 // in-process server, so FIFO order and counts are its own.
 import fs from 'node:fs';
@@ -26,32 +26,30 @@ import {
 
 const seqOf = (s: TestServer): number => s.keel.ctx.store.durable.journal.lastSeq;
 
-/** Submit a DELAY and have `agentId` claim and start it. */
+/** Submit a DELAY and have `agentId` claim it: it is RUNNING at once. */
 async function running(s: TestServer, agentId: string): Promise<{ id: string; lease: number }> {
   const id = await submit(s.url);
   const c = await claimOne(s.url, agentId);
   assert.is(c.id, id);
-  const r = await start(s.url, agentId, [c]);
-  assert.is(r.status, 200, r.text);
   return c;
 }
 
-// --- claim, start, finish, release -----------------------------------------------
+// --- claim, finish, release -------------------------------------------------------
 
-const flow = suite('claim / start / finish / release');
+const flow = suite('claim / finish / release');
 flow.after(async () => {
   await closeAll();
   await cleanup();
 });
 
-flow('a command goes PENDING -> ASSIGNED -> RUNNING -> COMPLETED; events and logs tell it oldest first', async () => {
+flow('a command goes PENDING -> RUNNING -> COMPLETED, claimed and started in one record; events and logs tell it oldest first', async () => {
   const s = await startTestServer();
   const id = await submit(s.url, { type: 'DELAY', payload: { ms: 10 } });
   const c = await claim(s.url, 'agent-1');
   assert.is(c.status, 200);
   assert.is(c.body.leaseTimeoutMs, 15_000);
   assert.equal(c.body.commands, [{ id, type: 'DELAY', payload: { ms: 10 }, lease: 1 }] satisfies Assignment[]);
-  assert.is((await start(s.url, 'agent-1', [{ id, lease: 1 }])).status, 200);
+  assert.is(c.body.held, undefined, 'held is only for a resuming claim');
   const running = await getCommand(s.url, id);
   assert.is(running.status, 'RUNNING');
   assert.is(running.agentId, 'agent-1');
@@ -71,9 +69,8 @@ flow('a command goes PENDING -> ASSIGNED -> RUNNING -> COMPLETED; events and log
     ev.map((e: Record<string, unknown>) => [e.seq, e.event, e.from, e.to, e.agentId, e.lease]),
     [
       [1, 'submit', null, 'PENDING', undefined, undefined],
-      [2, 'claim', 'PENDING', 'ASSIGNED', 'agent-1', 1],
-      [3, 'start', 'ASSIGNED', 'RUNNING', 'agent-1', 1],
-      [4, 'finish', 'RUNNING', 'COMPLETED', 'agent-1', 1],
+      [2, 'claim-start', 'PENDING', 'RUNNING', 'agent-1', 1],
+      [3, 'finish', 'RUNNING', 'COMPLETED', 'agent-1', 1],
     ],
   );
   const times = ev.map((e: { at: string }) => Date.parse(e.at));
@@ -81,7 +78,7 @@ flow('a command goes PENDING -> ASSIGNED -> RUNNING -> COMPLETED; events and log
 
   // One JSON log line per transition, each naming the command.
   const lines = s.logs.about(id).filter((l) => l.msg === 'transition');
-  assert.equal(lines.map((l) => [l.event, l.state]), [['submit', 'PENDING'], ['claim', 'ASSIGNED'], ['start', 'RUNNING'], ['finish', 'COMPLETED']]);
+  assert.equal(lines.map((l) => [l.event, l.state]), [['submit', 'PENDING'], ['claim-start', 'RUNNING'], ['finish', 'COMPLETED']]);
 });
 
 flow('a failed run is FAILED with the error the agent sent', async () => {
@@ -95,27 +92,40 @@ flow('a failed run is FAILED with the error the agent sent', async () => {
   assert.equal(v.result, { status: null });
 });
 
-flow('a retried claim returns the lease already held; max takes more', async () => {
+flow('claims take PENDING commands oldest first, up to max; a resuming claim lists the rest it holds and waits for nothing', async () => {
   const s = await startTestServer();
-  const a = await submit(s.url);
-  const b = await submit(s.url);
+  const [a, b, c] = [await submit(s.url), await submit(s.url), await submit(s.url)];
   const first = await claim(s.url, 'agent-r');
+  assert.equal(first.body.commands.map((x) => [x.id, x.lease]), [[a, 1]]);
+  const more = await claim(s.url, 'agent-r', { max: 5, resume: true });
+  assert.equal(more.body.commands.map((x) => [x.id, x.lease]), [[b, 1], [c, 1]]);
+  // held: what it held before this claim, not what this claim just took.
+  assert.equal(more.body.held, [{ id: a, type: 'DELAY', payload: { ms: 10 }, lease: 1 }] satisfies Assignment[]);
+  // max 0 (only with resume): the list alone, nothing claimed, no wait.
   const seq = seqOf(s);
-  const again = await claim(s.url, 'agent-r');
-  assert.equal(again.body.commands, first.body.commands);
-  assert.is(seqOf(s), seq, 'a retried claim wrote a record');
-  const more = await claim(s.url, 'agent-r', { max: 5 });
-  assert.equal(more.body.commands.map((c) => [c.id, c.lease]), [[a, 1], [b, 1]]);
-  // Another agent gets nothing: both are held.
-  assert.equal((await claim(s.url, 'agent-other', { max: 5 })).body.commands, []);
+  const t0 = Date.now();
+  const only = await claim(s.url, 'agent-r', { max: 0, resume: true, waitMs: 30_000 });
+  assert.ok(Date.now() - t0 < 20_000, 'a resuming claim waited for work');
+  assert.equal(only.body.commands, []);
+  assert.equal(only.body.held!.map((x) => x.id).sort(), [a, b, c].sort());
+  assert.is(seqOf(s), seq, 'a claim of nothing wrote a record');
+  // Another agent gets nothing: all are held, and it holds none of them.
+  assert.equal((await claim(s.url, 'agent-other', { max: 5, resume: true })).body, { leaseTimeoutMs: 15_000, commands: [], held: [] });
+  for (const id of [a, b, c]) assert.is((await getCommand(s.url, id)).state, 'RUNNING');
 });
 
-flow('retried start and finish with the same lease and outcome succeed and write nothing', async () => {
+flow('an agent that still sends start finds the command started, and nothing is written', async () => {
+  const s = await startTestServer();
+  const c = await running(s, 'agent-old');
+  const seq = seqOf(s);
+  assert.is((await start(s.url, 'agent-old', [c])).status, 200);
+  assert.is(seqOf(s), seq);
+});
+
+flow('retried finish with the same lease and outcome succeeds and writes nothing', async () => {
   const s = await startTestServer();
   const c = await running(s, 'agent-i');
   let seq = seqOf(s);
-  assert.is((await start(s.url, 'agent-i', [c])).status, 200);
-  assert.is(seqOf(s), seq);
   const item = { ...c, outcome: 'COMPLETED' as const, result: { ok: true, tookMs: 10 } };
   assert.is((await finish(s.url, 'agent-i', [item])).status, 200);
   seq = seqOf(s);
@@ -134,35 +144,39 @@ flow('stale lease, wrong agent, wrong state: 409 with a reason, per item', async
   const s = await startTestServer();
   const id = await submit(s.url);
   const c = await claimOne(s.url, 'agent-s');
+  const pending = await submit(s.url);
   const seq = seqOf(s);
+  const done = { outcome: 'COMPLETED' as const, result: null };
 
-  const stale = await start(s.url, 'agent-s', [{ id, lease: 2 }]);
+  const stale = await finish(s.url, 'agent-s', [{ id, lease: 2, ...done }]);
   assert.is(stale.status, 409);
   assert.is(stale.body.results[0].error, 'STALE_LEASE');
   assert.match(stale.body.results[0].reason ?? '', /lease 2/);
 
-  const wrong = await start(s.url, 'agent-thief', [c]);
+  const wrong = await release(s.url, 'agent-thief', [c]);
   assert.is(wrong.status, 409);
   assert.is(wrong.body.results[0].error, 'WRONG_AGENT');
   assert.match(wrong.body.results[0].reason ?? '', /agent-s/);
 
-  const early = await finish(s.url, 'agent-s', [{ ...c, outcome: 'COMPLETED', result: null }]);
+  const early = await finish(s.url, 'agent-s', [{ id: pending, lease: 1, ...done }]);
   assert.is(early.status, 409);
-  assert.is(early.body.results[0].error, 'WRONG_STATE');
+  assert.is(early.body.results[0].error, 'STALE_LEASE', 'a command never claimed finished');
 
-  const unknown = await start(s.url, 'agent-s', [{ id: '00000000-0000-4000-8000-000000000000', lease: 1 }]);
+  const unknown = await finish(s.url, 'agent-s', [{ id: '00000000-0000-4000-8000-000000000000', lease: 1, ...done }]);
   assert.is(unknown.status, 409);
   assert.is(unknown.body.results[0].error, 'NOT_FOUND');
   assert.is(seqOf(s), seq, 'a refused transition was journaled');
 
   // A batch: the good item is applied, the bad one refused, and the answer says which.
-  const mixed = await start(s.url, 'agent-s', [c, { id, lease: 9 }]);
+  const mixed = await finish(s.url, 'agent-s', [{ ...c, ...done }, { id, lease: 9, ...done }]);
   assert.is(mixed.status, 409);
   assert.equal(mixed.body.results.map((r) => [r.id, r.ok, r.error]), [[id, true, undefined], [id, false, 'STALE_LEASE']]);
-  assert.is((await getCommand(s.url, id)).state, 'RUNNING');
+  assert.is((await getCommand(s.url, id)).state, 'COMPLETED');
+  const late = await release(s.url, 'agent-s', [c]);
+  assert.is(late.body.results[0].error, 'WRONG_STATE', 'a finished command released');
 });
 
-flow('release: ASSIGNED goes back to PENDING; the old lease is dead; the next claim gets lease 2', async () => {
+flow('release: a command never begun goes back to PENDING; the old lease is dead; the next claim gets lease 2', async () => {
   const s = await startTestServer();
   const id = await submit(s.url);
   const c = await claimOne(s.url, 'agent-a');
@@ -172,7 +186,7 @@ flow('release: ASSIGNED goes back to PENDING; the old lease is dead; the next cl
   assert.is(v.state, 'PENDING');
   assert.is(v.agentId, null);
 
-  const late = await start(s.url, 'agent-a', [c]);
+  const late = await finish(s.url, 'agent-a', [{ ...c, outcome: 'COMPLETED', result: null }]);
   assert.is(late.status, 409);
   assert.is(late.body.results[0].error, 'STALE_LEASE');
   const again = await release(s.url, 'agent-a', [c]);
@@ -180,13 +194,9 @@ flow('release: ASSIGNED goes back to PENDING; the old lease is dead; the next cl
 
   const next = await claimOne(s.url, 'agent-b');
   assert.equal(next, { id, lease: 2 });
-  assert.is((await start(s.url, 'agent-b', [next])).status, 200);
-  const notAssigned = await release(s.url, 'agent-b', [next]);
-  assert.is(notAssigned.status, 409, 'a RUNNING command cannot be released');
-  assert.is(notAssigned.body.results[0].error, 'WRONG_STATE');
   assert.equal(
-    (await call(s.url, 'GET', `/commands/${id}/events`)).body.events.map((e: { event: string }) => e.event),
-    ['submit', 'claim', 'release', 'claim', 'start'],
+    (await call(s.url, 'GET', `/commands/${id}/events`)).body.events.map((e: { event: string; to: string }) => `${e.event}->${e.to}`),
+    ['submit->PENDING', 'claim-start->RUNNING', 'release->PENDING', 'claim-start->RUNNING'],
   );
 });
 
@@ -209,8 +219,7 @@ flow('GET /agents: each agent online, its last seen time and the commands it hol
   const s = await startTestServer();
   const t0 = Date.now();
   const held = await running(s, 'agent-x');
-  await submit(s.url);
-  const assigned = await claimOne(s.url, 'agent-x');
+  const assigned = await running(s, 'agent-x');
   await claim(s.url, 'agent-y');
   const r = await call(s.url, 'GET', '/agents');
   assert.is(r.status, 200);
@@ -252,19 +261,15 @@ cancel('PENDING: FAILED CANCELED at once, and never handed out', async () => {
   assert.is(seqOf(s), seq);
 });
 
-cancel('ASSIGNED: FAILED CANCELED; the agent cannot start it and its heartbeat revokes the lease', async () => {
+cancel('RUNNING, then given back by an agent that never began it: FAILED CANCELED, not PENDING', async () => {
   const s = await startTestServer();
-  const id = await submit(s.url);
-  const c = await claimOne(s.url, 'agent-c');
-  const r = await call(s.url, 'POST', `/commands/${id}/cancel`);
-  assert.is(r.status, 200);
-  assert.equal([r.body.status, r.body.state, r.body.error], ['FAILED', 'FAILED', 'CANCELED']);
-  const st = await start(s.url, 'agent-c', [c]);
-  assert.is(st.status, 409);
-  assert.match(st.body.results[0].reason ?? '', /FAILED/);
-  const hb = await heartbeat(s.url, 'agent-c', [c]);
-  assert.equal(hb.body.revoked.map((x) => x.id), [id]);
-  assert.match(hb.body.revoked[0]!.reason, /CANCELED/);
+  const c = await running(s, 'agent-c');
+  assert.is((await call(s.url, 'POST', `/commands/${c.id}/cancel`)).status, 202);
+  const r = await release(s.url, 'agent-c', [c]);
+  assert.is(r.status, 200, r.text);
+  const v = await getCommand(s.url, c.id);
+  assert.equal([v.status, v.error], ['FAILED', 'CANCELED']);
+  assert.equal((await claim(s.url, 'agent-c')).body.commands, [], 'a canceled command was handed out');
   assert.equal((await call(s.url, 'GET', '/agents')).body.agents[0].commands, [], 'a canceled command is still held');
 });
 
@@ -427,24 +432,6 @@ expiry.after(async () => {
 });
 const LEASE_MS = 300;
 
-expiry('ASSIGNED, no heartbeat: back to PENDING; the old lease is stale; the next claim gets lease 2', async () => {
-  const s = await startTestServer({ leaseTimeoutMs: LEASE_MS });
-  const id = await submit(s.url);
-  const c = await claimOne(s.url, 'agent-slow');
-  const line = await s.logs.waitFor((l) => l.msg === 'lease expired' && l.id === id, 10_000, 'lease expired');
-  assert.is(line.state, 'PENDING');
-  const v = await getCommand(s.url, id);
-  assert.equal([v.status, v.state, v.agentId, v.attempt], ['PENDING', 'PENDING', null, 1]);
-  const late = await start(s.url, 'agent-slow', [c]);
-  assert.is(late.status, 409);
-  assert.is(late.body.results[0].error, 'STALE_LEASE');
-  assert.equal(await claimOne(s.url, 'agent-fast'), { id, lease: 2 });
-  assert.equal(
-    (await call(s.url, 'GET', `/commands/${id}/events`)).body.events.map((e: { event: string; to: string }) => `${e.event}->${e.to}`),
-    ['submit->PENDING', 'claim->ASSIGNED', 'expire->PENDING', 'claim->ASSIGNED'],
-  );
-});
-
 expiry('RUNNING, no heartbeat: FAILED AGENT_LOST, never run again; the agent shows offline', async () => {
   const s = await startTestServer({ leaseTimeoutMs: LEASE_MS });
   const c = await running(s, 'agent-lost');
@@ -466,13 +453,12 @@ expiry('RUNNING, no heartbeat: FAILED AGENT_LOST, never run again; the agent sho
   assert.ok(s.logs.about(c.id).some((l) => l.msg === 'lease expired'));
 });
 
-expiry('heartbeats keep ASSIGNED and RUNNING leases alive well past the timeout', async () => {
+expiry('heartbeats keep leases alive well past the timeout', async () => {
   // A longer lease here: a heartbeat delayed by a busy test machine must not look like a lost agent.
   const LEASE_MS = 1000;
   const s = await startTestServer({ leaseTimeoutMs: LEASE_MS });
   const run = await running(s, 'agent-beat');
-  await submit(s.url);
-  const held = await claimOne(s.url, 'agent-beat');
+  const held = await running(s, 'agent-beat');
   const until = Date.now() + 2 * LEASE_MS;
   while (Date.now() < until) {
     const hb = await heartbeat(s.url, 'agent-beat', [run, held]);
@@ -480,9 +466,9 @@ expiry('heartbeats keep ASSIGNED and RUNNING leases alive well past the timeout'
     await new Promise((r) => setTimeout(r, LEASE_MS / 10)); // the heartbeat period is the thing under test
   }
   assert.is((await getCommand(s.url, run.id)).state, 'RUNNING');
-  assert.is((await getCommand(s.url, held.id)).state, 'ASSIGNED');
+  assert.is((await getCommand(s.url, held.id)).state, 'RUNNING');
   assert.is((await finish(s.url, 'agent-beat', [{ ...run, outcome: 'COMPLETED', result: { ok: true, tookMs: 1 } }])).status, 200);
-  assert.is((await start(s.url, 'agent-beat', [held])).status, 200);
+  assert.is((await release(s.url, 'agent-beat', [held])).status, 200);
   assert.not.ok(s.logs.lines.some((l) => l.msg === 'lease expired'));
 });
 

@@ -92,14 +92,13 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   const LEASE_MS = 2000;
   const dir = tempDir();
   const first = await startServer(dir, ['--lease-timeout', `${LEASE_MS}ms`]);
-  const assigned = await submitDelay(first.url, 1);
+  const unbegun = await submitDelay(first.url, 1);
   const kept = await submitDelay(first.url, 2);
   const abandoned = await submitDelay(first.url, 3);
   const claim = await call(first.url, 'POST', '/agent/claim', { agentId: 'agent-1', max: 3 });
   const leases = new Map<string, number>(claim.body.commands.map((c: { id: string; lease: number }) => [c.id, c.lease]));
-  assert.equal([...leases.keys()], [assigned, kept, abandoned]);
+  assert.equal([...leases.keys()], [unbegun, kept, abandoned]);
   const ref = (id: string): { id: string; lease: number } => ({ id, lease: leases.get(id)! });
-  assert.is((await call(first.url, 'POST', '/agent/start', { agentId: 'agent-1', items: [ref(kept), ref(abandoned)] })).status, 200);
   const lastHeard = Date.now();
   await first.proc.kill('SIGKILL');
 
@@ -109,17 +108,17 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   const second = await startServer(dir, ['--lease-timeout', `${LEASE_MS}ms`]);
   // Logged just before the lease clock starts: every fresh deadline is at least LEASE_MS after it.
   const recovered = second.proc.lines.find((l) => l.msg === 'recovered')!;
-  const states = await Promise.all([assigned, kept, abandoned].map(async (id) => (await call(second.url, 'GET', `/commands/${id}`)).body.state));
-  assert.equal(states, ['ASSIGNED', 'RUNNING', 'RUNNING'], 'a lease expired at startup instead of getting its grace');
+  const states = await Promise.all([unbegun, kept, abandoned].map(async (id) => (await call(second.url, 'GET', `/commands/${id}`)).body.state));
+  assert.equal(states, ['RUNNING', 'RUNNING', 'RUNNING'], 'a lease expired at startup instead of getting its grace');
 
   // Not heard from since the restart: offline, but still shown holding its commands.
   const agents = (await call(second.url, 'GET', '/agents')).body.agents;
   assert.equal(agents.map((a: Record<string, unknown>) => [a.id, a.status, a.lastSeen]), [['agent-1', 'offline', null]]);
-  assert.equal([...agents[0].commands].sort(), [assigned, kept, abandoned].sort());
+  assert.equal([...agents[0].commands].sort(), [unbegun, kept, abandoned].sort());
 
   // The agent is back for two of them: it heartbeats them, as an agent does, and keeps them.
   const beat = (): Promise<unknown[]> =>
-    call(second.url, 'POST', '/agent/heartbeat', { agentId: 'agent-1', leases: [ref(assigned), ref(kept)] }).then((r) => r.body.revoked);
+    call(second.url, 'POST', '/agent/heartbeat', { agentId: 'agent-1', leases: [ref(unbegun), ref(kept)] }).then((r) => r.body.revoked);
   assert.equal(await beat(), []);
   const revoked: unknown[] = [];
   let beatOut: Promise<unknown> = Promise.resolve();
@@ -140,7 +139,9 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   // The agent's work from before the kill is accepted: the command held RUNNING finishes.
   const done = await call(second.url, 'POST', '/agent/finish', { agentId: 'agent-1', items: [{ ...ref(kept), outcome: 'COMPLETED', result: { ok: true, tookMs: 2 } }] });
   assert.is(done.status, 200, done.text);
-  assert.is((await call(second.url, 'POST', '/agent/start', { agentId: 'agent-1', items: [ref(assigned)] })).status, 200);
+  // The one it never began, it gives back.
+  assert.is((await call(second.url, 'POST', '/agent/release', { agentId: 'agent-1', items: [ref(unbegun)] })).status, 200);
+  assert.is((await call(second.url, 'GET', `/commands/${unbegun}`)).body.status, 'PENDING');
   const lost = await call(second.url, 'GET', `/commands/${abandoned}`);
   assert.equal([lost.body.status, lost.body.error], ['FAILED', 'AGENT_LOST']);
 
@@ -150,7 +151,7 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   );
   assert.equal(
     story.filter((l) => l.msg === 'transition').map((l) => `${l.event}:${l.state}`),
-    ['submit:PENDING', 'claim:ASSIGNED', 'start:RUNNING', 'finish:COMPLETED'],
+    ['submit:PENDING', 'claim-start:RUNNING', 'finish:COMPLETED'],
   );
   assert.ok(story.every((l) => l.id === kept));
   await second.proc.kill('SIGTERM');

@@ -14,7 +14,7 @@ import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
 import type { Logger } from '../log.ts';
-import type { Assignment } from '../protocol.ts';
+import type { Assignment, LeaseRef } from '../protocol.ts';
 import { RequestRejectedError, type ServerClient } from './server-client.ts';
 import { WorkAborted, type LeaseKeeper } from './leases.ts';
 
@@ -175,6 +175,26 @@ export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<voi
   const r = results[0];
   if (r?.ok) ctx.log('reported', { id, lease, outcome: item.outcome });
   else ctx.log('reported', { id, lease, outcome: item.outcome, refused: r?.error ?? 'NO_ANSWER', reason: r?.reason });
+}
+
+/**
+ * Commands the server has us holding that the ledger has never seen: claimed
+ * by an answer lost to a crash or a network fault. With no ledger entry they
+ * never began, so they go back; the server takes that only from the lease
+ * holder, and refuses it for one that has moved on meanwhile.
+ */
+export async function giveBackUnbegun(ctx: AgentContext, held: LeaseRef[], why: string): Promise<void> {
+  const unbegun = held.filter((a) => ctx.ledger.get(a.id) === undefined).map(({ id, lease }) => ({ id, lease }));
+  if (unbegun.length === 0) return;
+  const results = await ctx.client.release(unbegun, ctx.halt).catch((err: unknown) => {
+    if (err instanceof RequestRejectedError) return unbegun.map(() => undefined);
+    throw err;
+  });
+  unbegun.forEach(({ id, lease }, i) => {
+    ctx.leases.forget(id);
+    const r = results[i];
+    ctx.log('released', { id, lease, reason: why, ...(r?.ok ? {} : { refused: r?.error ?? 'NO_ANSWER' }) });
+  });
 }
 
 /** Give back a claimed command that was never started (shutdown). */

@@ -97,6 +97,8 @@ export class ServerClient {
   private readonly protocol: number;
   /** Whether the last call got through; outages are logged once, not per retry. */
   private reachable = true;
+  /** See `resuming`. */
+  private unsure = true;
 
   constructor(opts: ServerClientOptions) {
     const base = new URL(opts.baseUrl);
@@ -118,17 +120,26 @@ export class ServerClient {
   }
 
   /**
+   * Whether an earlier claim may have been answered without us hearing it
+   * (nothing heard yet since the process started, or a claim attempt went
+   * unanswered): the next claim asks for `held` (ClaimRequest.resume).
+   */
+  get resuming(): boolean {
+    return this.unsure;
+  }
+
+  /**
    * Long-poll for up to `max` commands. Rejects only if `signal` aborts.
    * finish() calls still queued ride along (ClaimRequest.finish); such a
-   * claim does not wait for work, so they are answered at once.
+   * claim does not wait for work, so they are answered at once. While
+   * resuming, the claim asks for `held` and does not wait either.
    */
   async claim(max: number, waitMs: number, signal: AbortSignal): Promise<ClaimResponse> {
     const riders = this.batches.get(AGENT_ROUTES.finish)!.take();
+    const head = (): string => `{"agentId":${JSON.stringify(this.agentId)},"max":${max}${this.announce}${this.unsure ? ',"resume":true' : ''}`;
     if (riders) {
-      const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":0${this.announce},"finish":[${riders.items.join(',')}]}`;
       try {
-        const a = await this.untilAnswered(AGENT_ROUTES.claim, body, [200], this.requestTimeoutMs, signal);
-        const answer = a.body as ClaimResponse;
+        const answer = await this.claimUntilAnswered(() => `${head()},"waitMs":0,"finish":[${riders.items.join(',')}]}`, this.requestTimeoutMs, signal);
         if (!riders.answer(answer.finished)) riders.giveBack();
         return answer;
       } catch (err) {
@@ -137,9 +148,27 @@ export class ServerClient {
         if (!(err instanceof RequestRejectedError)) throw err;
       }
     }
-    const body = `{"agentId":${JSON.stringify(this.agentId)},"max":${max},"waitMs":${waitMs}${this.announce}}`;
-    const a = await this.untilAnswered(AGENT_ROUTES.claim, body, [200], waitMs + this.requestTimeoutMs, signal);
-    return a.body as ClaimResponse;
+    return this.claimUntilAnswered(() => `${head()},"waitMs":${this.unsure ? 0 : waitMs}}`, waitMs + this.requestTimeoutMs, signal);
+  }
+
+  /** `body` is built per attempt: a retry after an attempt went unanswered resumes. */
+  private async claimUntilAnswered(body: () => string, timeoutMs: number, signal: AbortSignal): Promise<ClaimResponse> {
+    let resumed = false;
+    const attempt = (n: number): string => {
+      // An attempt before this one may have been answered unheard: its commands are ours now.
+      if (n > 0) this.unsure = true;
+      resumed = this.unsure;
+      return body();
+    };
+    try {
+      const a = await this.untilAnswered(AGENT_ROUTES.claim, attempt, [200], timeoutMs, signal);
+      if (resumed) this.unsure = false;
+      return a.body as ClaimResponse;
+    } catch (err) {
+      // Cut off (shutdown), it may have been answered all the same.
+      if (!(err instanceof RequestRejectedError)) this.unsure = true;
+      throw err;
+    }
   }
 
   /** Per-item answers (200: all ok; 409: some refused). */
@@ -179,13 +208,14 @@ export class ServerClient {
     return results;
   }
 
-  private async untilAnswered(route: string, body: string, accept: number[], timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
+  /** `body` may differ per attempt (0, 1, ...). */
+  private async untilAnswered(route: string, body: string | ((attempt: number) => string), accept: number[], timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
     const backoff = new Backoff();
-    for (;;) {
+    for (let n = 0; ; n++) {
       signal?.throwIfAborted();
       let problem: string;
       try {
-        const a = await this.once(route, body, timeoutMs, signal);
+        const a = await this.once(route, typeof body === 'string' ? body : body(n), timeoutMs, signal);
         if (accept.includes(a.status)) {
           if (!this.reachable) this.log('server reachable again', { route });
           this.reachable = true;

@@ -9,7 +9,8 @@
 // ended: their finish calls are then queued, and ride in the claim
 // (server-client.ts), one request for both instead of two.
 import { Backoff, pause } from './backoff.ts';
-import { recordOutcome, report, takeAssignment, type AgentContext, type Executed } from './command-steps.ts';
+import { giveBackUnbegun, recordOutcome, report, takeAssignment, type AgentContext, type Executed } from './command-steps.ts';
+import type { LeaseRef } from '../protocol.ts';
 import { WorkAborted } from './leases.ts';
 import { ProtocolMismatchError } from './server-client.ts';
 import { untilAborted } from './signals.ts';
@@ -98,6 +99,7 @@ export class WorkLoop {
         continue;
       }
       ctx.leases.setTimeoutMs(answer.leaseTimeoutMs);
+      if (answer.held) this.giveBack(`held-${claims}`, answer.held, 'held by the server, never begun here');
       for (const a of answer.commands) {
         const earlier = this.active.get(a.id);
         if (earlier) {
@@ -113,6 +115,21 @@ export class WorkLoop {
         this.occupy(a.id, takeAssignment(ctx, a));
       }
     }
+    // A claim cut off by the shutdown may have been answered: what it took
+    // goes back now, not FAILED when its lease runs out.
+    if (ctx.client.resuming && !ctx.halt.aborted) {
+      const last = ctx.client.claim(0, 0, ctx.halt).then(
+        (a) => giveBackUnbegun(ctx, a.held ?? [], 'held at shutdown, never begun'),
+        (err: unknown) => void (ctx.halt.aborted || ctx.log.error('could not ask for held commands at shutdown', { error: (err as Error).message })),
+      );
+      void this.track('held-last', last);
+    }
+  }
+
+  /** Give back what the server has us holding that is not in hand here. */
+  private giveBack(key: string, held: LeaseRef[], why: string): void {
+    const unbegun = held.filter((a) => !this.active.has(a.id));
+    if (unbegun.length > 0) void this.track(key, giveBackUnbegun(this.ctx, unbegun, why));
   }
 
   /**

@@ -1,7 +1,8 @@
-// The agent API: claim (long-poll), start, finish, release, heartbeat.
+// The agent API: claim (long-poll, claim-and-start), finish, release, heartbeat,
+// and start for agents of protocol 1.
 // Batches go through the store one item at a time but share its group commit.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StepResult } from '../../state/command-fsm.ts';
+import type { Command, StepResult } from '../../state/command-fsm.ts';
 import { readJsonObject, sendJson, whenGone } from './http-io.ts';
 import type { Assignment, BatchResponse, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult } from '../protocol.ts';
 import type { ServerContext } from './context.ts';
@@ -11,26 +12,36 @@ import { claimRequest, finishBatch, heartbeatRequest, leaseBatch } from './valid
 export const AGENT_BODY_LIMIT = 8 * 1024 * 1024;
 
 export async function claim(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const { agentId, max, waitMs, finish, protocol, types } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
+  const { agentId, max, waitMs, finish, protocol, types, resume } = claimRequest(await readJsonObject(req, AGENT_BODY_LIMIT));
   ctx.agents.seen(agentId, { protocol, types });
   // A full disk refuses the whole claim (503), before a riding finish is tried.
   ctx.store.refuseIfUnavailable();
   // Outcomes riding along are queued first, in this tick: they share the
-  // claim's group commit. Their sender waits for their results, so no waiting for work.
+  // claim's group commit. Their sender waits for their results, and a
+  // resuming agent for its `held` list: neither waits for work.
   const finished = finish.length > 0 ? runItems(ctx, agentId, finish, finishOne) : undefined;
+  const wait = finished || resume ? 0 : waitMs;
   // The client is watched only if the claim must wait: under load most are answered at once.
-  const [cmds, results] = await Promise.all([ctx.claimWaiters.claim(agentId, max, finished ? 0 : waitMs, () => whenGone(res), types && new Set(types)), finished]);
+  const claimed = max > 0 ? ctx.claimWaiters.claim(agentId, max, wait, () => whenGone(res), types && new Set(types)) : [];
+  const [cmds, results] = await Promise.all([claimed, finished]);
   // Even if the client went away meanwhile: a lease nobody heard of expires
-  // like any other, and the command goes back to PENDING.
+  // like any other (RUNNING: FAILED AGENT_LOST, the price of claim-and-start).
   for (const c of cmds) ctx.leases.extend(c.id, c.attempt);
-  const commands: Assignment[] = cmds.map((c) => {
-    const a: Assignment = { id: c.id, type: c.type, payload: c.payload, lease: c.attempt };
-    if (c.timeoutMs !== null) a.timeoutMs = c.timeoutMs;
-    return a;
-  });
-  const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands };
+  const body: ClaimResponse = { leaseTimeoutMs: ctx.config.leaseTimeoutMs, commands: cmds.map(assignment) };
   if (results) body.finished = results;
+  if (resume) {
+    const fresh = new Set(cmds.map((c) => c.id));
+    const ids = [...((await ctx.store.heldBy()).get(agentId) ?? [])].filter((id) => !fresh.has(id));
+    const held = await Promise.all(ids.map((id) => ctx.store.read(id)));
+    body.held = held.filter((c): c is Command => c !== undefined && c.agentId === agentId).map(assignment);
+  }
   sendJson(res, 200, body);
+}
+
+function assignment(c: Command): Assignment {
+  const a: Assignment = { id: c.id, type: c.type, payload: c.payload, lease: c.attempt };
+  if (c.timeoutMs !== null) a.timeoutMs = c.timeoutMs;
+  return a;
 }
 
 type ItemOp<T> = (ctx: ServerContext, agentId: string, item: T) => Promise<StepResult>;
@@ -56,6 +67,7 @@ function runItems<T extends { id: string }>(ctx: ServerContext, agentId: string,
   );
 }
 
+/** Agents of protocol 1 start what they claimed; under claim-and-start it is RUNNING already, so this answers as a retry. */
 export const start = batchRoute(leaseBatch, async (ctx, agentId, { id, lease }) => {
   const r = await ctx.store.start(agentId, id, lease);
   if (r.kind !== 'rejected') ctx.leases.extend(id, lease);

@@ -193,8 +193,8 @@ export function batchSubmitRequest(body: Obj, now: number): Array<ValidSubmit & 
   });
 }
 
-export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[]; protocol: number; types: CommandType[] | undefined } {
-  onlyFields(body, ['agentId', 'max', 'waitMs', 'finish', 'protocol', 'types']);
+export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[]; protocol: number; types: CommandType[] | undefined; resume: boolean } {
+  onlyFields(body, ['agentId', 'max', 'waitMs', 'finish', 'protocol', 'types', 'resume']);
   // Checked first: a body from another protocol version may break any other rule.
   const protocol = body.protocol === undefined ? 1 : body.protocol;
   if (typeof protocol !== 'number' || !SERVER_PROTOCOLS.includes(protocol)) {
@@ -205,13 +205,17 @@ export function claimRequest(body: Obj): ClaimRequest & { finish: FinishItem[]; 
   }
   const finish = body.finish ?? [];
   if (!Array.isArray(finish) || finish.length > MAX_BATCH) throw bad('finish', `finish must be an array of at most ${MAX_BATCH} entries`);
+  const resume = body.resume ?? false;
+  if (typeof resume !== 'boolean') throw bad('resume', 'resume must be true or false');
   return {
     agentId: agentId(body.agentId),
     protocol,
     types: body.types === undefined ? undefined : commandTypes(body.types, 'types'),
-    max: body.max === undefined ? 1 : int(body.max, 'max', 1, MAX_BATCH),
+    // 0 asks only for what the agent already holds.
+    max: body.max === undefined ? 1 : resume && body.max === 0 ? 0 : int(body.max, 'max', 1, MAX_BATCH),
     waitMs: body.waitMs === undefined ? 0 : int(body.waitMs, 'waitMs', 0, 120_000),
     finish: finish.map((it, i) => finishItem(object(it, `finish[${i}]`), `finish[${i}]`)),
+    resume,
   };
 }
 

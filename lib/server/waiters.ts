@@ -24,7 +24,7 @@ interface ParkedClaim {
  * by the store), so the claim record shares the group commit of the submit
  * (or release, or expiry) that made it PENDING: one fdatasync, not two in a
  * row. Nothing is acknowledged early: the claim is answered, like the submit,
- * once that batch is durable, and the journal holds PENDING before ASSIGNED.
+ * once that batch is durable, and the journal holds PENDING before RUNNING.
  * A parked claim keeps taking commands, up to its `max`, while its batch is
  * still open; then the next one takes over.
  */
@@ -91,15 +91,15 @@ export class ClaimWaiters {
         i++; // its agent does not run this type: one further back may
         continue;
       }
-      const got = this.store.claimNow(w.agentId, w.max - w.count, { held: w.claims.length === 0, types: w.types });
+      const got = this.store.claimNow(w.agentId, w.max - w.count, { types: w.types });
       if (!got) return; // nothing left to claim: it was taken or canceled meanwhile
       clearTimeout(w.timer); // it has its answer, due when the batch is durable
       w.claims.push(got.commands);
       w.count += got.count;
       w.seq ??= got.seq;
-      if (got.seq === undefined || w.count >= w.max) this.answer(w);
+      if (w.count >= w.max) this.answer(w);
       else void got.commands.then(() => this.answer(w), () => this.answer(w));
-      if (got.seq !== undefined) return; // the command was claimed
+      return; // the command was claimed
     }
   }
 

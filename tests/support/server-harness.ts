@@ -110,10 +110,11 @@ export async function getCommand(url: string, id: string, query = ''): Promise<C
 
 // --- agent API ----------------------------------------------------------
 
-export function claim(url: string, agentId: string, opts: { max?: number; waitMs?: number; signal?: AbortSignal } = {}): Promise<Reply<ClaimResponse>> {
+export function claim(url: string, agentId: string, opts: { max?: number; waitMs?: number; resume?: boolean; signal?: AbortSignal } = {}): Promise<Reply<ClaimResponse>> {
   const body: Record<string, unknown> = { agentId };
   if (opts.max !== undefined) body.max = opts.max;
   if (opts.waitMs !== undefined) body.waitMs = opts.waitMs;
+  if (opts.resume !== undefined) body.resume = opts.resume;
   if (!opts.signal) return call(url, 'POST', '/agent/claim', body);
   return rawFetch(url, '/agent/claim', body, opts.signal);
 }

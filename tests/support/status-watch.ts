@@ -1,5 +1,8 @@
 // Polls commands' shown status and records any step backwards: the status a
-// client sees may only move PENDING -> RUNNING -> COMPLETED | FAILED.
+// client sees may only move PENDING -> RUNNING -> COMPLETED | FAILED, with one
+// exception: a command an agent took but never began goes back from RUNNING
+// to PENDING when the agent gives it back (docs/design.md, claim-and-start).
+// Those are counted apart, in `givenBack`.
 import type { CommandStatus, CommandView } from '../../lib/protocol.ts';
 import { call } from './http.ts';
 
@@ -7,6 +10,7 @@ const RANK: Record<CommandStatus, number> = { PENDING: 0, RUNNING: 1, COMPLETED:
 
 export class StatusWatch {
   readonly regressions: string[] = [];
+  readonly givenBack: string[] = [];
   private readonly last = new Map<string, CommandStatus>();
   private running = false;
   private loop: Promise<void> = Promise.resolve();
@@ -34,7 +38,8 @@ export class StatusWatch {
   observe(v: CommandView): void {
     const prev = this.last.get(v.id);
     if (prev === undefined) return;
-    if (RANK[v.status] < RANK[prev] || (RANK[prev] === 2 && v.status !== prev)) this.regressions.push(`${v.id}: ${prev} -> ${v.status}`);
+    if (prev === 'RUNNING' && v.status === 'PENDING') this.givenBack.push(v.id);
+    else if (RANK[v.status] < RANK[prev] || (RANK[prev] === 2 && v.status !== prev)) this.regressions.push(`${v.id}: ${prev} -> ${v.status}`);
     this.last.set(v.id, v.status);
   }
 
