@@ -6,7 +6,10 @@
 // command queued first wins across types.
 //
 // Ids are queued when a command becomes PENDING and never removed early: one
-// that stopped being PENDING (canceled, say) is skipped by the caller.
+// that stopped being PENDING (canceled, say) is skipped by the caller. A
+// command given back unbegun goes to the front (pushFront): it had reached
+// the head once, and a restart, which queues in submission order, would put
+// it before the newer ones too.
 import type { CommandType } from './command-types.ts';
 
 /** A FIFO with O(1) push and shift, each id tagged with the order it was queued in. */
@@ -18,6 +21,18 @@ class Fifo {
   push(id: string, seq: number): void {
     this.ids.push(id);
     this.seqs.push(seq);
+  }
+
+  /** `seq` must be below every seq queued. */
+  unshift(id: string, seq: number): void {
+    if (this.head > 0) {
+      this.head--;
+      this.ids[this.head] = id;
+      this.seqs[this.head] = seq;
+    } else {
+      this.ids.unshift(id);
+      this.seqs.unshift(seq);
+    }
   }
 
   get headSeq(): number {
@@ -49,6 +64,8 @@ interface TypeQueues {
 export class ClaimQueue {
   private readonly byType = new Map<CommandType, TypeQueues>();
   private seq = 0;
+  /** Seqs for pushFront, below every push's. */
+  private frontSeq = -1;
   private count = 0;
 
   /** The FIFO the last push went to: a restart pushes long runs to one. */
@@ -61,6 +78,20 @@ export class ClaimQueue {
       this.count++;
       return;
     }
+    const q = this.fifo(type, priority);
+    q.push(id, this.seq++);
+    this.count++;
+    this.lastPush = { type, priority, q };
+  }
+
+  /** Queue `id` ahead of every id of its type and priority, and of every other type's at equal priority. */
+  pushFront(id: string, type: CommandType, priority: number): void {
+    this.fifo(type, priority).unshift(id, this.frontSeq--);
+    this.count++;
+  }
+
+  /** The FIFO of (type, priority), listed among the active levels. */
+  private fifo(type: CommandType, priority: number): Fifo {
     let t = this.byType.get(type);
     if (!t) this.byType.set(type, (t = { levels: new Map(), active: [] }));
     let q = t.levels.get(priority);
@@ -70,9 +101,7 @@ export class ClaimQueue {
       while (i < t.active.length && t.active[i]! > priority) i++;
       t.active.splice(i, 0, priority);
     }
-    q.push(id, this.seq++);
-    this.count++;
-    this.lastPush = { type, priority, q };
+    return q;
   }
 
   /** The next id in claim order among `types` (all when absent), removed from the queue. */
@@ -99,6 +128,7 @@ export class ClaimQueue {
   clear(): void {
     this.byType.clear();
     this.count = 0;
+    this.frontSeq = -1;
     this.lastPush = undefined;
   }
 }

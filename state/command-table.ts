@@ -386,7 +386,11 @@ export class CommandTable implements Machine<TableRecord> {
     }
     this.countByState[cmd.state]++;
     if (cmd.state === 'PENDING') this.pendingByType[cmd.type]++;
-    if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') this.pending.push(cmd.id, cmd.type, cmd.priority);
+    if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') {
+      // Given back unbegun (release; expiry of ASSIGNED): it keeps its place at the head.
+      if (prev?.state === 'RUNNING' || prev?.state === 'ASSIGNED') this.pending.pushFront(cmd.id, cmd.type, cmd.priority);
+      else this.pending.push(cmd.id, cmd.type, cmd.priority);
+    }
     if (isWaiting(cmd.state) && (prev === undefined || prev.state !== cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
     if (cmd.agentId && holding(cmd.state)) {
       let held = this.heldBy.get(cmd.agentId);

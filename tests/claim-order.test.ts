@@ -61,6 +61,37 @@ test('against a sort of the same pushes: random priorities, types and interleave
   }
 });
 
+test('a command given back goes to the front of its priority, across types, and stays behind higher priorities', () => {
+  const q = new ClaimQueue();
+  q.push('d1', 'DELAY', 0);
+  q.push('h1', 'HTTP_GET_JSON', 0);
+  q.push('d9', 'DELAY', 9);
+  assert.is(q.shift(), 'd9');
+  assert.is(q.shift(), 'd1');
+  q.pushFront('d1', 'DELAY', 0); // claimed, then given back unbegun
+  q.push('h2', 'HTTP_GET_JSON', 0);
+  q.pushFront('x', 'HTTP_GET_JSON', 3); // a level that was empty
+  assert.is(q.length, 4);
+  assert.equal(drain(q), ['x', 'd1', 'h1', 'h2']);
+});
+
+test('a command released by its agent is claimed again before the ones queued after it, live and after a restart', async () => {
+  const dir = tempDir();
+  let store = await CommandStore.open(dir, { noLock: true });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await store.submit({ type: 'DELAY', payload: { ms: 0 } })).id);
+  const [first] = await store.claim('a1', 1);
+  assert.is(first!.id, ids[0]);
+  assert.is((await store.release('a1', first!.id, first!.attempt)).kind, 'next');
+  assert.equal((await store.claim('a2', 1)).map((c) => [c.id, c.attempt]), [[ids[0], 2]]);
+  const [second] = await store.claim('a2', 1);
+  await store.release('a2', second!.id, second!.attempt);
+  await store.close();
+  store = await CommandStore.open(dir, { noLock: true });
+  assert.equal((await store.claim('a3', 5)).map((c) => c.id), [ids[1], ids[2]]);
+  await store.close();
+});
+
 test('due heap: earliest first, first in first out at equal times', () => {
   const h = new DueHeap();
   const rng = mulberry32(3);

@@ -27,7 +27,8 @@ interface Row {
   /** Submitted before the crash to make the point reachable (snapshots need journal bytes). */
   filler?: number;
   /** The crashing command's expected end: status and, for FAILED, the error. */
-  expect: { status: 'COMPLETED' | 'FAILED'; error?: RegExp; attempt?: number };
+  /** `executions`: the runs in its attempts list (a lease given back unbegun is not one). */
+  expect: { status: 'COMPLETED' | 'FAILED'; error?: RegExp; executions?: number };
   /** Job options for the crashing command (retry, delay, timeout). */
   opts?: Record<string, unknown>;
   /** The DELAY command's ms, if not DELAY_MS. */
@@ -52,19 +53,19 @@ const ROWS: Row[] = [
   ),
   // server: during lease expiry (a ghost agent claims and vanishes); the restart
   // grants a fresh lease, it expires again: claimed is RUNNING, so FAILED AGENT_LOST
-  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', ghost: 'claim', expect: { status: 'FAILED', error: /^AGENT_LOST$/, attempt: 1 } },
+  { side: 'server', point: 'server:lease-expiry', kind: 'DELAY', ghost: 'claim', expect: { status: 'FAILED', error: /^AGENT_LOST$/, executions: 1 } },
   // server: job semantics. Scheduled -> PENDING, killed before and after the due
   // records are durable; the restart promotes what fell due at once.
   ...['server:due', 'server:due-synced'].map((point): Row => ({ side: 'server', point, kind: 'DELAY', opts: { delay: '500ms' }, expect: done })),
   // RETRY_WAIT -> PENDING: the first attempt gets a 503, the second (after the crash) a 200.
   ...['server:due', 'server:due-synced'].map((point): Row => ({
     side: 'server', point, kind: 'HTTP', http: { path: '/flaky/1', maxHits: 2, expectStatus: '2xx' },
-    opts: { retry: { attempts: 2, backoff: 'fixed', delay: '300ms' } }, expect: { status: 'COMPLETED', attempt: 2 },
+    opts: { retry: { attempts: 2, backoff: 'fixed', delay: '300ms' } }, expect: { status: 'COMPLETED', executions: 2 },
   })),
   // The server's timeout of a wedged attempt (its agent heartbeats but never finishes),
   // killed before and after the timeout is durable; the restart times it out again if needed.
   ...['server:timeout', 'server:timeout-synced'].map((point): Row => ({
-    side: 'server', point, kind: 'DELAY', ghost: 'wedged', opts: { timeout: '100ms' }, expect: { status: 'FAILED', error: /^TIMEOUT$/, attempt: 1 },
+    side: 'server', point, kind: 'DELAY', ghost: 'wedged', opts: { timeout: '100ms' }, expect: { status: 'FAILED', error: /^TIMEOUT$/, executions: 1 },
   })),
   // agent: each gap of the ledger sequence, for both command types
   ...(['DELAY', 'HTTP'] as const).flatMap((kind) =>
@@ -175,7 +176,7 @@ for (const row of ROWS) {
     const main = finals.find((v) => v.id === id)!;
     assert.is(main.status, row.expect.status, `${row.point}: ${JSON.stringify(main)}`);
     if (row.expect.error) assert.match(main.error ?? '', row.expect.error);
-    if (row.expect.attempt) assert.is(main.attempt, row.expect.attempt);
+    if (row.expect.executions) assert.is(main.attempts.length, row.expect.executions, JSON.stringify(main.attempts));
     if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= DELAY_MS);
     if (row.kind === 'HTTP') {
       assert.ok(target.hits(path) <= (row.http?.maxHits ?? 1), `${path} requested ${target.hits(path)} times`);

@@ -49,12 +49,15 @@ test('every target the table names is reached, from the state it names', () => {
   const waiting = walk2(retrying, fail(1, 'boom', at + 1000));
   note('submit', 'new', pending);
   note('submit', 'new', scheduled);
+  note('claim-start', 'PENDING', walk2(pending, { type: 'claim-start', agentId: 'a1', lease: 1, at }));
   note('claim', 'PENDING', walk2(pending, claim(1)));
   note('start', 'ASSIGNED', walk2(pending, claim(1), start(1)));
   note('finish', 'RUNNING', walk2(plainRunning, complete(1)));
   note('finish', 'RUNNING', walk2(plainRunning, fail(1)));
   note('finish', 'RUNNING', waiting);
   note('release', 'ASSIGNED', walk2(pending, claim(1), { type: 'release', agentId: 'a1', lease: 1, at }));
+  note('release', 'RUNNING', walk2(plainRunning, { type: 'release', agentId: 'a1', lease: 1, at }));
+  note('release', 'RUNNING', walk2(plainRunning, { type: 'cancel', at }, { type: 'release', agentId: 'a1', lease: 1, at }));
   note('expire', 'ASSIGNED', walk2(pending, claim(1), { type: 'expire', lease: 1, at }));
   note('expire', 'RUNNING', walk2(plainRunning, { type: 'expire', lease: 1, at }));
   note('expire', 'RUNNING', walk2(retrying, { type: 'expire', lease: 1, at }));
