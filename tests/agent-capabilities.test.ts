@@ -90,11 +90,11 @@ server('GET /agents shows what each agent announced; /metrics counts PENDING com
 server('a protocol version the server does not speak: 400 on field protocol, naming both versions; bad types: 400', async () => {
   const s = await startTestServer();
   await submitBody(s.url, DELAY);
-  const r = await call(s.url, 'POST', '/agent/claim', { agentId: 'future', protocol: 2 });
+  const r = await call(s.url, 'POST', '/agent/claim', { agentId: 'future', protocol: 3 });
   assert.is(r.status, 400);
   assert.is(r.body.field, 'protocol');
-  assert.match(r.body.error, /this agent speaks protocol 2, this server speaks protocol 1/);
-  assert.equal([r.body.agentProtocol, r.body.serverProtocols], [2, [1]]);
+  assert.match(r.body.error, /this agent speaks protocol 3, this server speaks protocol 1 or 2/);
+  assert.equal([r.body.agentProtocol, r.body.serverProtocols], [3, [1, 2]]);
   for (const types of [[], ['SHELL'], ['DELAY', 'DELAY'], 'DELAY']) {
     const bad = await call(s.url, 'POST', '/agent/claim', { agentId: 'a', types });
     assert.is(bad.status, 400, JSON.stringify(types));
@@ -156,14 +156,14 @@ agents('--types: an agent runs only its types; a command no online agent runs st
 
 agents('a protocol version the server does not speak: the agent exits (code 3) with a message naming both versions, after one claim', async () => {
   const srv = await startServer(tempDir());
-  const agent = startAgent(srv.url, tempDir(), ['--protocol', '2']);
+  const agent = startAgent(srv.url, tempDir(), ['--protocol', '3']);
   const { code } = await agent.exited;
   assert.is(code, 3, agent.stderr);
-  assert.match(agent.stderr, /^keel: the server refused this agent's protocol version 2: this agent speaks protocol 2, this server speaks protocol 1/);
+  assert.match(agent.stderr, /^keel: the server refused this agent's protocol version 3: this agent speaks protocol 3, this server speaks protocol 1 or 2/);
   const claims = (await call(srv.url, 'GET', '/metrics')).text.match(/^keel_http_requests_total\{route="\/agent\/claim",code="400"\} (\d+)$/m);
   assert.is(claims?.[1], '1', 'the agent claimed more than once');
   // Supervised, it is not restarted either.
-  const supervised = new Proc('agent', ['agent.ts', '--server', srv.url, '--state-dir', tempDir(), '--protocol', '2', '--supervise']);
+  const supervised = new Proc('agent', ['agent.ts', '--server', srv.url, '--state-dir', tempDir(), '--protocol', '3', '--supervise']);
   assert.is((await supervised.exited).code, 3, supervised.stdout);
   assert.is(supervised.lines.filter((l) => l.msg === 'agent child started').length, 1);
 });
@@ -179,7 +179,7 @@ agents('a server from before protocol versions (it refuses the unknown field): t
   try {
     const agent = startAgent(`http://127.0.0.1:${(old.address() as AddressInfo).port}`, tempDir());
     assert.is((await agent.exited).code, 3, agent.stderr);
-    assert.match(agent.stderr, /the server refused this agent's protocol version 1: unknown field "protocol"/);
+    assert.match(agent.stderr, /the server refused this agent's protocol version 2: unknown field "protocol"/);
     assert.is(claims, 1);
   } finally {
     old.close();
