@@ -177,6 +177,7 @@ async function load(base: string, clients: number, seconds: number, serverPid?: 
   let out = '';
   wrk.stdout!.on('data', (d: Buffer) => (out += d));
   const code = await new Promise<number | null>((resolve) => wrk.once('exit', resolve));
+  fs.rmSync(script, { force: true });
   const took = (performance.now() - t0) / 1000;
   const serverCpu = (cpuSeconds(serverPid) - server0) / took;
   const m = /WRK_JSON (\{.*\})/.exec(out);
