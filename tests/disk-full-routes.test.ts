@@ -25,10 +25,9 @@ const AGENT = 'agent-1';
 const DELAY = { type: 'DELAY', payload: { ms: 1 } };
 
 test('journaled routes answer 503 disk full and change nothing; reads and heartbeats are answered', async () => {
-  // One command RUNNING (claimed and started), one ASSIGNED, one PENDING.
+  // Two commands RUNNING (claim-and-start), one PENDING.
   await submit(srv.url);
   const held = await claimOne(srv.url, AGENT);
-  assert.is((await start(srv.url, AGENT, [held])).status, 200);
   await submit(srv.url);
   const assigned = await claimOne(srv.url, AGENT);
   const pending = await submit(srv.url);
@@ -49,7 +48,6 @@ test('journaled routes answer 503 disk full and change nothing; reads and heartb
     ['cancel', call(srv.url, 'POST', `/commands/${pending}/cancel`)],
     ['claim', call(srv.url, 'POST', '/agent/claim', { agentId: AGENT, max: 1, waitMs: 0 })],
     ['claim with a finish riding', call(srv.url, 'POST', '/agent/claim', { agentId: AGENT, max: 1, waitMs: 0, finish: [{ ...held, outcome: 'COMPLETED', result: {} }] })],
-    ['start', start(srv.url, AGENT, [assigned])],
     ['finish', call(srv.url, 'POST', '/agent/finish', { agentId: AGENT, items: [{ ...held, outcome: 'COMPLETED', result: {} }] })],
     ['release', call(srv.url, 'POST', '/agent/release', { agentId: AGENT, items: [assigned] })],
   ];
@@ -61,6 +59,8 @@ test('journaled routes answer 503 disk full and change nothing; reads and heartb
   }
   assert.is(srv.keel.ctx.store.durable.journal.lastSeq, seq, 'nothing was queued');
 
+  // A protocol-1 agent's start of a command its claim started writes nothing: answered.
+  assert.is((await start(srv.url, AGENT, [assigned])).status, 200);
   const beat = await heartbeat(srv.url, AGENT, [held, assigned]);
   assert.is(beat.status, 200, beat.text);
   assert.equal(beat.body.revoked, []);

@@ -87,7 +87,7 @@ test('a 0.1.0 server directory opens with every command, its events and idempote
   // Reopened: the same commands, nothing left to upgrade.
   const again = await CommandStore.open(dir);
   assert.is(again.durable.upgraded, undefined);
-  for (const e of expected) assert.is(again.get(e.command.id)?.state, e.command.state === 'PENDING' ? 'ASSIGNED' : e.command.state);
+  for (const e of expected) assert.is(again.get(e.command.id)?.state, e.command.state === 'PENDING' ? 'RUNNING' : e.command.state);
   assert.is(again.table.size, expected.length);
   await again.close();
 });
