@@ -73,7 +73,7 @@ export class KeelClient {
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]) : AbortSignal.timeout(REQUEST_TIMEOUT_MS);
-    const res = await this.send(method, path, headers, opts.body === undefined ? undefined : JSON.stringify(opts.body), signal);
+    const res = await this.send(method, path, headers, opts.body === undefined ? undefined : JSON.stringify(opts.body), signal, opts.signal);
     const text = await res.text().catch((err: unknown) => this.lost(err, opts.signal));
     const accepted = opts.accept ? opts.accept.includes(res.status) : res.status >= 200 && res.status < 300;
     if (!accepted) throw this.refusal(res.status, text);
@@ -100,7 +100,11 @@ export class KeelClient {
   async stream(path: string, opts: { lastEventId?: string; signal?: AbortSignal } = {}): Promise<AsyncGenerator<SseEvent> | undefined> {
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (opts.lastEventId) headers['last-event-id'] = opts.lastEventId;
-    const res = await this.send('GET', path, headers, undefined, opts.signal);
+    // The answer's head must come in time; its body (the stream) has no limit.
+    const opening = new AbortController();
+    const timer = setTimeout(() => opening.abort(), REQUEST_TIMEOUT_MS);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, opening.signal]) : opening.signal;
+    const res = await this.send('GET', path, headers, undefined, signal, opts.signal).finally(() => clearTimeout(timer));
     if (res.status === 204) return undefined;
     if (res.status !== 200) throw this.refusal(res.status, await res.text().catch(() => ''));
     if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
@@ -117,14 +121,15 @@ export class KeelClient {
     })();
   }
 
-  private async send(method: string, path: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal | undefined) {
+  /** `signal` aborts the fetch (the caller's, or with a time limit added); only an abort of `callerSignal` is the caller's own. */
+  private async send(method: string, path: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal, callerSignal: AbortSignal | undefined) {
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
     // node-fetch's Node build takes an http(s).Agent; RequestInit does not know it.
     const init = { method, headers, body, signal, agent: this.server.startsWith('https:') ? this.agent : undefined } as RequestInit;
     try {
       return await fetch(this.server + path, init);
     } catch (err) {
-      return this.lost(err, signal);
+      return this.lost(err, callerSignal);
     }
   }
 
