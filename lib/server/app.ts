@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { StoreUnavailableError } from '../../state/store.ts';
 import { CommandStore } from '../../state/command-store.ts';
 import { openFileBackend, type FileBackend } from './file-backend.ts';
+import { openPgBackend } from './pg-backend.ts';
 import { DiskFullError } from '../../state/disk-full.ts';
 import * as agentRoutes from './agent-routes.ts';
 import { checkAccess, tokensOf, type Role, type Tokens } from './auth.ts';
@@ -24,7 +25,7 @@ import type { Backend, ServerConfig, ServerContext } from './context.ts';
 
 /** The store --store names (a postgres:// URL), else the file store in --state-dir. */
 async function openBackend(config: ServerConfig, log: Logger & { error: Logger }): Promise<Backend> {
-  return openFileBackend(config, log);
+  return config.store !== undefined ? openPgBackend(config, log) : openFileBackend(config, log);
 }
 
 export { SHUTDOWN_SNAPSHOT_BYTES } from './file-backend.ts';

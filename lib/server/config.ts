@@ -9,6 +9,8 @@ export const SERVER_USAGE = `usage: node --import tsx server.ts [flags]
   --port N              port to listen on (default 3000; 0 picks a free one)
   --host ADDR           address to bind (default 127.0.0.1)
   --state-dir DIR       where the journal and snapshots live (default ./data/server)
+  --store URL           keep commands in PostgreSQL instead (postgres://user:pass@host:port/db,
+                        or set KEEL_DATABASE_URL); several servers may share one database
   --lease-timeout D     how long a lease lives without a heartbeat (default 15s)
   --token T             require Authorization: Bearer T on client and agent routes (or set KEEL_TOKEN)
   --client-token T      the token for client routes only (overrides --token there)
@@ -34,6 +36,7 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     port: { type: 'string' },
     host: { type: 'string' },
     'state-dir': { type: 'string' },
+    store: { type: 'string' },
     'lease-timeout': { type: 'string' },
     token: { type: 'string' },
     'token-file': { type: 'string' },
@@ -66,6 +69,7 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     port: intFlag(v, 'port', 3000, 0, 65535),
     host: stringFlag(v, 'host', '127.0.0.1'),
     stateDir: stringFlag(v, 'state-dir', './data/server'),
+    store: storeFlag(v, env),
     leaseTimeoutMs,
     token,
     clientToken: secretFlag(v, 'client-token'),
@@ -78,6 +82,24 @@ export function parseServerFlags(argv: string[], env: NodeJS.ProcessEnv): Server
     headersTimeoutMs,
     requestTimeoutMs,
   };
+}
+
+/** --store or KEEL_DATABASE_URL: a postgres:// URL; absent, the file store in --state-dir. */
+function storeFlag(v: FlagValues, env: NodeJS.ProcessEnv): string | undefined {
+  const flag = v.store;
+  const url = typeof flag === 'string' ? flag : env.KEEL_DATABASE_URL || undefined;
+  if (url === undefined) return undefined;
+  const from = typeof flag === 'string' ? '--store' : 'KEEL_DATABASE_URL';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`${from} must be a URL like postgres://user:password@host:5432/keel`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new UsageError(`${from} must be a postgres:// URL (got ${parsed.protocol}); leave it out to keep commands in --state-dir`);
+  }
+  return url;
 }
 
 /** --tls-cert and --tls-key: both or neither, and a key that matches the certificate. */

@@ -16,6 +16,8 @@ export interface ServerConfig {
   port: number;
   host: string;
   stateDir: string;
+  /** A postgres:// URL: commands live in PostgreSQL (state/pg/), not in stateDir. */
+  store?: string | undefined;
   leaseTimeoutMs: number;
   /** Bearer token for client and agent routes alike, unless the role's own token is set. */
   token: string | undefined;

@@ -1,0 +1,273 @@
+// The server on the PostgreSQL store (state/pg/). Lease and attempt
+// deadlines are columns on the database's clock, so there is nothing to time
+// in memory: one sweep, on every server, expires leases, times out attempts
+// and promotes due commands; a server losing a race to another changes
+// nothing. Parked claims wake on LISTEN/NOTIFY (a command became claimable on
+// some server), and look again every second in case a notification was lost
+// with a connection.
+import pg, { type Client } from 'pg';
+import type { Command } from '../../state/command-fsm.ts';
+import type { CommandType } from '../../state/command-types.ts';
+import { isConnectionLost } from '../../state/pg/connection.ts';
+import { PENDING_CHANNEL, PgStore } from '../../state/pg/pg-store.ts';
+import { SchemaTooNewError, SCHEMA_VERSION } from '../../state/pg/schema.ts';
+import type { Logger } from '../log.ts';
+import { StartupError } from '../startup.ts';
+import type { Backend, ClaimParking, Leases, ServerConfig } from './context.ts';
+
+/** How often parked claims look for work without a notification, and a lost LISTEN connection is retried. */
+const LOOK_AGAIN_MS = 1000;
+/** The longest a due command waits on a server that did not schedule it. */
+const MAX_SWEEP_MS = 1000;
+
+export async function openPgBackend(config: ServerConfig, log: Logger & { error: Logger }): Promise<Backend> {
+  const url = config.store!;
+  const where = describe(url);
+  const store = await PgStore.open({ url, leaseTimeoutMs: config.leaseTimeoutMs }).catch((err: unknown) => {
+    throw startupError(err, where);
+  });
+  log('recovered', { store: 'postgres', ...where, schemaVersion: SCHEMA_VERSION, seq: store.lastSeq });
+  const sweeper = new Sweeper(store, config.leaseTimeoutMs, log);
+  const claims = new PgClaimWaiters(store, url, log);
+  const leases: Leases = {
+    start: () => sweeper.start(),
+    stop: () => sweeper.stop(),
+    // Claims and starts set the deadline in their own UPDATE; this is the heartbeat's.
+    extend: (id, lease) => store.extendLease(id, lease).catch((err: unknown) => log.error('lease extension failed', { id, lease, error: (err as Error).message })),
+    drop: () => {},
+    get size() {
+      return sweeper.held;
+    },
+  };
+  return {
+    store,
+    leases,
+    due: { start() {}, stop() {}, arm: () => sweeper.soon() },
+    runDeadlines: { start() {}, stop() {}, started() {} },
+    claimWaiters: claims,
+    journal: () => undefined,
+    where,
+    start: () => claims.start(),
+    stop: () => claims.stop(),
+    beforeClose: async () => {},
+  };
+}
+
+/** Host, port and database of a URL: never its password. */
+function describe(url: string): Record<string, unknown> {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 5432), database: decodeURIComponent(u.pathname.slice(1)) };
+}
+
+function startupError(err: unknown, where: Record<string, unknown>): unknown {
+  const at = `PostgreSQL at ${where.host}:${where.port}/${where.database}`;
+  if (err instanceof SchemaTooNewError) return new StartupError(`${at}: ${err.message}`);
+  if (isConnectionLost(err)) return new StartupError(`cannot reach ${at} (${(err as Error).message}); check --store or KEEL_DATABASE_URL and that the database is up`);
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return new StartupError(`${at} refused keel (${code}: ${(err as Error).message}); check the URL's user, password and database`);
+  return err;
+}
+
+/** Expiry, timeouts and due promotion against the database's clock. */
+class Sweeper {
+  private readonly store: PgStore;
+  private readonly everyMs: number;
+  private readonly log: Logger & { error: Logger };
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private again = false;
+  private stopped = true;
+  /** Leases held when the last sweep looked (for /metrics). */
+  held = 0;
+
+  constructor(store: PgStore, leaseTimeoutMs: number, log: Logger & { error: Logger }) {
+    this.store = store;
+    this.everyMs = Math.max(20, Math.min(MAX_SWEEP_MS, Math.floor(leaseTimeoutMs / 4)));
+    this.log = log;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  /** A command started waiting here: look at its due time now rather than at the next tick. */
+  soon(): void {
+    if (this.stopped) return;
+    void this.store.nextDue().then((at) => {
+      if (at !== undefined && at - Date.now() < this.everyMs) this.schedule(Math.max(0, at - Date.now()));
+    }, () => {});
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.sweep(), ms);
+    this.timer.unref();
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    try {
+      const expired = await this.store.expireLeases();
+      const timedOut = await this.store.timeoutRuns();
+      const due = await this.store.promoteDue();
+      if (expired > 0) this.log('leases expired', { commands: expired });
+      if (timedOut > 0) this.log('attempts timed out', { commands: timedOut });
+      if (due > 0) this.log('due', { commands: due });
+      this.held = [...(await this.store.heldBy()).values()].reduce((n, s) => n + s.size, 0);
+    } catch (err) {
+      // The database is away: requests answer 503 meanwhile, and the next sweep tries again.
+      if (!isConnectionLost(err) && !(err as Error).name.includes('StoreUnavailable')) this.log.error('sweep failed', { error: (err as Error).message });
+    } finally {
+      this.running = false;
+      const again = this.again;
+      this.again = false;
+      this.schedule(again ? 0 : this.everyMs);
+    }
+  }
+}
+
+interface Parked {
+  agentId: string;
+  max: number;
+  types: ReadonlySet<CommandType> | undefined;
+  signal: AbortSignal;
+  timer: NodeJS.Timeout;
+  resolve: (cmds: Command[]) => void;
+}
+
+/** Claims parked until a command they can take becomes claimable on any server. */
+class PgClaimWaiters implements ClaimParking {
+  private readonly store: PgStore;
+  private readonly url: string;
+  private readonly log: Logger & { error: Logger };
+  private queue: Parked[] = [];
+  private listener: Client | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private reconnect: NodeJS.Timeout | undefined;
+  private looking = false;
+  private lookAgain = false;
+  private stopped = true;
+
+  constructor(store: PgStore, url: string, log: Logger & { error: Logger }) {
+    this.store = store;
+    this.url = url;
+    this.log = log;
+  }
+
+  get size(): number {
+    return this.queue.length;
+  }
+
+  start(): void {
+    this.stopped = false;
+    void this.listen();
+    this.poll = setInterval(() => this.queue.length > 0 && void this.look(), LOOK_AGAIN_MS);
+    this.poll.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.poll);
+    clearTimeout(this.reconnect);
+    for (const w of [...this.queue]) this.answer(w, []);
+    void this.listener?.end().catch(() => {});
+    this.listener = undefined;
+  }
+
+  async claim(agentId: string, max: number, ms: number, watch: () => AbortSignal, types?: ReadonlySet<CommandType>): Promise<Command[]> {
+    this.store.refuseIfUnavailable();
+    const now = await this.store.claim(agentId, max, { types });
+    if (now.length > 0 || ms <= 0) return now;
+    const signal = watch();
+    if (signal.aborted) return [];
+    return new Promise((resolve) => {
+      const w: Parked = {
+        agentId, max, types, signal, resolve,
+        // A command may have come while no notification reached us: look once more.
+        timer: setTimeout(() => {
+          void this.store.claim(agentId, max, { types, held: false }).then((got) => this.answer(w, got), () => this.answer(w, []));
+        }, ms),
+      };
+      signal.addEventListener('abort', () => this.answer(w, []), { once: true });
+      this.queue.push(w);
+    });
+  }
+
+  private answer(w: Parked, cmds: Command[]): void {
+    const i = this.queue.indexOf(w);
+    if (i < 0) return; // answered already
+    this.queue.splice(i, 1);
+    clearTimeout(w.timer);
+    w.resolve(cmds);
+  }
+
+  /** Offer what is claimable to the parked claims, oldest first. */
+  private async look(): Promise<void> {
+    if (this.looking) {
+      this.lookAgain = true;
+      return;
+    }
+    this.looking = true;
+    try {
+      do {
+        this.lookAgain = false;
+        for (const w of [...this.queue]) {
+          if (w.signal.aborted) {
+            this.answer(w, []);
+            continue;
+          }
+          const got = await this.store.claim(w.agentId, w.max, { types: w.types, held: false });
+          if (got.length === 0) {
+            if (w.types === undefined) break; // nothing claimable at all
+            continue; // nothing of its types: one further back may take another
+          }
+          if (this.queue.includes(w)) this.answer(w, got);
+          // else: answered meanwhile (its wait ended); the lease expires unheard, and the command goes back to PENDING
+        }
+      } while (this.lookAgain);
+    } catch {
+      // The database is away; the next notification or poll tries again.
+    } finally {
+      this.looking = false;
+    }
+  }
+
+  private async listen(): Promise<void> {
+    if (this.stopped) return;
+    const client = new pg.Client({ connectionString: this.url, application_name: 'keel-listen' });
+    const retry = (): void => {
+      if (this.listener === client) {
+        this.listener = undefined;
+        this.log('LISTEN connection lost; parked claims look every second until it is back', {});
+      }
+      void client.end().catch(() => {});
+      if (this.stopped) return;
+      clearTimeout(this.reconnect);
+      this.reconnect = setTimeout(() => void this.listen(), LOOK_AGAIN_MS);
+      this.reconnect.unref();
+    };
+    client.on('error', retry);
+    client.on('end', () => this.listener === client && retry());
+    client.on('notification', () => void this.look());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${PENDING_CHANNEL}`);
+      if (this.stopped) return void client.end().catch(() => {});
+      this.listener = client;
+      void this.look(); // what became claimable while we were not listening
+    } catch {
+      retry();
+    }
+  }
+}

@@ -1,0 +1,107 @@
+// The PostgreSQL schema, as numbered migrations. Each server applies the ones
+// the database lacks at start, under an advisory lock (so two servers starting
+// together do not both apply one), each in its own transaction, recorded in
+// keel_migrations. A database migrated by a newer keel is refused: this
+// binary would not know what its rows mean.
+import type { Pool } from 'pg';
+
+/** Any number would do; it only has to be the same for every keel server. */
+const MIGRATION_LOCK = 7_310_550_015;
+
+interface Migration {
+  version: number;
+  what: string;
+  sql: string;
+}
+
+// Never edit a migration once released: add the next one.
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    what: 'commands, their events, idempotency keys',
+    sql: `
+      CREATE TABLE keel_commands (
+        id text PRIMARY KEY,
+        -- Submission order: the list's newest-first order and its cursor.
+        ord bigserial NOT NULL UNIQUE,
+        state text NOT NULL,
+        version integer NOT NULL,
+        type text NOT NULL,
+        priority integer NOT NULL,
+        agent_id text,
+        attempt integer NOT NULL,
+        -- SCHEDULED and RETRY_WAIT: when it becomes PENDING (epoch ms).
+        due_at bigint,
+        -- ASSIGNED and RUNNING: the lease's deadline, on the database's clock.
+        lease_until timestamptz,
+        -- RUNNING with a timeout: when the attempt is failed TIMEOUT (timeout plus one lease timeout).
+        run_deadline timestamptz,
+        -- Unique across every server; NULLs are distinct, so commands without one never collide.
+        idem_key text UNIQUE,
+        -- The command as state/command-fsm.ts sees it: step() reads and writes this (json, not jsonb: its key order is kept as written).
+        cmd json NOT NULL
+      );
+      CREATE INDEX keel_commands_claimable ON keel_commands (priority DESC, ord) WHERE state = 'PENDING';
+      CREATE INDEX keel_commands_due ON keel_commands (due_at) WHERE state IN ('SCHEDULED', 'RETRY_WAIT');
+      CREATE INDEX keel_commands_leases ON keel_commands (lease_until) WHERE state IN ('ASSIGNED', 'RUNNING');
+      CREATE INDEX keel_commands_deadlines ON keel_commands (run_deadline) WHERE run_deadline IS NOT NULL;
+      CREATE INDEX keel_commands_held ON keel_commands (agent_id) WHERE state IN ('ASSIGNED', 'RUNNING');
+      CREATE TABLE keel_events (
+        seq bigserial PRIMARY KEY,
+        command_id text NOT NULL,
+        event text NOT NULL,
+        to_state text NOT NULL,
+        at bigint NOT NULL,
+        agent_id text,
+        lease integer,
+        error text
+      );
+      CREATE INDEX keel_events_by_command ON keel_events (command_id, seq);
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/** The database's schema is newer than this binary knows. */
+export class SchemaTooNewError extends Error {
+  readonly found: number;
+  constructor(found: number) {
+    super(`the database's keel schema is version ${found}, but this keel knows versions up to ${SCHEMA_VERSION}; run a keel at least as new as the one that migrated it`);
+    this.name = 'SchemaTooNewError';
+    this.found = found;
+  }
+}
+
+/** Bring the schema up to SCHEMA_VERSION; resolves with the versions applied. */
+export async function migrate(pool: Pool): Promise<number[]> {
+  const client = await pool.connect();
+  const applied: number[] = [];
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    try {
+      await client.query('CREATE TABLE IF NOT EXISTS keel_migrations (version integer PRIMARY KEY, what text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM keel_migrations');
+      const current = rows[0]?.v ?? 0;
+      if (current > SCHEMA_VERSION) throw new SchemaTooNewError(current);
+      for (const m of MIGRATIONS) {
+        if (m.version <= current) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO keel_migrations (version, what) VALUES ($1, $2)', [m.version, m.what]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw err;
+        }
+        applied.push(m.version);
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
+    }
+  } finally {
+    client.release();
+  }
+  return applied;
+}
