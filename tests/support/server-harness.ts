@@ -58,6 +58,17 @@ export interface TestServer<C extends ServerContext = FileServerContext> {
 const running = new Set<TestServer<ServerContext>>();
 
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const t = await launch(overrides);
+  if (!onFileStore(t.keel)) throw new Error('startTestServer: expected the file store');
+  return t as TestServer;
+}
+
+/** An in-process server on the PostgreSQL database at `url` (see support/postgres.ts). */
+export function startPgTestServer(url: string, overrides: Partial<ServerConfig> = {}): Promise<TestServer<ServerContext>> {
+  return launch({ ...overrides, store: url });
+}
+
+async function launch(overrides: Partial<ServerConfig>): Promise<TestServer<ServerContext>> {
   const dir = overrides.stateDir ?? tempDir('keel-server-');
   const logs = new LogBuffer();
   const log = createLogger({ role: 'server' }, logs as unknown as NodeJS.WritableStream);
@@ -72,9 +83,8 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
     ...overrides,
   };
   const keel = await startServer(config, log);
-  if (!onFileStore(keel)) throw new Error('startTestServer: expected the file store');
   let closed: Promise<void> | undefined;
-  const t: TestServer = {
+  const t: TestServer<ServerContext> = {
     keel,
     url: keel.url,
     port: Number(new URL(keel.url).port),
