@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { dueAt, step, type Command, type CommandEvent, type StepResult } from '../command-fsm.ts';
 import { appendTrail, type TrailEntry } from '../command-line.ts';
 import { COMMAND_STATES, COMMAND_TYPES, type CommandState, type CommandType, type Outcome } from '../command-types.ts';
+import { crashPoint } from '../crash-points.ts';
 import { retryAt } from '../retry-backoff.ts';
 import {
   KEY_CONFLICT, StoreUnavailableError,
@@ -125,7 +126,7 @@ export class PgStore implements Store {
 
   async submitMany(inputs: readonly SubmitInput[]): Promise<BatchSubmitResult> {
     const made: Command[] = [];
-    const r = await this.tx(async (c) => {
+    const r = await this.tx('submit', async (c) => {
       const now = await dbNow(c);
       const ids: string[] = [];
       const keyed = new Map<string, { id: string; bodyHash: string | null }>();
@@ -252,7 +253,7 @@ export class PgStore implements Store {
    */
   async claim(agentId: string, max: number, opts: ClaimOptions = {}): Promise<Command[]> {
     const changed: Array<{ cmd: Command; event: 'claim' }> = [];
-    const out = await this.tx(async (c) => {
+    const out = await this.tx('claim', async (c) => {
       const out: Command[] = [];
       if (opts.held !== false) {
         const { rows } = await c.query<{ cmd: Command }>("SELECT cmd FROM keel_commands WHERE agent_id = $1 AND state = 'ASSIGNED' ORDER BY priority DESC, ord LIMIT $2", [agentId, max]);
@@ -376,6 +377,7 @@ export class PgStore implements Store {
       const next = { ...r.cmd, trail: appendTrail(r.cmd, ev) };
       const seq = await this.write(this.pool, cmd, next, ev, leaseMode(cmd, next, ev), guard);
       if (seq === undefined) continue; // another server moved it first (or the guard no longer holds): look again
+      crashPoint(`pg:${ev.type}-committed`);
       this.announce([{ cmd: next, event: ev.type }]);
       return { kind: 'next', cmd: next };
     }
@@ -446,7 +448,8 @@ export class PgStore implements Store {
     return unavailable(err);
   }
 
-  private async tx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  /** `name` names its crash points: `pg:<name>-uncommitted` (all written, not committed) and `pg:<name>-committed` (not yet answered). */
+  private async tx<T>(name: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
     let c: PoolClient;
     try {
       c = await this.pool.connect();
@@ -457,7 +460,9 @@ export class PgStore implements Store {
     try {
       await this.run(c, 'BEGIN');
       const out = await fn(c);
+      crashPoint(`pg:${name}-uncommitted`);
       await this.run(c, 'COMMIT');
+      crashPoint(`pg:${name}-committed`);
       this.lost = undefined;
       return out;
     } catch (err) {

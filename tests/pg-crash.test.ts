@@ -1,0 +1,88 @@
+// Crash points of the PostgreSQL store: a server on --store SIGKILLed at each
+// (KEEL_CRASH_AT, state/crash-points.ts) in the middle of one command's life
+// (submit with an Idempotency-Key, claim, start, finish), then started again.
+// Each request is retried until it is answered, as a client and an agent do.
+// Whatever the point: the command ends COMPLETED with exactly one submit,
+// claim, start and finish in its events, a command acknowledged before the
+// crash is still there, and a claim cut off before its commit left no lock
+// behind (the command is claimable at once).
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { call, type Reply } from './support/http.ts';
+import { freshDatabase, stopPostgres } from './support/postgres.ts';
+import { cleanup, Proc, tempDir } from './support/processes.ts';
+
+const POINTS = [
+  'pg:submit-uncommitted',
+  'pg:submit-committed',
+  'pg:claim-uncommitted',
+  'pg:claim-committed',
+  'pg:start-committed',
+  'pg:finish-committed',
+];
+
+const test = suite('PostgreSQL store crash points');
+
+for (const point of POINTS) {
+  test(`SIGKILL at ${point}: nothing acknowledged lost, each step once`, async () => {
+    const url = await freshDatabase();
+    const dir = tempDir();
+    let server: { proc: Proc; url: string } | undefined;
+    let crashed = false;
+    const boot = async (env: NodeJS.ProcessEnv): Promise<{ proc: Proc; url: string }> => {
+      const proc = new Proc('server', ['server.ts', '--port', '0', '--state-dir', dir, '--store', url], env);
+      const line = await proc.waitForMsg('listening');
+      return { proc, url: String(line.url) };
+    };
+    // The first submit is the one acknowledged before the test's command: a submit point fires on the second.
+    server = await boot({ KEEL_CRASH_AT: point.startsWith('pg:submit') ? `${point}#2` : point });
+    // A command acknowledged before anything else: it must survive.
+    const before = await call(server.url, 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 } }, { 'idempotency-key': 'before' });
+    const once = async (method: string, p: string, body: unknown, headers: Record<string, string> = {}): Promise<Reply> => {
+      for (;;) {
+        try {
+          return await call(server!.url, method, p, body, headers);
+        } catch {
+          // The server died at the point: start it again (without the crash) and retry.
+          const { code, signal } = await server!.proc.exited;
+          assert.is(signal ?? code, 'SIGKILL', 'the server died of the crash point');
+          crashed = true;
+          server = await boot({});
+        }
+      }
+    };
+    assert.is(before.status, 201);
+    const beforeId = before.body.commandId as string;
+    const sub = await once('POST', '/commands', { type: 'DELAY', payload: { ms: 2 } }, { 'idempotency-key': 'under-test' });
+    assert.ok(sub.status === 201 || sub.status === 200, sub.text);
+    const id = sub.body.commandId as string;
+    const claimed = await once('POST', '/agent/claim', { agentId: 'w', max: 1 });
+    assert.is(claimed.status, 200);
+    const mine = claimed.body.commands.find((c: { id: string }) => c.id === id) ?? claimed.body.commands[0];
+    assert.ok(mine, 'a command was claimed');
+    const other = mine.id !== id ? mine : undefined;
+    const target = other ? (await once('POST', '/agent/claim', { agentId: 'w', max: 2 })).body.commands.find((c: { id: string }) => c.id === id) : mine;
+    assert.ok(target, 'the command under test was claimed');
+    assert.is(target.lease, 1, 'a claim cut off before its commit left the command claimable with its first lease');
+    const started = await once('POST', '/agent/start', { agentId: 'w', items: [{ id, lease: 1 }] });
+    assert.is(started.status, 200, started.text);
+    const done = await once('POST', '/agent/finish', { agentId: 'w', items: [{ id, lease: 1, outcome: 'COMPLETED' }] });
+    assert.is(done.status, 200, done.text);
+    assert.ok(crashed, `the server never reached ${point}`);
+
+    const cmd = await once('GET', `/commands/${id}`, undefined);
+    assert.is(cmd.body.state, 'COMPLETED');
+    const events = await once('GET', `/commands/${id}/events`, undefined);
+    assert.equal(events.body.events.map((e: { event: string }) => e.event), ['submit', 'claim', 'start', 'finish']);
+    assert.is((await once('GET', `/commands/${beforeId}`, undefined)).status, 200, 'an acknowledged command was lost');
+    const list = await once('GET', '/commands?limit=10', undefined);
+    assert.ok(list.body.commands.length <= 2, 'a retried submit made a second command');
+    await server!.proc.kill('SIGTERM');
+  });
+}
+
+test.after(async () => {
+  await cleanup();
+  await stopPostgres();
+});
+test.run();
