@@ -54,7 +54,7 @@ test('client routes: submit, idempotent resubmit, get, wait, list, cancel, event
   assert.not.match(metrics.text, 'keel_journal_fsyncs_total');
 });
 
-test('two servers, one queue: a claim parked on one is woken by a submit on the other', async () => {
+test('two servers, one queue: a claim parked on one is woken by a submit on the other; a wait on one by a finish on the other', async () => {
   const url = await freshDatabase();
   const a = await startPgTestServer(url);
   const b = await startPgTestServer(url);
@@ -67,8 +67,13 @@ test('two servers, one queue: a claim parked on one is woken by a submit on the 
   // Either server answers about it, and agents may finish through either.
   assert.is((await getCommand(a.url, id)).state, 'ASSIGNED');
   assert.is((await start(a.url, 'on-b', [{ id, lease: 1 }])).status, 200);
+  // A client waiting on server a hears of a finish made through server b (keel_changes), long before its wait ends.
+  const waited = getCommand(a.url, id, '?wait=60s');
+  await waitUntil(() => a.keel.ctx.finalWaiters.waiting(id), 10_000, 'the wait to park on a');
+  const t0 = Date.now();
   assert.is((await finish(b.url, 'on-b', [{ id, lease: 1, outcome: 'COMPLETED' }])).status, 200);
-  assert.is((await getCommand(a.url, id)).status, 'COMPLETED');
+  assert.is((await waited).status, 'COMPLETED');
+  assert.ok(Date.now() - t0 < 30_000, 'woken by the other server, not by the end of its wait');
   const again = await call(b.url, 'POST', '/commands', DELAY, { 'idempotency-key': 'x' });
   const there = await call(a.url, 'POST', '/commands', DELAY, { 'idempotency-key': 'x' });
   assert.is(there.status, 200, 'a key taken on one server is known to the other');

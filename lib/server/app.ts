@@ -134,6 +134,14 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
     if (isWaiting(cmd.state)) ctx.due.arm();
     if (cmd.state === 'RUNNING') ctx.runDeadlines.started(cmd);
   });
+  // Several servers on one database: what another did reaches this one's waiters and streams too.
+  backend.foreignChanges?.(
+    (id) => ctx.finalWaiters.waiting(id) || ctx.events.interested(id),
+    (cmd, event, seq) => {
+      if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
+      ctx.events.publish(cmd, event, seq);
+    },
+  );
   const startClocks = (): void => {
     ctx.leases.start();
     ctx.due.start();

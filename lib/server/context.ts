@@ -3,7 +3,7 @@
 // modules can name it without importing the app that imports them.
 import type { Command } from '../../state/command-fsm.ts';
 import type { CommandType } from '../../state/command-types.ts';
-import type { Store } from '../../state/store.ts';
+import type { ChangeListener, Store } from '../../state/store.ts';
 import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agent-registry.ts';
 import type { EventHub, RingLimits } from './event-hub.ts';
@@ -96,6 +96,12 @@ export interface Backend {
   claimWaiters: ClaimParking;
   /** For /metrics: the file store's journal; undefined for a store without one. */
   journal(): MetricsJournal | undefined;
+  /**
+   * Transitions made by other servers on the same store, for the commands
+   * `wanted` says this server waits on or streams. Undefined: a store only
+   * this server writes.
+   */
+  foreignChanges?: (wanted: (id: string) => boolean, fn: ChangeListener) => void;
   /** Where the server's state lives, for log lines (never a password). */
   where: Record<string, unknown>;
   /** Start the timers this store needs besides leases, due and deadlines (retention, sweeps). */

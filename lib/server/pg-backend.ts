@@ -5,17 +5,16 @@
 // nothing. Parked claims wake on LISTEN/NOTIFY (a command became claimable on
 // some server), and look again every second in case a notification was lost
 // with a connection.
-import pg, { type Client } from 'pg';
 import type { Command } from '../../state/command-fsm.ts';
 import type { CommandType } from '../../state/command-types.ts';
 import { isConnectionLost } from '../../state/pg/connection.ts';
-import { PENDING_CHANNEL, PgStore } from '../../state/pg/pg-store.ts';
+import { PgStore } from '../../state/pg/pg-store.ts';
 import { SchemaTooNewError, SCHEMA_VERSION } from '../../state/pg/schema.ts';
 import type { Logger } from '../log.ts';
 import { StartupError } from '../startup.ts';
 import type { Backend, ClaimParking, Leases, ServerConfig } from './context.ts';
 
-/** How often parked claims look for work without a notification, and a lost LISTEN connection is retried. */
+/** How often parked claims look for work without a notification (one may be lost with a connection). */
 const LOOK_AGAIN_MS = 1000;
 /** The longest a due command waits on a server that did not schedule it. */
 const MAX_SWEEP_MS = 1000;
@@ -28,7 +27,8 @@ export async function openPgBackend(config: ServerConfig, log: Logger & { error:
   });
   log('recovered', { store: 'postgres', ...where, schemaVersion: SCHEMA_VERSION, seq: store.lastSeq });
   const sweeper = new Sweeper(store, config.leaseTimeoutMs, log);
-  const claims = new PgClaimWaiters(store, url, log);
+  const claims = new PgClaimWaiters(store);
+  store.listen({ pending: () => claims.wake(), listening: () => claims.wake() });
   const leases: Leases = {
     start: () => sweeper.start(),
     stop: () => sweeper.stop(),
@@ -46,6 +46,7 @@ export async function openPgBackend(config: ServerConfig, log: Logger & { error:
     runDeadlines: { start() {}, stop() {}, started() {} },
     claimWaiters: claims,
     journal: () => undefined,
+    foreignChanges: (wanted, fn) => store.onForeignChange(wanted, fn),
     where,
     start: () => claims.start(),
     stop: () => claims.stop(),
@@ -149,20 +150,18 @@ interface Parked {
 /** Claims parked until a command they can take becomes claimable on any server. */
 class PgClaimWaiters implements ClaimParking {
   private readonly store: PgStore;
-  private readonly url: string;
-  private readonly log: Logger & { error: Logger };
   private queue: Parked[] = [];
-  private listener: Client | undefined;
   private poll: NodeJS.Timeout | undefined;
-  private reconnect: NodeJS.Timeout | undefined;
   private looking = false;
   private lookAgain = false;
-  private stopped = true;
 
-  constructor(store: PgStore, url: string, log: Logger & { error: Logger }) {
+  constructor(store: PgStore) {
     this.store = store;
-    this.url = url;
-    this.log = log;
+  }
+
+  /** A command became claimable somewhere, or the LISTEN connection is (back) up: offer what is there. */
+  wake(): void {
+    if (this.queue.length > 0) void this.look();
   }
 
   get size(): number {
@@ -170,19 +169,13 @@ class PgClaimWaiters implements ClaimParking {
   }
 
   start(): void {
-    this.stopped = false;
-    void this.listen();
-    this.poll = setInterval(() => this.queue.length > 0 && void this.look(), LOOK_AGAIN_MS);
+    this.poll = setInterval(() => this.wake(), LOOK_AGAIN_MS);
     this.poll.unref();
   }
 
   stop(): void {
-    this.stopped = true;
     clearInterval(this.poll);
-    clearTimeout(this.reconnect);
     for (const w of [...this.queue]) this.answer(w, []);
-    void this.listener?.end().catch(() => {});
-    this.listener = undefined;
   }
 
   async claim(agentId: string, max: number, ms: number, watch: () => AbortSignal, types?: ReadonlySet<CommandType>): Promise<Command[]> {
@@ -240,34 +233,6 @@ class PgClaimWaiters implements ClaimParking {
       // The database is away; the next notification or poll tries again.
     } finally {
       this.looking = false;
-    }
-  }
-
-  private async listen(): Promise<void> {
-    if (this.stopped) return;
-    const client = new pg.Client({ connectionString: this.url, application_name: 'keel-listen' });
-    const retry = (): void => {
-      if (this.listener === client) {
-        this.listener = undefined;
-        this.log('LISTEN connection lost; parked claims look every second until it is back', {});
-      }
-      void client.end().catch(() => {});
-      if (this.stopped) return;
-      clearTimeout(this.reconnect);
-      this.reconnect = setTimeout(() => void this.listen(), LOOK_AGAIN_MS);
-      this.reconnect.unref();
-    };
-    client.on('error', retry);
-    client.on('end', () => this.listener === client && retry());
-    client.on('notification', () => void this.look());
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${PENDING_CHANNEL}`);
-      if (this.stopped) return void client.end().catch(() => {});
-      this.listener = client;
-      void this.look(); // what became claimable while we were not listening
-    } catch {
-      retry();
     }
   }
 }

@@ -136,6 +136,11 @@ export class FinalWaiters {
     });
   }
 
+  /** Whether a client waits on this command. */
+  waiting(id: string): boolean {
+    return this.byId.has(id);
+  }
+
   wake(id: string): void {
     for (const w of [...(this.byId.get(id) ?? [])]) w();
   }

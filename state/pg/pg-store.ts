@@ -24,10 +24,13 @@ import {
   type BatchSubmitResult, type ChangeListener, type ClaimOptions, type ListPage, type ListQuery, type Store, type StoreCounts, type SubmitInput, type SubmitResult,
 } from '../store.ts';
 import { isConnectionLost, unavailable } from './connection.ts';
+import { PgListener } from './listener.ts';
 import { migrate } from './schema.ts';
 
 /** The channel a server NOTIFYs when a command becomes claimable; every server LISTENs. */
 export const PENDING_CHANNEL = 'keel_pending';
+/** Every transition, as `<server id> <command id> <event>`, sent by its statement (so on commit). */
+export const CHANGES_CHANNEL = 'keel_changes';
 
 /** How many times a transition is tried again after losing a compare-and-swap. */
 const CAS_TRIES = 20;
@@ -64,9 +67,16 @@ export class PgStore implements Store {
   private transitions = 0;
   /** The last connection failure, until a query succeeds again. */
   private lost: Error | undefined;
+  /** Tells this server's transitions from the others' in CHANGES_CHANNEL. */
+  private readonly serverId = randomUUID();
+  private listener: PgListener | undefined;
+  private readonly foreign = new Set<{ wanted: (id: string) => boolean; fn: ChangeListener }>();
+
+  private readonly url: string;
 
   private constructor(pool: Pool, opts: PgStoreOptions, seq: number) {
     this.pool = pool;
+    this.url = opts.url;
     this.leaseTimeoutMs = opts.leaseTimeoutMs;
     this.random = opts.random ?? Math.random;
     this.seq = seq;
@@ -113,7 +123,44 @@ export class PgStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.listener?.stop();
     await this.pool.end();
+  }
+
+  /**
+   * Hear the other servers: `pending` when a command became claimable
+   * somewhere, `listening` on every (re)connection (what was sent meanwhile is
+   * lost: look), and transitions made elsewhere go to onForeignChange().
+   */
+  listen(hooks: { pending(): void; listening(): void }): void {
+    const l = new PgListener(this.url, [PENDING_CHANNEL, CHANGES_CHANNEL]);
+    l.on(PENDING_CHANNEL, () => hooks.pending());
+    l.on(CHANGES_CHANNEL, (payload) => void this.heard(payload));
+    l.onListening(() => hooks.listening());
+    this.listener = l;
+    l.start();
+  }
+
+  /**
+   * Transitions made by other servers on commands `wanted` says someone here
+   * waits on or streams: `fn` gets the command as it is when read (after
+   * that transition, or a later one), numbered in this server's seq.
+   */
+  onForeignChange(wanted: (id: string) => boolean, fn: ChangeListener): () => void {
+    const entry = { wanted, fn };
+    this.foreign.add(entry);
+    return () => this.foreign.delete(entry);
+  }
+
+  private async heard(payload: string): Promise<void> {
+    const [server, id, event] = payload.split(' ');
+    if (server === this.serverId || !id || !event) return;
+    const want = [...this.foreign].filter((f) => f.wanted(id));
+    if (want.length === 0) return;
+    const cmd = await this.read(id).catch(() => undefined);
+    if (!cmd) return;
+    this.seq++;
+    for (const f of want) f.fn(cmd, event as CommandEvent['type'], this.seq);
   }
 
   // --- submits ---------------------------------------------------------------
@@ -156,8 +203,9 @@ export class PgStore implements Store {
           `WITH ins AS (
              INSERT INTO keel_commands (id, state, version, type, priority, agent_id, attempt, due_at, idem_key, cmd)
              VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING id)
-           INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins RETURNING seq`,
-          [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, key ?? null, cmd, now],
+           INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins
+           RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $10 || ' ' || command_id || ' submit')`,
+          [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, key ?? null, cmd, now, this.serverId],
         );
         if (inserted.rowCount === 0) {
           // Another server committed this key since we looked: that command answers.
@@ -398,9 +446,10 @@ export class PgStore implements Store {
            run_deadline = CASE WHEN $3 <> 'RUNNING' THEN NULL WHEN $11::float8 IS NOT NULL THEN now() + $11 * interval '1 millisecond' ELSE run_deadline END
          WHERE id = $1 AND version = $2 ${guard ? `AND ${guard}` : ''} RETURNING id)
        INSERT INTO keel_events (command_id, event, to_state, at, agent_id, lease, error)
-       SELECT id, $12, $3, $13, $14, $15, $16 FROM u RETURNING seq`,
+       SELECT id, $12, $3, $13, $14, $15, $16 FROM u
+       RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $17 || ' ' || command_id || ' ' || event)`,
       [cur.id, cur.version, next.state, next.version, next.agentId, next.attempt, dueAt(next) ?? null, next, lease, this.leaseTimeoutMs, runDeadlineMs,
-        ev.type, ev.at, agentId, lease_, error],
+        ev.type, ev.at, agentId, lease_, error, this.serverId],
     );
     return rows.length === 0 ? undefined : Number((rows[0] as { seq: string }).seq);
   }
