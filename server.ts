@@ -12,7 +12,7 @@ if (config === 'help') {
 }
 const log = createLogger({ role: 'server' });
 const keel = await startServer(config, log).catch((err) => startupFailure(log, err, config.stateDir));
-log('listening', { url: keel.url, stateDir: config.stateDir, leaseTimeoutMs: config.leaseTimeoutMs, auth: config.token !== undefined || config.clientToken !== undefined || config.agentToken !== undefined, tls: config.tls !== undefined });
+log('listening', { url: keel.url, ...keel.ctx.backend.where, leaseTimeoutMs: config.leaseTimeoutMs, auth: config.token !== undefined || config.clientToken !== undefined || config.agentToken !== undefined, tls: config.tls !== undefined });
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => {

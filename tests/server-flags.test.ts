@@ -32,6 +32,8 @@ const BAD: Array<[string[], RegExp]> = [
   [['--repair=yes'], /--repair/],
   [['stray'], /stray/],
   [['--headers-timeout', '5s', '--request-timeout', '1s'], /--request-timeout must be at least --headers-timeout/],
+  [['--store', 'mysql://db/keel'], /--store must be a postgres:\/\/ URL \(got mysql:\)/],
+  [['--store', 'keel'], /--store must be a URL like postgres:\/\//],
 ];
 
 flags('each bad flag is a UsageError with a one-line message naming it', () => {
@@ -110,6 +112,16 @@ flags('durations: 250ms, 2s, 2m and bare milliseconds; defaults as documented', 
   assert.is(srv.proc.lines.find((l) => l.msg === 'listening')!.leaseTimeoutMs, 2000);
   assert.is((await call(srv.url, 'POST', '/agent/claim', { agentId: 'a' })).body.leaseTimeoutMs, 2000);
   await srv.proc.kill('SIGTERM');
+});
+
+flags('--store: a postgres:// URL from the flag or KEEL_DATABASE_URL (the flag wins); none: the file store', () => {
+  const none = parseServerFlags([], {});
+  assert.is(none === 'help' ? none : none.store, undefined);
+  const flag = parseServerFlags(['--store', 'postgres://u:p@db:5432/keel'], { KEEL_DATABASE_URL: 'postgresql://other/x' });
+  assert.is(flag === 'help' ? flag : flag.store, 'postgres://u:p@db:5432/keel');
+  const env = parseServerFlags([], { KEEL_DATABASE_URL: 'postgresql://other/x' });
+  assert.is(env === 'help' ? env : env.store, 'postgresql://other/x');
+  assert.throws(() => parseServerFlags([], { KEEL_DATABASE_URL: 'file:///tmp/x' }), /KEEL_DATABASE_URL must be a postgres:\/\/ URL/);
 });
 
 // --- token ---------------------------------------------------------------------
