@@ -22,6 +22,8 @@ interface Cluster {
 
 let cluster: Promise<Cluster> | undefined;
 let made = 0;
+/** Databases made on a server the tests did not start: dropped again at the end. */
+const madeOnGiven: string[] = [];
 
 /** The URL of a new, empty database on this file's PostgreSQL (started on first use). */
 export async function freshDatabase(): Promise<string> {
@@ -31,13 +33,14 @@ export async function freshDatabase(): Promise<string> {
   await admin.connect();
   try {
     await admin.query(`CREATE DATABASE ${name}`);
+    if (process.env.KEEL_TEST_DATABASE_URL) madeOnGiven.push(name);
   } finally {
     await admin.end();
   }
   return urlFor(c.base, name);
 }
 
-/** Stop the PostgreSQL this file started (none for KEEL_TEST_DATABASE_URL); call from the suite's after hook. */
+/** Stop the PostgreSQL this file started (for KEEL_TEST_DATABASE_URL: drop the databases made on it); call from the suite's after hook. */
 export async function stopPostgres(): Promise<void> {
   const c = cluster;
   cluster = undefined;
@@ -52,7 +55,19 @@ function urlFor(base: URL, db: string): string {
 
 async function startCluster(): Promise<Cluster> {
   const given = process.env.KEEL_TEST_DATABASE_URL;
-  if (given) return { base: new URL(given), stop: async () => {} };
+  if (given) {
+    const base = new URL(given);
+    const stop = async (): Promise<void> => {
+      const admin = new pg.Client({ connectionString: urlFor(base, 'postgres') });
+      await admin.connect();
+      try {
+        for (const name of madeOnGiven.splice(0)) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await admin.end();
+      }
+    };
+    return { base, stop };
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-pg-'));
   // The server may run as another user (see above): it must be able to reach its directory.
   fs.chmodSync(dir, 0o777);
