@@ -30,7 +30,6 @@ test('client routes: submit, idempotent resubmit, get, wait, list, cancel, event
 
   const waited = getCommand(s.url, id, '?wait=20s');
   const { lease } = await claimOne(s.url, 'a1');
-  assert.is((await start(s.url, 'a1', [{ id, lease }])).status, 200);
   assert.is((await finish(s.url, 'a1', [{ id, lease, outcome: 'COMPLETED', result: { n: 1 } }])).status, 200);
   const done = await waited;
   assert.is(done.status, 'COMPLETED');
@@ -47,7 +46,7 @@ test('client routes: submit, idempotent resubmit, get, wait, list, cancel, event
   const failed = await call(s.url, 'GET', '/commands?status=FAILED');
   assert.equal(failed.body.commands.map((c: { id: string }) => c.id), [p]);
   const events = await call(s.url, 'GET', `/commands/${id}/events`);
-  assert.equal(events.body.events.map((e: { event: string }) => e.event), ['submit', 'claim', 'start', 'finish']);
+  assert.equal(events.body.events.map((e: { event: string }) => e.event), ['submit', 'claim-start', 'finish']);
   assert.is((await call(s.url, 'GET', '/commands/nope')).status, 404);
   const metrics = await call(s.url, 'GET', '/metrics');
   assert.match(metrics.text, 'keel_commands{state="COMPLETED"} 1');
@@ -65,8 +64,8 @@ test('two servers, one queue: a claim parked on one is woken by a submit on the 
   assert.is(got.status, 200);
   assert.equal(got.body.commands.map((c) => c.id), [id]);
   // Either server answers about it, and agents may finish through either.
-  assert.is((await getCommand(a.url, id)).state, 'ASSIGNED');
-  assert.is((await start(a.url, 'on-b', [{ id, lease: 1 }])).status, 200);
+  assert.is((await getCommand(a.url, id)).state, 'RUNNING');
+  assert.is((await start(a.url, 'on-b', [{ id, lease: 1 }])).status, 200, "a protocol-1 agent's start, answered as a retry");
   // A client waiting on server a hears of a finish made through server b (keel_changes), long before its wait ends.
   const waited = getCommand(a.url, id, '?wait=60s');
   await waitUntil(() => a.keel.ctx.finalWaiters.waiting(id), 10_000, 'the wait to park on a');
@@ -80,14 +79,13 @@ test('two servers, one queue: a claim parked on one is woken by a submit on the 
   assert.is(there.body.commandId, again.body.commandId);
 });
 
-test('leases expire on the database clock unless heartbeated; attempts past their timeout fail TIMEOUT', async () => {
+test('leases expire on the database clock unless heartbeated (AGENT_LOST); attempts past their timeout fail TIMEOUT', async () => {
   const s = await startPgTestServer(await freshDatabase(), { leaseTimeoutMs: 400 });
   const dropped = await submit(s.url);
   const kept = await submit(s.url);
   const timed = await submit(s.url, { ...DELAY, timeout: '200ms' });
   const got = await claim(s.url, 'a1', { max: 3 });
   assert.is(got.body.commands.length, 3);
-  assert.is((await start(s.url, 'a1', [{ id: kept, lease: 1 }, { id: timed, lease: 1 }])).status, 200);
   let dead = false;
   let timedOut = false;
   const deadline = Date.now() + 20_000;
@@ -95,12 +93,13 @@ test('leases expire on the database clock unless heartbeated; attempts past thei
     if (Date.now() > deadline) throw new Error('the lease did not expire, or the attempt did not time out');
     const hb = await heartbeat(s.url, 'a1', [{ id: kept, lease: 1 }, { id: timed, lease: 1 }]);
     assert.equal(hb.body.revoked.filter((r) => r.id === kept), [], 'a heartbeated lease lives');
-    dead = (await getCommand(s.url, dropped)).state === 'PENDING';
+    dead = (await getCommand(s.url, dropped)).error === 'AGENT_LOST';
     timedOut = (await getCommand(s.url, timed)).error === 'TIMEOUT';
     await new Promise((r) => setTimeout(r, 50));
   }
   assert.is((await getCommand(s.url, kept)).state, 'RUNNING');
   assert.is((await getCommand(s.url, dropped)).attempt, 1);
+  assert.is((await getCommand(s.url, timed)).state, 'FAILED');
 });
 
 test('a scheduled command becomes claimable when due', async () => {
@@ -168,9 +167,8 @@ test('SIGKILL under load: every acknowledged submit and finish survives the rest
   })();
   const worker = (async () => {
     while (!stop) {
-      const r = await call(first.url, 'POST', '/agent/claim', { agentId: 'w', max: 4 }).catch(() => undefined);
+      const r = await call(first.url, 'POST', '/agent/claim', { agentId: 'w', max: 4, protocol: 2 }).catch(() => undefined);
       for (const c of r?.body?.commands ?? []) {
-        await call(first.url, 'POST', '/agent/start', { agentId: 'w', items: [{ id: c.id, lease: c.lease }] }).catch(() => undefined);
         const f = await call(first.url, 'POST', '/agent/finish', { agentId: 'w', items: [{ id: c.id, lease: c.lease, outcome: 'COMPLETED' }] }).catch(() => undefined);
         if (f?.status === 200) finished.push(c.id);
       }

@@ -57,7 +57,7 @@ function contract(name: string, kit: Kit): void {
     await Promise.all(open.splice(0).map((s) => s.close().catch(() => {})));
   });
 
-  test('submit, claim, start, finish: each step once, the same answer for a repeat', async () => {
+  test('submit, claim (claim-and-start), finish: each step once, the same answer for a repeat', async () => {
     const { store } = await fresh();
     const sub = await store.submit(DELAY);
     assert.is(sub.kind, 'created');
@@ -65,10 +65,10 @@ function contract(name: string, kit: Kit): void {
     assert.is((await store.read(id))!.state, 'PENDING');
     const [c] = await store.claim('a1', 1);
     assert.is(c!.id, id);
-    assert.is(c!.state, 'ASSIGNED');
+    assert.is(c!.state, 'RUNNING');
     assert.is(c!.attempt, 1);
-    assert.is((await store.start('a1', id, 1)).kind, 'next');
-    assert.is((await store.start('a1', id, 1)).kind, 'same');
+    assert.is(c!.executions, 1);
+    assert.is((await store.start('a1', id, 1)).kind, 'same', "a protocol-1 agent's start is a retry");
     const done = await store.finish('a1', id, 1, 'COMPLETED', { ok: true }, null);
     assert.is(done.kind, 'next');
     assert.is((await store.finish('a1', id, 1, 'COMPLETED', { ok: true }, null)).kind, 'same');
@@ -77,37 +77,40 @@ function contract(name: string, kit: Kit): void {
     const cmd = (await store.read(id))!;
     assert.is(cmd.state, 'COMPLETED');
     assert.equal(cmd.result, { ok: true });
-    assert.is(cmd.version, 4);
+    assert.is(cmd.version, 3);
     const trail = (await store.trail(id))!;
-    assert.equal(trail.map((e) => `${e.event}>${e.to}`), ['submit>PENDING', 'claim>ASSIGNED', 'start>RUNNING', 'finish>COMPLETED']);
+    assert.equal(trail.map((e) => `${e.event}>${e.to}`), ['submit>PENDING', 'claim-start>RUNNING', 'finish>COMPLETED']);
     assert.is(trail[1]!.agentId, 'a1');
     assert.is(trail[1]!.lease, 1);
   });
 
-  test('leases: stale, wrong agent, release, expiry of ASSIGNED and of RUNNING', async () => {
+  test('leases: stale, wrong agent, release of an unbegun run, expiry, release under a cancel', async () => {
     const { store } = await fresh();
     const a = (await store.submit(DELAY)).id;
     await store.claim('a1', 1);
-    const wrong = await store.start('a2', a, 1);
+    const wrong = await store.finish('a2', a, 1, 'COMPLETED', null, null);
     assert.is(wrong.kind === 'rejected' && wrong.error, 'WRONG_AGENT');
-    const stale = await store.start('a1', a, 2);
+    const stale = await store.finish('a1', a, 2, 'COMPLETED', null, null);
     assert.is(stale.kind === 'rejected' && stale.error, 'STALE_LEASE');
     assert.is((await store.release('a1', a, 1)).kind, 'next');
-    assert.is((await store.read(a))!.state, 'PENDING');
+    const back = (await store.read(a))!;
+    assert.is(back.state, 'PENDING');
+    assert.is(back.executions, 0, 'a run given back unbegun is no execution');
     const [again] = await store.claim('a2', 1);
     assert.is(again!.attempt, 2, 'a new lease after a release');
     assert.is((await store.expire(a, 2)).kind, 'next');
-    assert.is((await store.read(a))!.state, 'PENDING');
-    const [third] = await store.claim('a3', 1);
-    await store.start('a3', a, third!.attempt);
-    assert.is((await store.expire(a, third!.attempt)).kind, 'next');
     const lost = (await store.read(a))!;
     assert.is(lost.state, 'FAILED');
     assert.is(lost.error, 'AGENT_LOST');
-    const twice = await store.expire(a, third!.attempt);
+    const twice = await store.expire(a, 2);
     assert.is(twice.kind, 'rejected', 'an expiry run twice changes nothing');
-    const late = await store.finish('a3', a, third!.attempt, 'COMPLETED', null, null);
+    const late = await store.finish('a2', a, 2, 'COMPLETED', null, null);
     assert.is(late.kind === 'rejected' && late.error, 'CONFLICT');
+    const b = (await store.submit(DELAY)).id;
+    await store.claim('a1', 1);
+    await store.cancel(b);
+    const given = await store.release('a1', b, 1);
+    assert.is(given.kind === 'next' && given.cmd.error, 'CANCELED', 'given back under a cancel: FAILED CANCELED');
   });
 
   test('cancel: PENDING fails at once; RUNNING is flagged; a retried failure waits', async () => {
@@ -118,7 +121,6 @@ function contract(name: string, kit: Kit): void {
     assert.is((await store.cancel(p)).kind, 'same');
     const r = (await store.submit({ ...DELAY, opts: { retry: { attempts: 3, backoff: 'fixed', delayMs: 60_000, maxDelayMs: 60_000 } } })).id;
     await store.claim('a1', 1);
-    await store.start('a1', r, 1);
     const flagged = await store.cancel(r);
     assert.is(flagged.kind === 'next' && flagged.cmd.cancelRequested, true);
     assert.is((await store.read(r))!.state, 'RUNNING');
@@ -126,7 +128,6 @@ function contract(name: string, kit: Kit): void {
     assert.is(ended.kind === 'next' && ended.cmd.state, 'FAILED', 'a canceled attempt is not retried');
     const w = (await store.submit({ ...DELAY, opts: { retry: { attempts: 3, backoff: 'fixed', delayMs: 60_000, maxDelayMs: 60_000 } } })).id;
     await store.claim('a1', 1);
-    await store.start('a1', w, 1);
     const failed = await store.finish('a1', w, 1, 'FAILED', null, 'BOOM');
     assert.is(failed.kind === 'next' && failed.cmd.state, 'RETRY_WAIT');
     const waiting = (await store.read(w))!;
@@ -134,7 +135,7 @@ function contract(name: string, kit: Kit): void {
     assert.is(await store.promoteDue(), 0, 'not due yet');
   });
 
-  test('claims: priority first, then submission order; types; max; held ASSIGNED handed back first', async () => {
+  test('claims: priority first, then submission order; types; max', async () => {
     const { store } = await fresh();
     const low = (await store.submit({ ...DELAY, opts: { priority: -5 } })).id;
     const first = (await store.submit(DELAY)).id;
@@ -143,15 +144,16 @@ function contract(name: string, kit: Kit): void {
     const second = (await store.submit(DELAY)).id;
     const got = await store.claim('a1', 2, { types: new Set(['DELAY']) });
     assert.equal(got.map((c) => c.id), [high, first]);
-    const again = await store.claim('a1', 3);
-    assert.equal(again.map((c) => c.id), [high, first, http], 'the held ones first, then the next in order');
+    const again = await store.claim('a1', 1);
+    assert.equal(again.map((c) => c.id), [http], 'the next in order, its type now allowed');
     const rest = await store.claim('a2', 10);
     assert.equal(rest.map((c) => c.id), [second, low]);
     assert.equal(await store.claim('a3', 10), []);
     const held = await store.heldBy();
     assert.equal([...held.get('a1')!].sort(), [high, first, http].sort());
+    assert.equal([...held.get('a2')!].sort(), [second, low].sort());
     const counts = await store.counts();
-    assert.is(counts.byState.ASSIGNED, 5);
+    assert.is(counts.byState.RUNNING, 5);
     assert.is(counts.byState.PENDING, 0);
   });
 
@@ -196,15 +198,14 @@ function contract(name: string, kit: Kit): void {
     const { store } = await fresh();
     const id = (await store.submit(DELAY)).id;
     await store.claim('a1', 1);
-    await store.start('a1', id, 1);
     const [x, y] = await Promise.all([
       store.finish('a1', id, 1, 'COMPLETED', 1, null),
       store.finish('a1', id, 1, 'FAILED', null, 'BOOM'),
     ]);
     assert.equal([x.kind, y.kind].sort(), ['next', 'rejected']);
     const cmd = (await store.read(id))!;
-    assert.is(cmd.version, 4);
-    assert.is((await store.trail(id))!.length, 4, 'one finish in the trail');
+    assert.is(cmd.version, 3);
+    assert.is((await store.trail(id))!.length, 3, 'one finish in the trail');
   });
 
   test('list: newest first, filtered, paged by cursor', async () => {
@@ -235,9 +236,7 @@ function contract(name: string, kit: Kit): void {
     const running = (await store.submit({ ...DELAY, idemKey: 'r', bodyHash: 'h' })).id;
     const waiting = (await store.submit(DELAY)).id;
     await store.claim('a1', 2);
-    await store.start('a1', done, 1);
     await store.finish('a1', done, 1, 'COMPLETED', { n: 1 }, null);
-    await store.start('a1', running, 1);
     await store.close();
     open.splice(open.indexOf(store), 1);
     const again = await kit.reopen(where);
@@ -262,10 +261,9 @@ function contract(name: string, kit: Kit): void {
     });
     const id = (await store.submit(DELAY)).id;
     await store.claim('a1', 1);
-    await store.start('a1', id, 1);
     await store.start('a1', id, 1); // same: no change
     await store.finish('a1', id, 1, 'COMPLETED', null, null);
-    assert.equal(seen, ['submit>PENDING', 'claim>ASSIGNED', 'start>RUNNING', 'finish>COMPLETED']);
+    assert.equal(seen, ['submit>PENDING', 'claim-start>RUNNING', 'finish>COMPLETED']);
   });
 
   test.after(async () => {
@@ -301,7 +299,7 @@ shared('claims on two stores at once never hand out one command twice (SKIP LOCK
   const got: string[] = [];
   const agent = async (s: PgStore, name: string): Promise<void> => {
     for (;;) {
-      const cmds = await s.claim(name, 7, { held: false });
+      const cmds = await s.claim(name, 7);
       if (cmds.length === 0) return;
       got.push(...cmds.map((c) => c.id));
     }
@@ -323,9 +321,10 @@ shared('a transition made on one server is seen by the other; a stale one there 
   const [a, b] = await two();
   const id = (await a.submit(DELAY)).id;
   await b.claim('x', 1);
-  assert.is((await a.start('x', id, 1)).kind, 'next');
-  assert.is((await b.start('x', id, 1)).kind, 'same');
-  assert.is((await b.release('x', id, 1)).kind, 'rejected', 'RUNNING cannot be released');
+  assert.is((await a.read(id))!.state, 'RUNNING');
+  assert.is((await a.start('x', id, 1)).kind, 'same');
+  const stale = await a.release('x', id, 2);
+  assert.is(stale.kind === 'rejected' && stale.error, 'STALE_LEASE');
   const [f1, f2] = await Promise.all([a.finish('x', id, 1, 'COMPLETED', 1, null), b.finish('x', id, 1, 'FAILED', null, 'E')]);
   assert.equal([f1.kind, f2.kind].sort(), ['next', 'rejected']);
 });
@@ -335,7 +334,6 @@ shared('lease expiry runs on every server and is safe twice; a heartbeat keeps a
   const kept = (await a.submit(DELAY)).id;
   const dropped = (await a.submit(DELAY)).id;
   await a.claim('x', 2);
-  await a.start('x', dropped, 1);
   // Heartbeat one of them until the other has expired; the database's clock decides.
   let expired = 0;
   while (expired === 0) {
@@ -346,7 +344,7 @@ shared('lease expiry runs on every server and is safe twice; a heartbeat keeps a
   }
   assert.is(expired, 1, 'one server expired it, the other changed nothing');
   assert.is((await a.read(dropped))!.error, 'AGENT_LOST');
-  assert.is((await b.read(kept))!.state, 'ASSIGNED');
+  assert.is((await b.read(kept))!.state, 'RUNNING');
   assert.is(await b.expireLeases(), 0);
 });
 

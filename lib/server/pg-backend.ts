@@ -189,7 +189,7 @@ class PgClaimWaiters implements ClaimParking {
         agentId, max, types, signal, resolve,
         // A command may have come while no notification reached us: look once more.
         timer: setTimeout(() => {
-          void this.store.claim(agentId, max, { types, held: false }).then((got) => this.answer(w, got), () => this.answer(w, []));
+          void this.store.claim(agentId, max, { types }).then((got) => this.answer(w, got), () => this.answer(w, []));
         }, ms),
       };
       signal.addEventListener('abort', () => this.answer(w, []), { once: true });
@@ -220,7 +220,7 @@ class PgClaimWaiters implements ClaimParking {
             this.answer(w, []);
             continue;
           }
-          const got = await this.store.claim(w.agentId, w.max, { types: w.types, held: false });
+          const got = await this.store.claim(w.agentId, w.max, { types: w.types });
           if (got.length === 0) {
             if (w.types === undefined) break; // nothing claimable at all
             continue; // nothing of its types: one further back may take another

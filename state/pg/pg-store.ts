@@ -294,35 +294,29 @@ export class PgStore implements Store {
   // --- claims ----------------------------------------------------------------
 
   /**
-   * Up to `max` commands for `agentId`: first the ASSIGNED ones it holds (a
-   * retried claim gets the same lease back), then PENDING ones in claim order,
-   * locked with SKIP LOCKED so a claim running on another server at the same
-   * moment takes others.
+   * Up to `max` PENDING commands for `agentId` in claim order, straight into
+   * RUNNING (claim-and-start), locked with SKIP LOCKED so a claim running on
+   * another server at the same moment takes others.
    */
   async claim(agentId: string, max: number, opts: ClaimOptions = {}): Promise<Command[]> {
-    const changed: Array<{ cmd: Command; event: 'claim' }> = [];
+    const changed: Array<{ cmd: Command; event: 'claim-start' }> = [];
     const out = await this.tx('claim', async (c) => {
       const out: Command[] = [];
-      if (opts.held !== false) {
-        const { rows } = await c.query<{ cmd: Command }>("SELECT cmd FROM keel_commands WHERE agent_id = $1 AND state = 'ASSIGNED' ORDER BY priority DESC, ord LIMIT $2", [agentId, max]);
-        out.push(...rows.map((r) => r.cmd));
-      }
-      if (out.length >= max) return out;
       const { rows } = await c.query<{ cmd: Command; now: number }>(
         `SELECT cmd, ${NOW_MS} AS now FROM keel_commands
          WHERE state = 'PENDING' AND ($1::text[] IS NULL OR type = ANY($1))
          ORDER BY priority DESC, ord LIMIT $2 FOR UPDATE SKIP LOCKED`,
-        [opts.types ? [...opts.types] : null, max - out.length],
+        [opts.types ? [...opts.types] : null, max],
       );
       for (const { cmd, now } of rows) {
-        const ev: CommandEvent = { type: 'claim', agentId, lease: cmd.attempt + 1, at: now };
+        const ev: CommandEvent = { type: 'claim-start', agentId, lease: cmd.attempt + 1, at: now };
         const r = step(cmd, ev);
         if (r.kind !== 'next') continue;
         const next = { ...r.cmd, trail: appendTrail(r.cmd, ev) };
         // The row is locked: the version cannot have moved.
         if ((await this.write(c, cmd, next, ev, 'extend')) === undefined) throw new Error(`claim of ${cmd.id} lost its locked row`);
         out.push(next);
-        changed.push({ cmd: next, event: 'claim' });
+        changed.push({ cmd: next, event: 'claim-start' });
       }
       return out;
     });
@@ -537,7 +531,7 @@ class Refused extends Error {
 function leaseMode(cur: Command, next: Command, ev: CommandEvent): LeaseMode {
   const held = next.state === 'ASSIGNED' || next.state === 'RUNNING';
   if (!held) return 'clear';
-  if (ev.type === 'claim' || (ev.type === 'start' && cur.state !== 'RUNNING')) return 'extend';
+  if (ev.type === 'claim-start' || ev.type === 'claim' || (ev.type === 'start' && cur.state !== 'RUNNING')) return 'extend';
   return 'keep';
 }
 
