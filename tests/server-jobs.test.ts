@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { CommandView } from '../lib/protocol.ts';
-import { call, claim, cleanup, closeAll, finish, getCommand, heartbeat, start, startTestServer, submit, type TestServer } from './support/server-harness.ts';
+import { call, claim, cleanup, closeAll, finish, getCommand, heartbeat, startTestServer, submit, type TestServer } from './support/server-harness.ts';
 
 const test = suite('server: priorities, schedules, retries, timeouts');
 test.after(async () => {
@@ -48,7 +48,7 @@ test('a scheduled command shows PENDING with runAt, is not claimable before it, 
   const after = await getCommand(s.url, id);
   assert.ok(Date.parse(after.updatedAt) >= Date.parse(v.runAt!), 'claimed no earlier than runAt');
   const ev = await call(s.url, 'GET', `/commands/${id}/events`);
-  assert.equal(ev.body.events.map((e: { event: string; to: string }) => `${e.event}:${e.to}`), ['submit:SCHEDULED', 'due:PENDING', 'claim:ASSIGNED']);
+  assert.equal(ev.body.events.map((e: { event: string; to: string }) => `${e.event}:${e.to}`), ['submit:SCHEDULED', 'due:PENDING', 'claim-start:RUNNING']);
 });
 
 test('due commands are handed out in due-time order, whatever order they were submitted in', async () => {
@@ -94,8 +94,8 @@ test('list filters by type', async () => {
 test('a failed attempt with attempts left shows PENDING with nextAttemptAt, comes back with a new lease, and the attempts list tells both', async () => {
   const s = await startTestServer();
   const id = await submit(s.url, delay(1, { retry: { attempts: 2, backoff: 'fixed', delay: '200ms' } }));
-  const [c1] = (await claim(s.url, 'a1')).body.commands;
-  assert.is((await start(s.url, 'a1', [{ id, lease: c1!.lease }])).status, 200);
+  const [c1] = (await claim(s.url, 'a1')).body.commands; // claimed and started in one step
+  assert.is(c1!.lease, 1);
   const f = await finish(s.url, 'a1', [{ id, lease: 1, outcome: 'FAILED', result: { error: 'boom' }, error: 'boom' }]);
   assert.is(f.status, 200, f.text);
   const waiting = await getCommand(s.url, id);
@@ -104,20 +104,18 @@ test('a failed attempt with attempts left shows PENDING with nextAttemptAt, come
   assert.ok(wait >= 100 && wait <= 200, `equal jitter keeps the wait within [delay/2, delay]: ${wait}`);
   const again = await claim(s.url, 'a2', { waitMs: 10_000 });
   assert.equal(again.body.commands.map((c) => [c.id, c.lease]), [[id, 2]]);
-  await start(s.url, 'a2', [{ id, lease: 2 }]);
   await finish(s.url, 'a2', [{ id, lease: 2, outcome: 'COMPLETED', result: { ok: true, tookMs: 1 } }]);
   const done = await getCommand(s.url, id);
   assert.equal([done.status, done.error, done.nextAttemptAt], ['COMPLETED', null, null]);
   assert.equal(done.attempts.map((a) => [a.number, a.agentId, a.outcome, a.error]), [[1, 'a1', 'FAILED', 'boom'], [2, 'a2', 'COMPLETED', null]]);
   const ev = (await call(s.url, 'GET', `/commands/${id}/events`)).body.events.map((e: { event: string; to: string }) => `${e.event}:${e.to}`);
-  assert.equal(ev, ['submit:PENDING', 'claim:ASSIGNED', 'start:RUNNING', 'finish:RETRY_WAIT', 'due:PENDING', 'claim:ASSIGNED', 'start:RUNNING', 'finish:COMPLETED']);
+  assert.equal(ev, ['submit:PENDING', 'claim-start:RUNNING', 'finish:RETRY_WAIT', 'due:PENDING', 'claim-start:RUNNING', 'finish:COMPLETED']);
 });
 
 test('while it waits for its retry: a finish sent again still answers ok; another outcome is refused; cancel ends it', async () => {
   const s = await startTestServer();
   const id = await submit(s.url, delay(1, { retry: { attempts: 5, delay: '1h' } }));
   await claim(s.url, 'a1');
-  await start(s.url, 'a1', [{ id, lease: 1 }]);
   const failure = { id, lease: 1, outcome: 'FAILED' as const, result: { error: 'boom' }, error: 'boom' };
   assert.is((await finish(s.url, 'a1', [failure])).status, 200);
   assert.is((await getCommand(s.url, id)).state, 'RETRY_WAIT');
@@ -152,7 +150,6 @@ test('the server fails a RUNNING attempt one lease timeout past its deadline, ev
   const id = await submit(s.url, delay(60_000, { timeout: '100ms' }));
   const [a] = (await claim(s.url, 'wedged')).body.commands;
   assert.is(a!.timeoutMs, 100, 'the agent is told the timeout');
-  await start(s.url, 'wedged', [{ id, lease: 1 }]);
   const beating = setInterval(() => void heartbeat(s.url, 'wedged', [{ id, lease: 1 }]), 100);
   try {
     const v = await getCommand(s.url, id, '?wait=20s');

@@ -104,11 +104,12 @@ export class WorkLoop {
         const earlier = this.active.get(a.id);
         if (earlier) {
           // A claim retried while an earlier answer's start is in flight hands
-          // back the same ASSIGNED command: it is already being worked on.
+          // back the same lease: it is already being worked on.
           const entry = ctx.ledger.get(a.id);
-          if (!entry || entry.lease >= a.lease) continue;
+          if (entry && entry.lease >= a.lease) continue;
           // The next attempt of a retried command whose last one is still
-          // being reported: its ledger entry must settle first.
+          // being reported (its entry open, or settled in memory and not yet
+          // flushed): the last one's work must end first.
           this.occupy(a.id, earlier.then(() => takeAssignment(ctx, a)));
           continue;
         }
