@@ -12,6 +12,7 @@ import type { Command } from '../state/command-fsm.ts';
 import { PgStore } from '../state/pg/pg-store.ts';
 import { MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError } from '../state/pg/schema.ts';
 import type { ClaimOptions, Store } from '../state/store.ts';
+import type { RetentionPolicy } from '../state/retention.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 import { freshDatabase, proxied, stopPostgres } from './support/postgres.ts';
 
@@ -19,26 +20,28 @@ import { freshDatabase, proxied, stopPostgres } from './support/postgres.ts';
 type ContractStore = Store & {
   claim(agentId: string, max: number, opts?: ClaimOptions): Promise<Command[]>;
   promoteDue(max?: number): Promise<number>;
+  /** Resolves once the final commands past the retention bounds are forgotten. */
+  forgetExpired(): Promise<unknown>;
 };
 
 interface Kit {
   /** A new, empty store; `where` opens it again after close(). */
-  fresh(): Promise<{ store: ContractStore; where: string }>;
+  fresh(retention?: RetentionPolicy): Promise<{ store: ContractStore; where: string }>;
   reopen(where: string): Promise<ContractStore>;
 }
 
 const fileKit: Kit = {
-  async fresh() {
+  async fresh(retention) {
     const where = tempDir('keel-contract-');
-    return { store: await CommandStore.open(where), where };
+    return { store: await CommandStore.open(where, { retention }), where };
   },
   reopen: (where) => CommandStore.open(where),
 };
 
 const pgKit: Kit = {
-  async fresh() {
+  async fresh(retention) {
     const where = await freshDatabase();
-    return { store: await PgStore.open({ url: where, leaseTimeoutMs: 60_000 }), where };
+    return { store: await PgStore.open({ url: where, leaseTimeoutMs: 60_000, retention }), where };
   },
   reopen: (where) => PgStore.open({ url: where, leaseTimeoutMs: 60_000 }),
 };
@@ -48,8 +51,8 @@ const DELAY = { type: 'DELAY' as const, payload: { ms: 5 } };
 function contract(name: string, kit: Kit): void {
   const test = suite(`store contract: ${name}`);
   const open: ContractStore[] = [];
-  const fresh = async (): Promise<{ store: ContractStore; where: string }> => {
-    const f = await kit.fresh();
+  const fresh = async (retention?: RetentionPolicy): Promise<{ store: ContractStore; where: string }> => {
+    const f = await kit.fresh(retention);
     open.push(f.store);
     return f;
   };
@@ -264,6 +267,25 @@ function contract(name: string, kit: Kit): void {
     await store.start('a1', id, 1); // same: no change
     await store.finish('a1', id, 1, 'COMPLETED', null, null);
     assert.equal(seen, ['submit>PENDING', 'claim-start>RUNNING', 'finish>COMPLETED']);
+  });
+
+  test('retention: past --retain-max the oldest final commands are forgotten, their keys free again; others untouched', async () => {
+    const { store } = await fresh({ ms: 3_600_000, max: 2 });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await store.submit({ ...DELAY, idemKey: `k${i}`, bodyHash: 'h' })).id);
+    const waiting = (await store.submit(DELAY)).id;
+    for (const c of await store.claim('a1', 4)) await store.finish('a1', c.id, c.attempt, 'COMPLETED', null, null);
+    await store.forgetExpired();
+    assert.is(await store.read(ids[0]!), undefined);
+    assert.is(await store.read(ids[1]!), undefined);
+    assert.is(await store.trail(ids[0]!), undefined);
+    assert.not.ok(await store.knowsKey('k0'), 'a forgotten key is free again');
+    assert.is((await store.read(ids[2]!))!.state, 'COMPLETED');
+    assert.is((await store.read(ids[3]!))!.state, 'COMPLETED');
+    assert.is((await store.read(waiting))!.state, 'PENDING', 'never a command that is not final');
+    const counts = await store.counts();
+    assert.is(counts.byState.COMPLETED, 2);
+    assert.is(counts.forgotten, 2);
   });
 
   test.after(async () => {

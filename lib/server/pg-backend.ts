@@ -10,6 +10,7 @@ import type { CommandType } from '../../state/command-types.ts';
 import { isConnectionLost } from '../../state/pg/connection.ts';
 import { PgStore } from '../../state/pg/pg-store.ts';
 import { SchemaTooNewError, SCHEMA_VERSION } from '../../state/pg/schema.ts';
+import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import type { Logger } from '../log.ts';
 import { StartupError } from '../startup.ts';
 import type { Backend, ClaimParking, Leases, ServerConfig } from './context.ts';
@@ -22,7 +23,7 @@ const MAX_SWEEP_MS = 1000;
 export async function openPgBackend(config: ServerConfig, log: Logger & { error: Logger }): Promise<Backend> {
   const url = config.store!;
   const where = describe(url);
-  const store = await PgStore.open({ url, leaseTimeoutMs: config.leaseTimeoutMs }).catch((err: unknown) => {
+  const store = await PgStore.open({ url, leaseTimeoutMs: config.leaseTimeoutMs, retention: config.retention ?? DEFAULT_RETENTION }).catch((err: unknown) => {
     throw startupError(err, where);
   });
   log('recovered', { store: 'postgres', ...where, schemaVersion: SCHEMA_VERSION, seq: store.lastSeq });
@@ -69,7 +70,7 @@ function startupError(err: unknown, where: Record<string, unknown>): unknown {
   return err;
 }
 
-/** Expiry, timeouts and due promotion against the database's clock. */
+/** Expiry, timeouts, due promotion and retention, against the database's clock. */
 class Sweeper {
   private readonly store: PgStore;
   private readonly everyMs: number;
@@ -122,9 +123,11 @@ class Sweeper {
       const expired = await this.store.expireLeases();
       const timedOut = await this.store.timeoutRuns();
       const due = await this.store.promoteDue();
+      const forgotten = await this.store.forgetExpired();
       if (expired > 0) this.log('leases expired', { commands: expired });
       if (timedOut > 0) this.log('attempts timed out', { commands: timedOut });
       if (due > 0) this.log('due', { commands: due });
+      if (forgotten > 0) this.log('forgotten', { commands: forgotten });
       this.held = [...(await this.store.heldBy()).values()].reduce((n, s) => n + s.size, 0);
     } catch (err) {
       // The database is away: requests answer 503 meanwhile, and the next sweep tries again.

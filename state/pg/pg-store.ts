@@ -19,6 +19,7 @@ import { appendTrail, type TrailEntry } from '../command-line.ts';
 import { COMMAND_STATES, COMMAND_TYPES, type CommandState, type CommandType, type Outcome } from '../command-types.ts';
 import { crashPoint } from '../crash-points.ts';
 import { retryAt } from '../retry-backoff.ts';
+import type { RetentionPolicy } from '../retention.ts';
 import {
   KEY_CONFLICT, StoreUnavailableError,
   type BatchSubmitResult, type ChangeListener, type ClaimOptions, type ListPage, type ListQuery, type Store, type StoreCounts, type SubmitInput, type SubmitResult,
@@ -43,6 +44,8 @@ export interface PgStoreOptions {
   url: string;
   /** A lease lives this long past a claim, start or heartbeat. */
   leaseTimeoutMs: number;
+  /** Final commands kept (--retain, --retain-max); undefined: all. */
+  retention?: RetentionPolicy;
   /** Connections in the pool. Default 10. */
   poolSize?: number;
   random?: () => number;
@@ -65,6 +68,8 @@ export class PgStore implements Store {
   /** Event-stream ids on this server: past the database's last event seq at start, one more per transition made here. */
   private seq: number;
   private transitions = 0;
+  private forgotten = 0;
+  private readonly retention: RetentionPolicy | undefined;
   /** The last connection failure, until a query succeeds again. */
   private lost: Error | undefined;
   /** Tells this server's transitions from the others' in CHANGES_CHANNEL. */
@@ -79,6 +84,7 @@ export class PgStore implements Store {
     this.url = opts.url;
     this.leaseTimeoutMs = opts.leaseTimeoutMs;
     this.random = opts.random ?? Math.random;
+    this.retention = opts.retention;
     this.seq = seq;
   }
 
@@ -288,7 +294,7 @@ export class PgStore implements Store {
       byState[r.state] += r.n;
       if (r.state === 'PENDING') pendingByType[r.type] += r.n;
     }
-    return { byState, pendingByType, forgotten: 0, transitions: this.transitions };
+    return { byState, pendingByType, forgotten: this.forgotten, transitions: this.transitions };
   }
 
   // --- claims ----------------------------------------------------------------
@@ -393,6 +399,31 @@ export class PgStore implements Store {
     return moved;
   }
 
+  /**
+   * Forget the final commands past the retention bounds (the oldest first,
+   * at most `limit` a call), their events with them. Every server runs it; two
+   * at once delete each row once. Resolves with how many went.
+   */
+  async forgetExpired(limit = 1000): Promise<number> {
+    const r = this.retention;
+    if (r === undefined) return 0;
+    const { rows: [count] } = await this.q<{ n: number }>('SELECT count(*)::int AS n FROM keel_commands WHERE final_at IS NOT NULL');
+    const over = Math.max(0, Math.min(limit, count!.n - r.max));
+    const { rows } = await this.q<{ n: number }>(
+      `WITH doomed AS (
+         (SELECT id FROM keel_commands WHERE final_at IS NOT NULL ORDER BY final_at, ord LIMIT $1)
+         UNION
+         (SELECT id FROM keel_commands WHERE final_at IS NOT NULL AND final_at < ${NOW_MS} - $2 ORDER BY final_at LIMIT $3)),
+       gone AS (DELETE FROM keel_commands c USING doomed d WHERE c.id = d.id RETURNING c.id),
+       events AS (DELETE FROM keel_events e USING gone g WHERE e.command_id = g.id)
+       SELECT count(*)::int AS n FROM gone`,
+      [over, r.ms, limit],
+    );
+    const n = rows[0]!.n;
+    this.forgotten += n;
+    return n;
+  }
+
   /** The earliest due time of a waiting command (epoch ms), if any. */
   async nextDue(): Promise<number | undefined> {
     const { rows } = await this.q<{ at: number | null }>("SELECT min(due_at)::float8 AS at FROM keel_commands WHERE state IN ('SCHEDULED', 'RETRY_WAIT')");
@@ -436,6 +467,7 @@ export class PgStore implements Store {
       `WITH u AS (
          UPDATE keel_commands SET
            state = $3, version = $4, agent_id = $5, attempt = $6, due_at = $7, cmd = $8,
+           final_at = CASE WHEN $3 IN ('COMPLETED', 'FAILED') THEN $13::bigint END,
            lease_until = CASE $9::text WHEN 'extend' THEN now() + $10 * interval '1 millisecond' WHEN 'keep' THEN lease_until END,
            run_deadline = CASE WHEN $3 <> 'RUNNING' THEN NULL WHEN $11::float8 IS NOT NULL THEN now() + $11 * interval '1 millisecond' ELSE run_deadline END
          WHERE id = $1 AND version = $2 ${guard ? `AND ${guard}` : ''} RETURNING id)

@@ -59,6 +59,15 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX keel_events_by_command ON keel_events (command_id, seq);
     `,
   },
+  {
+    version: 2,
+    what: 'when each command became final, for retention',
+    sql: `
+      ALTER TABLE keel_commands ADD COLUMN final_at bigint;
+      UPDATE keel_commands SET final_at = (cmd->>'updatedAt')::bigint WHERE state IN ('COMPLETED', 'FAILED');
+      CREATE INDEX keel_commands_final ON keel_commands (final_at) WHERE final_at IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
