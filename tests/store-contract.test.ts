@@ -385,6 +385,22 @@ shared('schema: migrations recorded; a newer schema is refused, naming both vers
   }
 });
 
+shared('a database at schema version 1 is migrated to the latest at start, its final commands filled in for retention', async () => {
+  const [a, , url] = await two();
+  const id = (await a.submit(DELAY)).id;
+  await a.claim('x', 1);
+  await a.finish('x', id, 1, 'COMPLETED', null, null);
+  // Back to what version 1 made.
+  await a.pool.query('ALTER TABLE keel_commands DROP COLUMN final_at');
+  await a.pool.query('DELETE FROM keel_migrations WHERE version > 1');
+  const again = await PgStore.open({ url, leaseTimeoutMs: 1000, retention: { ms: 3_600_000, max: 0 } });
+  opened.push(again);
+  const { rows } = await again.pool.query<{ version: number }>('SELECT version FROM keel_migrations ORDER BY version');
+  assert.equal(rows.map((r) => r.version), MIGRATIONS.map((m) => m.version));
+  assert.is(await again.forgetExpired(), 1, 'the command final before the migration is known to retention');
+  assert.is(await again.read(id), undefined);
+});
+
 shared('a lost database connection is a StoreUnavailableError (a 503), and the store recovers when it is back', async () => {
   const proxy = await proxied(await freshDatabase());
   const a = await PgStore.open({ url: proxy.url, leaseTimeoutMs: 60_000 });
