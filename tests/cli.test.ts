@@ -326,13 +326,12 @@ test('events: the transitions, oldest first, as a table and as JSON', async () =
   assert.match(rows[0]!, /^SEQ +EVENT +FROM +TO +AT +AGENT +LEASE +ERROR$/);
   assert.equal(rows.slice(1).map((l) => l.split(/\s+/).slice(0, 4).join(' ')), [
     '1 submit - PENDING',
-    '2 claim PENDING ASSIGNED',
-    '3 start ASSIGNED RUNNING',
-    '4 finish RUNNING COMPLETED',
+    '2 claim-start PENDING RUNNING',
+    '3 finish RUNNING COMPLETED',
   ]);
   const body = JSON.parse(json.stdout) as { id: string; events: Array<{ seq: number; event: string }> };
   assert.is(body.id, id);
-  assert.equal(body.events.map((e) => e.event), ['submit', 'claim', 'start', 'finish']);
+  assert.equal(body.events.map((e) => e.event), ['submit', 'claim-start', 'finish']);
 });
 
 test('agents and stats: aligned tables', async () => {
@@ -351,11 +350,11 @@ test('events --follow prints each transition as it happens and ends when the com
   assert.is(plain.code, 0, plain.stderr);
   const rows = plain.stdout.trimEnd().split('\n');
   assert.match(rows[0]!, /^SEQ +EVENT/);
-  assert.equal(rows.slice(1).map((l) => l.split(/\s+/)[1]), ['submit', 'claim', 'start', 'finish']);
+  assert.equal(rows.slice(1).map((l) => l.split(/\s+/)[1]), ['submit', 'claim-start', 'finish']);
   assert.is(json.code, 0, json.stderr);
   const lines = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; event: string; to: string });
-  assert.equal(lines.map((e) => e.seq), [1, 2, 3, 4]);
-  assert.is(lines[3]!.to, 'COMPLETED');
+  assert.equal(lines.map((e) => e.seq), [1, 2, 3]);
+  assert.is(lines[2]!.to, 'COMPLETED');
 });
 
 interface TailLine {
@@ -378,7 +377,7 @@ test('tail --json: every transition once, in seq order, from --since and then li
   const seqs = lines.map((l) => l.seq);
   assert.equal(seqs, [...new Set(seqs)].sort((a, b) => a - b), 'each seq once, rising');
   assert.equal(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'no gap: every journaled transition');
-  assert.equal(lines.filter((l) => l.data.id === live).map((l) => l.event), ['submit', 'claim', 'start', 'finish']);
+  assert.equal(lines.filter((l) => l.data.id === live).map((l) => l.event), ['submit', 'claim-start', 'finish']);
 });
 
 test('tail: filtered by type and status, as aligned lines', async () => {
@@ -516,7 +515,7 @@ test('over HTTPS with --ca: submit, wait and a followed stream work; without the
     keel(['ls', '--ca', `${pki.dir}/missing.pem`], local),
   ]);
   assert.is(follow.code, 0, follow.stderr);
-  assert.is(follow.stdout.trimEnd().split('\n').length, 4, 'submit, claim, start, finish');
+  assert.is(follow.stdout.trimEnd().split('\n').length, 3, 'submit, claim-start, finish');
   for (const r of [untrusted, wrongCa]) {
     assert.is(r.code, 3);
     oneLine(r, /^keel ls: https:\/\/\S+ has a certificate this CLI does not trust \(\w+\); pass --ca FILE/, 'untrusted certificate');

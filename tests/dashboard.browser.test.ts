@@ -9,7 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { launchBrowser, type TestBrowser } from './support/browser.ts';
 import { cleanup as cleanupProcs, ROOT, startAgent, tempDir } from './support/processes.ts';
-import { call, claimOne, closeAll, finish, start, startTestServer, submit, type TestServer } from './support/server-harness.ts';
+import { call, claimOne, closeAll, finish, startTestServer, submit, type TestServer } from './support/server-harness.ts';
 
 const SHOTS = path.join(ROOT, 'tests', 'screenshots');
 fs.mkdirSync(SHOTS, { recursive: true });
@@ -48,7 +48,6 @@ const count = (status: string): Promise<number> => b.page.$eval(`#count-${status
 /** Run the next PENDING command to COMPLETED through the agent API. */
 async function complete(url: string): Promise<string> {
   const { id, lease } = await claimOne(url, 'agent-t');
-  await start(url, 'agent-t', [{ id, lease }]);
   await finish(url, 'agent-t', [{ id, lease, outcome: 'COMPLETED', result: { ok: true, tookMs: 1 } }]);
   return id;
 }
@@ -137,7 +136,6 @@ test('scheduled and retry-waiting commands count as PENDING, from the first load
   // A command that fails with an attempt left waits in RETRY_WAIT: still PENDING.
   const id = await submit(s.url, { type: 'DELAY', payload: { ms: 1 }, retry: { attempts: 2, delay: '10m' } });
   const { lease } = await claimOne(s.url, 'agent-t');
-  await start(s.url, 'agent-t', [{ id, lease }]);
   await b.page.waitForFunction(() => document.getElementById('count-RUNNING')!.textContent === '1');
   await finish(s.url, 'agent-t', [{ id, lease, outcome: 'FAILED', error: 'boom' }]);
   await b.page.waitForFunction((cid) => document.querySelector(`tr[data-id="${cid}"]`)?.textContent!.includes('retry wait'), id);
@@ -176,15 +174,15 @@ test('Cancel cancels a RUNNING command; the detail shows its history as it grows
   assert.match(await b.page.$eval('.agent.online', (e) => e.textContent), /runs DELAY, HTTP_GET_JSON/);
 
   await b.page.click(`tr[data-id="${id}"]`);
-  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 3);
-  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim', 'start']);
+  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 2);
+  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim-start']);
   assert.match(await b.page.$eval('#detail-payload', (e) => e.textContent), /"ms": 120000/);
   await b.page.click('#cancel');
   await b.page.waitForFunction(() => /cancel requested/.test(document.getElementById('detail-message')!.textContent!));
   // The agent hears of it on its next heartbeat, aborts and reports FAILED CANCELED.
   await b.page.waitForFunction(() => document.getElementById('detail-status')!.textContent === 'FAILED', undefined, { timeout: 30_000 });
-  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 5);
-  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim', 'start', 'cancel', 'finish']);
+  await b.page.waitForFunction(() => document.querySelectorAll('#detail-history tr').length === 4);
+  assert.equal(await b.page.$$eval('#detail-history tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent)), ['submit', 'claim-start', 'cancel', 'finish']);
   assert.match(await b.page.$eval('#detail-result', (e) => e.textContent), /CANCELED/);
   assert.is(await b.page.$eval('#detail-message', (e) => e.textContent), 'canceled: the agent aborted it');
   const cmd = await call(s.url, 'GET', `/commands/${id}`);

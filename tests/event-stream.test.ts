@@ -11,7 +11,6 @@ import {
   cleanup,
   closeAll,
   finish,
-  start,
   startTestServer,
   submit,
   type TestServer,
@@ -29,7 +28,6 @@ const data = (f: SseFrame | undefined): any => JSON.parse(f!.data);
 /** Claim, start and finish the next PENDING command as `agent`. */
 async function runOne(url: string, agent = 'agent-a', outcome: 'COMPLETED' | 'FAILED' = 'COMPLETED'): Promise<string> {
   const { id, lease } = await claimOne(url, agent);
-  assert.is((await start(url, agent, [{ id, lease }])).status, 200);
   assert.is((await finish(url, agent, [{ id, lease, outcome, result: { ok: true } }])).status, 200);
   return id;
 }
@@ -50,14 +48,14 @@ all('streams every transition as it is journaled: id is the seq, event the FSM e
   const first = s.keel.ctx.store.durable.journal.lastSeq;
   const id = await submit(s.url);
   await runOne(s.url);
-  const got = await r.take(4);
+  const got = await r.take(3);
   r.close();
-  assert.equal(got.map((f) => f.event), ['submit', 'claim', 'start', 'finish']);
-  assert.equal(got.map((f) => Number(f.id)), [first + 1, first + 2, first + 3, first + 4]);
-  assert.equal(got.map((f) => data(f).status), ['PENDING', 'PENDING', 'RUNNING', 'COMPLETED']);
-  assert.equal(got.map((f) => data(f).state), ['PENDING', 'ASSIGNED', 'RUNNING', 'COMPLETED']);
+  assert.equal(got.map((f) => f.event), ['submit', 'claim-start', 'finish']);
+  assert.equal(got.map((f) => Number(f.id)), [first + 1, first + 2, first + 3]);
+  assert.equal(got.map((f) => data(f).status), ['PENDING', 'RUNNING', 'COMPLETED']);
+  assert.equal(got.map((f) => data(f).state), ['PENDING', 'RUNNING', 'COMPLETED']);
   assert.ok(got.every((f) => data(f).id === id));
-  assert.equal(data(got[3]).result, { ok: true });
+  assert.equal(data(got[2]).result, { ok: true });
 });
 
 all('?type= and ?status= filter; several values are comma-separated', async () => {
@@ -69,8 +67,8 @@ all('?type= and ?status= filter; several values are comma-separated', async () =
   await runOne(s.url, 'agent-a', 'FAILED');
   const finals = await byStatus.take(2);
   assert.equal(finals.map((f) => [data(f).id, data(f).status]), [[delay, 'COMPLETED'], [http, 'FAILED']]);
-  const https = await byType.take(4);
-  assert.equal(https.map((f) => f.event), ['submit', 'claim', 'start', 'finish']);
+  const https = await byType.take(3);
+  assert.equal(https.map((f) => f.event), ['submit', 'claim-start', 'finish']);
   assert.ok(https.every((f) => data(f).id === http));
   byStatus.close();
   byType.close();
@@ -149,9 +147,8 @@ one('streams the command\'s transitions oldest first, follows live, and ends onc
   const rest = await r.take(10);
   await r.untilEnd();
   assert.equal(rest.map((f) => [f.id, f.event, data(f).from, data(f).to]), [
-    ['2', 'claim', 'PENDING', 'ASSIGNED'],
-    ['3', 'start', 'ASSIGNED', 'RUNNING'],
-    ['4', 'finish', 'RUNNING', 'COMPLETED'],
+    ['2', 'claim-start', 'PENDING', 'RUNNING'],
+    ['3', 'finish', 'RUNNING', 'COMPLETED'],
   ]);
   // The same events as the JSON answer without follow.
   const json = await call(s.url, 'GET', `/commands/${id}/events`);

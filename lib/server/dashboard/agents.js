@@ -4,7 +4,7 @@
 import { get } from './api.js';
 import { $, ago, el, shortId } from './dom.js';
 
-const MOVES = new Set(['claim', 'start', 'finish', 'release', 'expire']);
+const MOVES = new Set(['claim-start', 'claim', 'start', 'finish', 'release', 'expire']);
 
 export class Agents {
   list = [];

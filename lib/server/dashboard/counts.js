@@ -13,7 +13,11 @@ const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'];
 function statusBefore(event, state) {
   switch (event) {
     case 'submit': return null;
-    case 'claim': case 'release': case 'start': case 'due': return 'PENDING';
+    case 'claim': case 'start': case 'due': return 'PENDING';
+    case 'claim-start': return 'PENDING';
+    // Under claim-and-start a release gives back a RUNNING command (ASSIGNED only
+    // in journals from before it; the 30 s re-read of /metrics corrects such a one).
+    case 'release': return 'RUNNING';
     case 'finish': case 'timeout': return 'RUNNING';
     case 'expire': return state === 'PENDING' ? 'PENDING' : 'RUNNING';
     case 'cancel': return state === 'RUNNING' ? 'RUNNING' : 'PENDING';
