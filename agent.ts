@@ -45,7 +45,7 @@ try {
   if (ledger.diskFull) diskLog(ledger.diskFull);
   const crash = armCrashFlags(cfg, Number(process.env[RUN_ENV] ?? 0), log);
   const agentId = await settleIdentity(ledger, cfg.id);
-  const client = new ServerClient({ baseUrl: cfg.server, agentId, token: cfg.token, ca: cfg.ca, types: cfg.types, protocol: cfg.protocol, log });
+  const client = new ServerClient({ servers: cfg.servers, agentId, token: cfg.token, ca: cfg.ca, types: cfg.types, protocol: cfg.protocol, log });
   const leases = new LeaseKeeper(client, log);
   const http = { timeoutMs: cfg.httpTimeoutMs, maxBodyBytes: cfg.maxBodyBytes, urlPolicy: cfg.urlPolicy };
   const ctx = { ledger, client, leases, log, http, stopping: stopping.signal, halt: halt.signal };
@@ -55,7 +55,7 @@ try {
   // of finished work and the starts of claimed work.
   await Promise.race([reconcile(ctx, loop), untilAborted(stopping.signal)]);
   if (!stopping.signal.aborted) {
-    log('agent ready', { agentId, server: cfg.server, concurrency: cfg.concurrency, types: cfg.types });
+    log('agent ready', { agentId, servers: cfg.servers, concurrency: cfg.concurrency, types: cfg.types });
     await loop.run();
   }
   await loop.drain(cfg.graceMs);

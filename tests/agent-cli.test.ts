@@ -31,6 +31,8 @@ const BAD_FLAGS: Array<[string[], RegExp]> = [
   [['--random-failures=2'], /--random-failures must be a probability/],
   [['--kill-after', 'later'], /--kill-after must be seconds/],
   [['--server', 'ftp://x'], /--server must be an http/],
+  [['--server', 'http://127.0.0.1:1,'], /--server must be an http:\/\/ or https:\/\/ URL, or several/],
+  [['--server', 'http://127.0.0.1:1,http://127.0.0.1:1'], /--server names the same server twice/],
 ];
 
 test('bad flags: exit 2, one line naming the flag, then the usage', async () => {

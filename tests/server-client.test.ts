@@ -4,74 +4,14 @@
 // is still waited out; a refusal reaches only the caller that caused it; a
 // caller that gives up is answered at once and its items are not sent.
 // A scripted server in this process answers as each test tells it.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rejection } from './support/rejection.ts';
+import { ScriptedServer, type Received } from './support/scripted-server.ts';
 import { createLogger } from '../lib/log.ts';
 import { PROTOCOL_VERSION, type FinishItem, type ItemResult, type LeaseRef } from '../lib/protocol.ts';
 import { RequestRejectedError, ServerClient } from '../lib/agent/server-client.ts';
 import { claim, closeAll, LogBuffer, startTestServer, submit } from './support/server-harness.ts';
-
-interface Received {
-  route: string;
-  body: { agentId: string; items: Array<LeaseRef & Record<string, unknown>> };
-  answer(status: number, body: unknown): void;
-  /** Drop the connection without an answer. */
-  cut(): void;
-  /** Resolves if the connection closes before an answer was sent. */
-  abandoned: Promise<void>;
-}
-
-/** A server that hands each request to the test, which answers it when it likes. */
-class ScriptedServer {
-  readonly received: Received[] = [];
-  /** Answers requests as they arrive unless a test answers by hand. */
-  auto: ((r: Received) => void) | undefined;
-  private readonly server: http.Server;
-  private waiters: Array<{ n: number; resolve: () => void }> = [];
-  url = '';
-
-  constructor() {
-    this.server = http.createServer((req, res) => {
-      let text = '';
-      req.on('data', (d: Buffer) => (text += d));
-      req.on('end', () => {
-        const r: Received = {
-          route: req.url ?? '',
-          body: JSON.parse(text),
-          answer(status, body) {
-            const out = JSON.stringify(body);
-            res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
-            res.end(out);
-          },
-          cut: () => req.socket.destroy(),
-          abandoned: new Promise((resolve) => res.once('close', () => !res.writableFinished && resolve())),
-        };
-        this.received.push(r);
-        this.waiters = this.waiters.filter((w) => (this.received.length >= w.n ? (w.resolve(), false) : true));
-        this.auto?.(r);
-      });
-    });
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  /** Resolves once n requests in all have arrived. */
-  requests(n: number): Promise<void> {
-    if (this.received.length >= n) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ n, resolve }));
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 const okAll = (r: Received): ItemResult[] => r.body.items.map((it) => ({ id: it.id, ok: true }));
 const ref = (n: number): LeaseRef => ({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, lease: n });
@@ -87,7 +27,7 @@ function scriptedSuite(name: string): ReturnType<typeof suite> {
     server = new ScriptedServer();
     await server.listen();
     logs = new LogBuffer();
-    client = new ServerClient({ baseUrl: server.url, agentId: 'a1', log: createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream) });
+    client = new ServerClient({ servers: [server.url], agentId: 'a1', log: createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream) });
   });
   s.after.each(async () => {
     client.close();
@@ -328,7 +268,7 @@ real('concurrent releases of claimed commands are one request, one group commit,
   const ids = [await submit(s.url), await submit(s.url), await submit(s.url)];
   const claimed = await claim(s.url, 'a1', { max: 3 });
   assert.is(claimed.body.commands.length, 3);
-  const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
+  const agentClient = new ServerClient({ servers: [s.url], agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
   const journal = s.keel.ctx.store.durable.journal.stats;
   const fsyncsBefore = journal.fsyncs;
   const results = await Promise.all(claimed.body.commands.map((c) => agentClient.release([{ id: c.id, lease: c.lease }])));
@@ -346,7 +286,7 @@ real('a finish riding in a claim is recorded in the claim\'s group commit, and t
   const first = await submit(s.url);
   const claimed = await claim(s.url, 'a1', { max: 1 });
   const lease = claimed.body.commands[0]!.lease;
-  const agentClient = new ServerClient({ baseUrl: s.url, agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
+  const agentClient = new ServerClient({ servers: [s.url], agentId: 'a1', log: createLogger({}, new LogBuffer() as unknown as NodeJS.WritableStream) });
   const second = await submit(s.url);
   const journal = s.keel.ctx.store.durable.journal.stats;
   const fsyncsBefore = journal.fsyncs;

@@ -34,6 +34,8 @@ class ScriptedClient {
   /** For each claim, the commands whose finish had been called before it. */
   readonly finishedBeforeClaim: string[][] = [];
   readonly heartbeats: LeaseRef[][] = [];
+  /** One server: the list never moves. */
+  readonly servers = { onMove: (): (() => void) => () => {} };
   readonly finishes = new Map<string, Deferred<ItemResult[]>>();
   private readonly work: Assignment[] = [];
   private parked: Deferred<void> | undefined;

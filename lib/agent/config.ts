@@ -5,7 +5,9 @@ import { AGENT_ID_RE, COMMAND_TYPES, PROTOCOL_VERSION, type CommandType } from '
 
 export const USAGE = `usage: node --import tsx agent.ts [flags]
 
-  --server URL            control server (default http://127.0.0.1:3000)
+  --server URL[,URL...]   control server (default http://127.0.0.1:3000); several
+                          servers on one store, comma-separated: the agent moves to
+                          the next when one stops answering
   --state-dir DIR         the agent's ledger (default ./data/agent)
   --id ID                 agent id (default: generated on first start, kept in the ledger)
   --concurrency N         commands run at once (default 1)
@@ -33,7 +35,8 @@ export const USAGE = `usage: node --import tsx agent.ts [flags]
 export type KillAfter = { seconds: number } | { polls: number };
 
 export interface AgentConfig {
-  server: string;
+  /** The servers, in the order tried (--server URL1,URL2,...): all in front of one store. */
+  servers: string[];
   stateDir: string;
   id: string | undefined;
   concurrency: number;
@@ -85,19 +88,18 @@ const OPTIONS = {
 
 export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
   const v = parseFlags(withOptionalValues(argv), OPTIONS);
-  const server = stringFlag(v, 'server', 'http://127.0.0.1:3000');
-  if (!/^https?:\/\/[^/]+/.test(server)) throw new UsageError(`--server must be an http:// or https:// URL; got ${JSON.stringify(server)}`);
+  const servers = serversFlag(stringFlag(v, 'server', 'http://127.0.0.1:3000'));
   const id = v.id as string | undefined;
   if (id !== undefined && !AGENT_ID_RE.test(id)) throw new UsageError(`--id must be 1 to 128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit; got ${JSON.stringify(id)}`);
   return {
-    server,
+    servers,
     stateDir: stringFlag(v, 'state-dir', './data/agent'),
     id,
     concurrency: intFlag(v, 'concurrency', 1, 1, 1024),
     types: typesFlag(v.types as string | undefined),
     protocol: intFlag(v, 'protocol', PROTOCOL_VERSION, 1, 1_000_000),
     token: secretFlag(v, 'token') ?? (env.KEEL_TOKEN || undefined),
-    ca: caFlag(v, server),
+    ca: caFlag(v, servers),
     httpTimeoutMs: positive('http-timeout', durationFlag(v, 'http-timeout', 10_000)),
     urlPolicy: new UrlPolicy(rules(v['allow-url'], 'allow-url'), rules(v['deny-url'], 'deny-url')),
     maxBodyBytes: sizeFlag(v['max-body'] as string | undefined, 64 * 1024),
@@ -146,10 +148,20 @@ function sizeFlag(text: string | undefined, fallback: number): number {
   return n;
 }
 
-function caFlag(v: FlagValues, server: string): Buffer | undefined {
+function serversFlag(text: string): string[] {
+  const servers = text.split(',').map((s) => s.trim());
+  for (const s of servers) {
+    if (!/^https?:\/\/[^/]+/.test(s)) throw new UsageError(`--server must be an http:// or https:// URL, or several separated by commas; got ${JSON.stringify(s === '' ? text : s)}`);
+  }
+  if (new Set(servers).size !== servers.length) throw new UsageError(`--server names the same server twice; got ${JSON.stringify(text)}`);
+  return servers;
+}
+
+function caFlag(v: FlagValues, servers: string[]): Buffer | undefined {
   const ca = fileFlag(v, 'ca');
   if (ca === undefined) return undefined;
-  if (!server.startsWith('https://')) throw new UsageError(`--ca applies to an https:// --server only; got ${JSON.stringify(server)}`);
+  const plain = servers.find((s) => !s.startsWith('https://'));
+  if (plain !== undefined) throw new UsageError(`--ca applies to an https:// --server only; got ${JSON.stringify(plain)}`);
   if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--ca: ${JSON.stringify(v.ca)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return ca;
 }

@@ -2,6 +2,8 @@
 // lease timeout the server reports. Each lease has an AbortController: when
 // the server says a lease is revoked or its command canceled, the work on it
 // is aborted with a reason the command's runner turns into its report.
+// When the client moves to another server in its list, the leases are beaten
+// there at once: their deadlines ran on while the last server was failing.
 import type { Logger } from '../log.ts';
 import type { LeaseRef } from '../protocol.ts';
 import type { ServerClient } from './server-client.ts';
@@ -36,6 +38,7 @@ export class LeaseKeeper {
   constructor(client: ServerClient, log: Logger) {
     this.client = client;
     this.log = log;
+    client.servers.onMove(() => this.beatNow());
   }
 
   /**
@@ -76,6 +79,13 @@ export class LeaseKeeper {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+  }
+
+  /** Beat now rather than at the next regular beat (a beat under way already goes to the new server). */
+  private beatNow(): void {
+    if (this.held.size === 0 || this.stopped || this.beating) return;
+    clearTimeout(this.timer);
+    this.schedule(0);
   }
 
   private schedule(ms: number): void {

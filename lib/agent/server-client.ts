@@ -16,9 +16,12 @@
 // (web streams, AbortSignal.any) and then node:http's client machinery were
 // the largest share of the agent's CPU. An https:// server (TLS ending at a
 // proxy, say) is reached with node:https.
-import https from 'node:https';
+//
+// Given several servers (server-list.ts), a call that gets no answer, or not
+// the answer it expects, goes on to the next server at once; backoff starts
+// only when every server in the list has failed it in turn.
 import { Backoff, pause } from './backoff.ts';
-import { KeepAlivePool } from './keepalive-pool.ts';
+import { MovedOnError, ServerList, type ServerEndpoint } from './server-list.ts';
 import type { Logger } from '../log.ts';
 import {
   AGENT_ROUTES,
@@ -34,7 +37,8 @@ import {
 } from '../protocol.ts';
 
 export interface ServerClientOptions {
-  baseUrl: string;
+  /** The servers, in the order tried; all must serve one store. */
+  servers: readonly string[];
   agentId: string;
   token?: string;
   /** PEM CA certificate(s) to trust for an https:// server (--ca), instead of the system's, as curl --cacert. */
@@ -84,13 +88,9 @@ const BATCH_MAX_BYTES = 2 * 1024 * 1024;
 
 export class ServerClient {
   readonly agentId: string;
-  private readonly target: { protocol: string; hostname: string; port: string; path: string };
-  private readonly headers: Record<string, string>;
+  readonly servers: ServerList;
   private readonly log: Logger & { error: Logger };
   private readonly requestTimeoutMs: number;
-  /** Plain-http servers (the usual case) go through the lean pool; https ones through node:https. */
-  private readonly pool: KeepAlivePool | undefined;
-  private readonly tlsAgent: https.Agent | undefined;
   private readonly batches = new Map<string, Coalescer>();
   /** `,"protocol":N,"types":[...]`: what every claim announces, serialized once. */
   private readonly announce: string;
@@ -101,19 +101,15 @@ export class ServerClient {
   private unsure = true;
 
   constructor(opts: ServerClientOptions) {
-    const base = new URL(opts.baseUrl);
-    // Parsed once: a URL string would be parsed again for every request.
-    this.target = { protocol: base.protocol, hostname: base.hostname.replace(/^\[|\]$/g, ''), port: base.port, path: base.pathname.replace(/\/+$/, '') };
     this.agentId = opts.agentId;
     this.log = opts.log;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
     this.protocol = opts.protocol ?? PROTOCOL_VERSION;
     this.announce = `,"protocol":${this.protocol},"types":${JSON.stringify(opts.types ?? COMMAND_TYPES)}`;
-    this.headers = { 'content-type': 'application/json' };
-    if (opts.token) this.headers.authorization = `Bearer ${opts.token}`;
-    const tls = base.protocol === 'https:';
-    if (tls) this.tlsAgent = new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: opts.ca } : {}) });
-    else this.pool = new KeepAlivePool(base, this.headers);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    this.servers = new ServerList(opts.servers, headers, opts.ca);
+    this.servers.onMove((from, to, why) => this.log.error('server failed a call; moving to the next in the list', { from: from.url, to: to.url, error: why }));
     for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
       this.batches.set(route, new Coalescer((items, signal) => this.sendBatch(route, items, signal)));
     }
@@ -184,17 +180,31 @@ export class ServerClient {
     return this.batches.get(AGENT_ROUTES.release)!.add(items, signal);
   }
 
-  /** One attempt: undefined when the server did not answer (the next beat tries again). */
+  /**
+   * One attempt per server, from the current one on: undefined when none
+   * answered (the next beat tries again). A lease lives in the store the
+   * servers share, so any of them can renew it.
+   */
   async heartbeat(leases: LeaseRef[], timeoutMs: number): Promise<HeartbeatResponse | undefined> {
-    const a = await this.once(AGENT_ROUTES.heartbeat, JSON.stringify({ agentId: this.agentId, leases }), timeoutMs).catch(() => undefined);
-    if (a?.status === 200) return a.body as HeartbeatResponse;
+    const body = JSON.stringify({ agentId: this.agentId, leases });
+    for (let tries = 0; tries < this.servers.size; tries++) {
+      const at = this.servers.current;
+      let why: string;
+      try {
+        const a = await this.once(at, AGENT_ROUTES.heartbeat, body, timeoutMs);
+        if (a.status === 200) return a.body as HeartbeatResponse;
+        why = `HTTP ${a.status} to ${AGENT_ROUTES.heartbeat}`;
+      } catch (err) {
+        why = describe(err);
+      }
+      this.servers.moveOn(at, why);
+    }
     return undefined;
   }
 
   /** Close idle keep-alive connections (the process is about to exit). */
   close(): void {
-    this.tlsAgent?.destroy();
-    this.pool?.close();
+    this.servers.close();
   }
 
   /** Send pre-serialized items as one request until answered; one result per item, in order. */
@@ -211,11 +221,13 @@ export class ServerClient {
   /** `body` may differ per attempt (0, 1, ...). */
   private async untilAnswered(route: string, body: string | ((attempt: number) => string), accept: number[], timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
     const backoff = new Backoff();
+    let misses = 0;
     for (let n = 0; ; n++) {
       signal?.throwIfAborted();
+      const at = this.servers.current;
       let problem: string;
       try {
-        const a = await this.once(route, typeof body === 'string' ? body : body(n), timeoutMs, signal);
+        const a = await this.once(at, route, typeof body === 'string' ? body : body(n), timeoutMs, signal);
         if (accept.includes(a.status)) {
           if (!this.reachable) this.log('server reachable again', { route });
           this.reachable = true;
@@ -226,60 +238,27 @@ export class ServerClient {
         problem = `HTTP ${a.status}: ${JSON.stringify(a.body).slice(0, 200)}`;
       } catch (err) {
         if (signal?.aborted || err instanceof RequestRejectedError || err instanceof ProtocolMismatchError) throw signal?.reason ?? err;
+        // Another call found the server gone and moved on: straight to the next, not counted as a miss.
+        if (err instanceof MovedOnError) continue;
         problem = describe(err);
       }
-      if (this.reachable) this.log.error('server unreachable; retrying with backoff', { route, error: problem });
+      this.servers.moveOn(at, `${route}: ${problem}`);
+      // Backoff once every server has failed this call in turn, not between servers.
+      if (++misses % this.servers.size !== 0) continue;
+      if (this.reachable) this.log.error(this.servers.size > 1 ? 'no server in the list answering; retrying with backoff' : 'server unreachable; retrying with backoff', { route, error: problem });
       this.reachable = false;
       await pause(backoff.next(), signal);
     }
   }
 
   /** One POST; resolves with the status and parsed JSON body, rejects on no answer. */
-  private once(route: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
-    if (this.pool) {
-      return this.pool.post(this.target.path + route, body, timeoutMs, signal).then(({ status, text }) => {
-        try {
-          return { status, body: JSON.parse(text) as unknown };
-        } catch {
-          throw new Error(`HTTP ${status} with a body that is not JSON: ${text.slice(0, 200)}`);
-        }
-      });
+  private async once(at: ServerEndpoint, route: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
+    const { status, text } = await this.servers.post(at, route, body, timeoutMs, signal);
+    try {
+      return { status, body: JSON.parse(text) as unknown };
+    } catch {
+      throw new Error(`HTTP ${status} with a body that is not JSON: ${text.slice(0, 200)}`);
     }
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const headers = { ...this.headers, 'content-length': String(Buffer.byteLength(body)) };
-      const { protocol, hostname, port, path } = this.target;
-      const req = https.request({ protocol, hostname, port, path: path + route, method: 'POST', headers, agent: this.tlsAgent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', fail);
-        res.on('close', () => {
-          if (!res.complete) fail(new Error('the connection closed before the whole answer arrived'));
-        });
-        res.on('end', () => {
-          settle();
-          const text = Buffer.concat(chunks).toString('utf8');
-          try {
-            resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
-          } catch {
-            reject(new Error(`HTTP ${res.statusCode} with a body that is not JSON: ${text.slice(0, 200)}`));
-          }
-        });
-      });
-      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-      const onAbort = (): void => void req.destroy(signal!.reason as Error);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const settle = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      function fail(err: Error): void {
-        settle();
-        reject(err);
-      }
-      req.on('error', fail);
-      req.end(body);
-    });
   }
 }
 
