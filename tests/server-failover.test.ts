@@ -105,13 +105,20 @@ test('a server that hangs: when a heartbeat moves the list on, the claim parked 
   b.auto = (r) => (r.route === '/agent/claim' ? r.answer(200, { leaseTimeoutMs: 30_000, commands: [{ id: ref(7).id, lease: 7, type: 'DELAY', payload: { ms: 1 } }] }) : r.answer(200, { leaseTimeoutMs: 30_000, revoked: [], cancel: [] }));
   const stop = new AbortController();
   try {
+    // A first claim answered: the client knows what it holds, so its next claim parks.
+    a.auto = (r) => r.answer(200, idle);
+    await client.claim(1, 60_000, stop.signal);
+    a.auto = undefined;
     const claimed = client.claim(1, 60_000, stop.signal);
-    await a.requests(1);
+    await a.requests(2);
+    assert.is((a.received[1]!.body as unknown as { resume?: boolean }).resume, undefined);
     const beat = await client.heartbeat([ref(3)], 300);
     assert.equal(beat, { leaseTimeoutMs: 30_000, revoked: [], cancel: [] });
-    await a.received[0]!.abandoned;
+    await a.received[1]!.abandoned;
     assert.equal((await claimed).commands.map((c) => c.id), [ref(7).id]);
     assert.equal(b.received.map((r) => r.route).sort(), ['/agent/claim', '/agent/heartbeat']);
+    // The claim cut at a may have been granted there: b is asked for what the agent holds too.
+    assert.is((b.received.find((r) => r.route === '/agent/claim')!.body as unknown as { resume?: boolean }).resume, true);
     assert.equal(leasesOf(b.received.find((r) => r.route === '/agent/heartbeat')!), [ref(3)]);
   } finally {
     stop.abort(new Error('test over'));
