@@ -34,8 +34,9 @@ for (const point of POINTS) {
       const line = await proc.waitForMsg('listening');
       return { proc, url: String(line.url) };
     };
-    // The first submit is the one acknowledged before the test's command: a submit point fires on the second.
-    server = await boot({ KEEL_CRASH_AT: point.startsWith('pg:submit') ? `${point}#2` : point });
+    // The first submit is the one acknowledged before the test's command: pg:submit-committed fires on the
+    // second. A single submit is one statement; a batch is a transaction, where pg:submit-uncommitted is.
+    server = await boot({ KEEL_CRASH_AT: point === 'pg:submit-committed' ? `${point}#2` : point });
     // A command acknowledged before anything else: it must survive.
     const before = await call(server.url, 'POST', '/commands', { type: 'DELAY', payload: { ms: 1 } }, { 'idempotency-key': 'before' });
     const once = async (method: string, p: string, body: unknown, headers: Record<string, string> = {}): Promise<Reply> => {
@@ -53,9 +54,12 @@ for (const point of POINTS) {
     };
     assert.is(before.status, 201);
     const beforeId = before.body.commandId as string;
-    const sub = await once('POST', '/commands', { type: 'DELAY', payload: { ms: 2 } }, { 'idempotency-key': 'under-test' });
+    const item = { type: 'DELAY', payload: { ms: 2 } };
+    const sub = point === 'pg:submit-uncommitted'
+      ? await once('POST', '/commands/batch', { commands: [{ ...item, idempotencyKey: 'under-test' }] })
+      : await once('POST', '/commands', item, { 'idempotency-key': 'under-test' });
     assert.ok(sub.status === 201 || sub.status === 200, sub.text);
-    const id = sub.body.commandId as string;
+    const id = (sub.body.commandId ?? sub.body.commandIds[0]) as string;
     // Both commands in one claim (so a claim point fires on ours); after a crash, the retry resumes and finds it among what the agent holds.
     let target: { id: string; lease: number } | undefined;
     for (let resume = false; target === undefined; resume = true) {

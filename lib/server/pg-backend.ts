@@ -120,6 +120,7 @@ class Sweeper {
     }
     this.running = true;
     try {
+      await this.store.syncClock();
       const expired = await this.store.expireLeases();
       const timedOut = await this.store.timeoutRuns();
       const due = await this.store.promoteDue();

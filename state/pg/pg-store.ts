@@ -70,6 +70,8 @@ export class PgStore implements Store {
   private transitions = 0;
   private forgotten = 0;
   private readonly retention: RetentionPolicy | undefined;
+  /** Database clock minus this process's, ms. */
+  private offset = 0;
   /** The last connection failure, until a query succeeds again. */
   private lost: Error | undefined;
   /** Tells this server's transitions from the others' in CHANGES_CHANNEL. */
@@ -96,7 +98,9 @@ export class PgStore implements Store {
     try {
       await migrate(pool);
       const { rows } = await pool.query<{ seq: number }>('SELECT coalesce(max(seq), 0)::float8 AS seq FROM keel_events');
-      return new PgStore(pool, opts, rows[0]!.seq);
+      const store = new PgStore(pool, opts, rows[0]!.seq);
+      await store.syncClock();
+      return store;
     } catch (err) {
       await pool.end().catch(() => {});
       throw err;
@@ -171,10 +175,59 @@ export class PgStore implements Store {
 
   // --- submits ---------------------------------------------------------------
 
+  /** One statement, no transaction: the insert, its event and its notification go together or not at all. */
   async submit(input: SubmitInput): Promise<SubmitResult> {
-    const r = await this.submitMany([input]);
-    if (r.kind === 'conflict') return { kind: 'conflict', id: r.id, reason: r.reason };
-    return { kind: r.created > 0 ? 'created' : 'existing', id: r.ids[0]! };
+    const hash = input.bodyHash ?? null;
+    for (let i = 0; i < CAS_TRIES; i++) {
+      const cmd = await this.insert(this.pool, input, this.clock());
+      if (cmd) {
+        crashPoint('pg:submit-committed');
+        this.announce([{ cmd, event: 'submit' }]);
+        return { kind: 'created', id: cmd.id };
+      }
+      // The key is taken: by the same body, that command answers.
+      const { rows } = await this.q<{ id: string; hash: string | null }>("SELECT id, cmd->>'bodyHash' AS hash FROM keel_commands WHERE idem_key = $1", [input.idemKey]);
+      const holder = rows[0];
+      if (!holder) continue; // forgotten by retention since: try again
+      if (holder.hash !== hash) return { kind: 'conflict', id: holder.id, reason: KEY_CONFLICT };
+      return { kind: 'existing', id: holder.id };
+    }
+    throw new StoreUnavailableError(`Idempotency-Key ${input.idemKey} kept changing under ${CAS_TRIES} tries; retry`);
+  }
+
+  /** The database's clock, as estimated here (synced at open and by every sweep): for submit times. */
+  private clock(): number {
+    return Math.floor(Date.now() + this.offset);
+  }
+
+  /** Measure how far the database's clock is from this process's. */
+  async syncClock(): Promise<void> {
+    const before = Date.now();
+    const { rows } = await this.q<{ now: number }>(`SELECT ${NOW_MS} AS now`);
+    this.offset = rows[0]!.now - (before + Date.now()) / 2;
+  }
+
+  /** Insert a new command from `input`; undefined if its idempotency key is taken. */
+  private async insert(c: Queryable, input: SubmitInput, now: number): Promise<Command | undefined> {
+    const id = randomUUID();
+    const ev: CommandEvent = { type: 'submit', id, cmdType: input.type, payload: input.payload, at: now };
+    if (input.idemKey !== undefined) {
+      ev.idemKey = input.idemKey;
+      ev.bodyHash = input.bodyHash;
+    }
+    if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
+    const s = step(undefined, ev);
+    if (s.kind !== 'next') throw new Error(`submit of a fresh id was not a transition: ${s.kind}`);
+    const cmd = { ...s.cmd, trail: appendTrail(s.cmd, ev) };
+    const inserted = await this.run(c,
+      `WITH ins AS (
+         INSERT INTO keel_commands (id, state, version, type, priority, agent_id, attempt, due_at, idem_key, cmd)
+         VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING id)
+       INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins
+       RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $10 || ' ' || command_id || ' submit')`,
+      [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, input.idemKey ?? null, cmd, now, this.serverId],
+    );
+    return inserted.rowCount === 0 ? undefined : cmd;
   }
 
   async submitMany(inputs: readonly SubmitInput[]): Promise<BatchSubmitResult> {
@@ -195,34 +248,17 @@ export class PgStore implements Store {
             continue;
           }
         }
-        const id = randomUUID();
-        const ev: CommandEvent = { type: 'submit', id, cmdType: input.type, payload: input.payload, at: now };
-        if (key !== undefined) {
-          ev.idemKey = key;
-          ev.bodyHash = input.bodyHash;
-        }
-        if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
-        const s = step(undefined, ev);
-        if (s.kind !== 'next') throw new Error(`submit of a fresh id was not a transition: ${s.kind}`);
-        const cmd = { ...s.cmd, trail: appendTrail(s.cmd, ev) };
-        const inserted = await c.query(
-          `WITH ins AS (
-             INSERT INTO keel_commands (id, state, version, type, priority, agent_id, attempt, due_at, idem_key, cmd)
-             VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING id)
-           INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins
-           RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $10 || ' ' || command_id || ' submit')`,
-          [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, key ?? null, cmd, now, this.serverId],
-        );
-        if (inserted.rowCount === 0) {
+        const cmd = await this.insert(c, input, now);
+        if (cmd === undefined) {
           // Another server committed this key since we looked: that command answers.
           const holder = (await holderOf(c, key!))!;
           if (holder.bodyHash !== hash) throw new Refused({ kind: 'conflict', index: i, id: holder.id, reason: KEY_CONFLICT });
           ids.push(holder.id);
           continue;
         }
-        if (key !== undefined) keyed.set(key, { id, bodyHash: hash });
+        if (key !== undefined) keyed.set(key, { id: cmd.id, bodyHash: hash });
         made.push(cmd);
-        ids.push(id);
+        ids.push(cmd.id);
       }
       return { kind: 'done' as const, ids, created: made.length };
     }).catch((err: unknown) => {
