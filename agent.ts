@@ -52,7 +52,7 @@ try {
   const loop = new WorkLoop(ctx, { concurrency: cfg.concurrency, claimWaitMs: 10_000, beforeClaim: crash.beforeClaim });
 
   // Resumed work takes its slots; the first claim waits only for the reports
-  // of finished work and the starts of claimed work.
+  // of finished work and the releases of entries that never began.
   await Promise.race([reconcile(ctx, loop), untilAborted(stopping.signal)]);
   if (!stopping.signal.aborted) {
     log('agent ready', { agentId, servers: cfg.servers, concurrency: cfg.concurrency, types: cfg.types });

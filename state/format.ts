@@ -11,8 +11,9 @@ import { FormatError } from './errors.ts';
 /**
  * 1: keel 0.1.0.
  * 2: the server journal's `forget` record (retention) and `claim-start`
- *    event; an old-format last segment is closed at open, so no new record
- *    lands in a format-1 file.
+ *    event, and the ledger's `executing` as a command's first record; an
+ *    old-format last segment is closed at open, so no new record lands in a
+ *    format-1 file.
  */
 export const FORMAT = 2;
 export const OLDEST_FORMAT = 1;

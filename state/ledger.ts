@@ -13,7 +13,8 @@ export interface LedgerEntry {
   type: CommandType;
   payload: Payload;
   step: LedgerStep;
-  claimedAt: number;
+  /** Set by a `claimed` record, from ledgers written before claim-and-start. */
+  claimedAt?: number;
   /** The command's execution limit, as the claim said; absent: none. */
   timeoutMs?: number;
   startedAt?: number;
@@ -24,19 +25,26 @@ export interface LedgerEntry {
 
 export type LedgerRecord =
   | { t: 'identity'; agentId: string }
+  // Written before claim-and-start only: a fresh claim's first record is now `executing`.
   | { t: 'claimed'; id: string; lease: number; type: CommandType; payload: Payload; at: number; timeoutMs?: number }
-  | { t: 'executing'; id: string; lease: number; startedAt: number }
+  // type and payload (and timeoutMs) are absent only after a `claimed`, which holds them.
+  | { t: 'executing'; id: string; lease: number; startedAt: number; type?: CommandType; payload?: Payload; timeoutMs?: number }
   | { t: 'done'; id: string; lease: number; outcome: Outcome; result: unknown; error: string | null }
   | { t: 'reported'; id: string; lease: number }
   | { t: 'dropped'; id: string; lease: number; reason: string };
 
-/** Which step each record may follow; `null`: the id has no open entry. */
-export const LEDGER_STEPS: Readonly<Record<Exclude<LedgerRecord['t'], 'identity'>, { from: LedgerStep | null; to: LedgerStep | 'settled' }>> = {
-  claimed: { from: null, to: 'claimed' },
-  executing: { from: 'claimed', to: 'executing' },
-  done: { from: 'executing', to: 'done' },
-  reported: { from: 'done', to: 'settled' },
-  dropped: { from: 'claimed', to: 'settled' },
+/**
+ * Which steps each record may follow; `null`: the id has no open entry. A
+ * claimed command's first record is `executing`, written (one fdatasync for a
+ * whole claim answer) before it runs: without it, nothing ran. `claimed` and
+ * `dropped` come only from ledgers written before claim-and-start.
+ */
+export const LEDGER_STEPS: Readonly<Record<Exclude<LedgerRecord['t'], 'identity'>, { from: ReadonlyArray<LedgerStep | null>; to: LedgerStep | 'settled' }>> = {
+  executing: { from: [null, 'claimed'], to: 'executing' },
+  done: { from: ['executing'], to: 'done' },
+  reported: { from: ['done'], to: 'settled' },
+  claimed: { from: [null], to: 'claimed' },
+  dropped: { from: ['claimed'], to: 'settled' },
 };
 
 type Snap = { agentId: string } | { entry: LedgerEntry };
@@ -54,17 +62,22 @@ export class LedgerState implements Machine<LedgerRecord> {
     }
     const cur = this.entries.get(rec.id);
     const rule = LEDGER_STEPS[rec.t];
-    if ((cur?.step ?? null) !== rule.from) {
-      throw new Error(`${rec.t} of ${rec.id} must follow ${rule.from ?? 'nothing'}, but the entry is ${cur?.step ?? 'absent'}`);
+    if (!rule.from.includes(cur?.step ?? null)) {
+      throw new Error(`${rec.t} of ${rec.id} must follow ${rule.from.map((f) => f ?? 'nothing').join(' or ')}, but the entry is ${cur?.step ?? 'absent'}`);
     }
     if (cur && cur.lease !== rec.lease) throw new Error(`${rec.t} of ${rec.id} names lease ${rec.lease}, the entry holds ${cur.lease}`);
     switch (rec.t) {
       case 'claimed':
         this.entries.set(rec.id, { id: rec.id, lease: rec.lease, type: rec.type, payload: rec.payload, step: 'claimed', claimedAt: rec.at, ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}) });
         return;
-      case 'executing':
-        this.entries.set(rec.id, { ...cur!, step: 'executing', startedAt: rec.startedAt });
+      case 'executing': {
+        const type = rec.type ?? cur?.type;
+        const payload = rec.payload ?? cur?.payload;
+        if (type === undefined || payload === undefined) throw new Error(`executing of ${rec.id} names no command type or payload`);
+        const timeoutMs = rec.timeoutMs ?? cur?.timeoutMs;
+        this.entries.set(rec.id, { ...cur, id: rec.id, lease: rec.lease, type, payload, step: 'executing', startedAt: rec.startedAt, ...(timeoutMs ? { timeoutMs } : {}) });
         return;
+      }
       case 'done':
         this.entries.set(rec.id, { ...cur!, step: 'done', outcome: rec.outcome, result: rec.result, error: rec.error });
         return;
@@ -95,8 +108,8 @@ export const DEFAULT_LEDGER_SNAPSHOT_BYTES = 1024 * 1024;
  * Records that settle an entry start no fsync of their own: they ride with
  * the next flush (state/journal.ts, deferrable). Nothing the agent does
  * depends on them being on disk: if a crash loses one, the next start finds
- * the entry `done` and reports it again (idempotent), or `claimed` and asks
- * the server to start it, which refuses what was dropped. write() still
+ * the entry `done` and reports it again (idempotent), or `claimed` and gives
+ * it back, which the server refuses for what was dropped. write() still
  * resolves only once they are durable.
  */
 const SETTLING: ReadonlySet<LedgerRecord['t']> = new Set(['reported', 'dropped']);

@@ -150,7 +150,7 @@ agents('--types: an agent runs only its types; a command no online agent runs st
   const done = await waitFinal(srv.url, h);
   assert.equal([done.status, done.agentId], ['COMPLETED', 'fetcher']);
   assert.match((await call(srv.url, 'GET', '/metrics')).text, /^keel_pending_unrunnable\{type="HTTP_GET_JSON"\} 0$/m);
-  assert.not.ok(sleeper.lines.some((l) => l.msg === 'claimed' && l.id === h), 'the DELAY agent claimed the HTTP command');
+  assert.not.ok(sleeper.lines.some((l) => l.msg === 'executing' && l.id === h), 'the DELAY agent claimed the HTTP command');
   await fetcher.waitFor(about('reported', h), 5000);
 });
 

@@ -5,7 +5,11 @@
 //   npm run chaos -- --duration 60s --agents 3 --seed 7
 //
 // Exits 1 if any command was lost, executed twice, left not final, or its
-// shown status went backwards.
+// shown status went backwards (other than RUNNING -> PENDING when an agent
+// gives back a command it never began). The report also counts what
+// claim-and-start costs: commands given back, and commands FAILED AGENT_LOST
+// that no agent ever journaled `executing` for (claimed, then the agent died
+// and did not come back within the lease timeout).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { durationFlag, intFlag, parseFlags, parseOrExit } from '../lib/flags.ts';
@@ -168,6 +172,12 @@ await pollAll();
 let lost = 0;
 let notFinal = 0;
 let twice = 0;
+let givenBack = 0;
+let agentLost = 0;
+let agentLostNeverBegun = 0;
+// An agent's `executing` line for each command (supervised children log through their supervisor).
+const executingLines = new Map<string, number>();
+for (const a of agents) for (const l of a.lines) if (l.msg === 'executing') executingLines.set(String(l.id), (executingLines.get(String(l.id)) ?? 0) + 1);
 for (const s of sent.values()) {
   const r = await call(base, 'GET', `/commands/${s.id}`);
   if (r.status === 404) {
@@ -184,11 +194,17 @@ for (const s of sent.values()) {
     twice++;
     process.stderr.write(`executed twice: ${s.id} (${hits.get(s.token)} requests)\n`);
   }
-  const ev = await call(base, 'GET', `/commands/${s.id}/events`);
-  const starts = (ev.body.events as Array<{ event: string }>).filter((e) => e.event === 'start').length;
-  if (!s.token && starts > 1) {
+  // Executions the server counts (a lease given back unbegun is none), and the agents' `executing` lines.
+  const runs = (r.body as CommandView).attempts.length;
+  if (!s.token && (runs > 1 || (executingLines.get(s.id) ?? 0) > 1)) {
     twice++;
-    process.stderr.write(`started twice: ${s.id}\n`);
+    process.stderr.write(`started twice: ${s.id} (${runs} executions, ${executingLines.get(s.id) ?? 0} executing lines)\n`);
+  }
+  const ev = await call(base, 'GET', `/commands/${s.id}/events`);
+  if ((ev.body.events as Array<{ event: string; from: string }>).some((e) => e.event === 'release' && e.from === 'RUNNING')) givenBack++;
+  if (r.body.error === 'AGENT_LOST') {
+    agentLost++;
+    if (!executingLines.has(s.id)) agentLostNeverBegun++;
   }
 }
 
@@ -204,6 +220,11 @@ const report = {
   executedTwice: twice,
   notFinal,
   statusRegressions: watch.regressions.length,
+  // What claim-and-start costs: given back unbegun (RUNNING -> PENDING), and lost
+  // unbegun (no agent logged `executing`; a line can die with its agent, so an upper bound).
+  givenBack,
+  agentLost,
+  agentLostNeverBegun,
   wallSeconds: Math.round((Date.now() - started) / 100) / 10,
 };
 process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -35,8 +35,10 @@ interface Row {
   delayMs?: number;
   /** The HTTP command's target path (default /json) and how often it may be requested (default once). */
   http?: { path: string; maxHits: number; expectStatus?: string };
-  /** A ghost agent claims the command first: and vanishes (`claim`), or starts it and keeps heartbeating, wedged (`wedged`). */
+  /** A ghost agent claims the command first: and vanishes (`claim`), or keeps heartbeating, wedged (`wedged`). */
   ghost?: 'claim' | 'wedged';
+  /** The crashed agent never comes back (another one, on its own ledger, runs the rest). */
+  agentGone?: boolean;
 }
 
 const DELAY_MS = 300;
@@ -67,12 +69,25 @@ const ROWS: Row[] = [
   ...['server:timeout', 'server:timeout-synced'].map((point): Row => ({
     side: 'server', point, kind: 'DELAY', ghost: 'wedged', opts: { timeout: '100ms' }, expect: { status: 'FAILED', error: /^TIMEOUT$/, executions: 1 },
   })),
-  // agent: each gap of the ledger sequence, for both command types
+  // agent: each gap of the ledger sequence, for both command types.
+  //   after-claim      the claim answer is in hand (the command RUNNING), nothing journaled:
+  //                    the restarted agent's resuming claim lists it, it gives it back,
+  //                    and it runs once, under the next lease
+  //   after-executing  `executing` durable, nothing run: it may have run, as far as a
+  //                    restart can tell (a DELAY resumes; an HTTP_GET_JSON is INTERRUPTED)
+  //   after-done       `done` durable; the finish may or may not have reached the server
+  //   after-finish     the server answered the finish; `done` may not be durable yet
   ...(['DELAY', 'HTTP'] as const).flatMap((kind) =>
-    ['agent:after-claim', 'agent:after-claimed', 'agent:after-start', 'agent:after-done', 'agent:after-finish'].map(
-      (point): Row => ({ side: 'agent', point, kind, expect: done }),
+    ['agent:after-claim', 'agent:after-executing', 'agent:after-done', 'agent:after-finish'].map(
+      (point): Row => ({
+        side: 'agent', point, kind,
+        expect: point === 'agent:after-executing' && kind === 'HTTP' ? { status: 'FAILED', error: /^INTERRUPTED/ } : done,
+      }),
     ),
   ),
+  // The price of claim-and-start: killed after the claim answer, before `executing`,
+  // and never back: the command expires like any RUNNING one, FAILED AGENT_LOST.
+  { side: 'agent', point: 'agent:after-claim', kind: 'HTTP', agentGone: true, expect: { status: 'FAILED', error: /^AGENT_LOST$/, executions: 1 } },
   { side: 'agent', point: 'agent:mid-delay', kind: 'DELAY', expect: done },
   // A DELAY with a timeout, killed halfway: the restarted agent keeps the deadline
   // its ledger journaled (claimed.timeoutMs, executing.startedAt) and times it out.
@@ -109,7 +124,7 @@ for (const row of ROWS) {
     const serverDir = tempDir();
     const agentDir = tempDir();
     const crashEnv = { KEEL_CRASH_AT: row.point };
-    const lease = row.ghost ? '1s' : '10s';
+    const lease = row.ghost || row.agentGone ? '1s' : '10s';
     const serverArgs = ['--lease-timeout', lease, ...(row.serverFlags ?? [])];
     let server: ServerHandle = await startServer(serverDir, serverArgs, row.side === 'server' ? crashEnv : {});
     const port = server.port;
@@ -144,7 +159,6 @@ for (const row of ROWS) {
       assert.is(claim.status, 200);
       if (row.ghost === 'wedged') {
         const leases = claim.body.commands.map((c: { id: string; lease: number }) => ({ id: c.id, lease: c.lease }));
-        assert.is((await call(url, 'POST', '/agent/start', { agentId: 'ghost', items: leases })).status, 200);
         // Alive to the server, across its restart, but it never finishes.
         beating = setInterval(() => void call(url, 'POST', '/agent/heartbeat', { agentId: 'ghost', leases }).catch(() => {}), 200);
       }
@@ -155,7 +169,7 @@ for (const row of ROWS) {
       crashed = agent;
       const { signal } = await agent.exited;
       assert.is(signal, 'SIGKILL', `agent did not die at ${row.point}:\n${agent.stdout.slice(-2000)}\n${agent.stderr}`);
-      agent = startAgent(url, agentDir, []);
+      agent = row.agentGone ? startAgent(url, tempDir(), ['--id', `matrix-${tag}-other`]) : startAgent(url, agentDir, []);
     }
     await serverBack;
     ids.push(await submit(() => url, { type: 'DELAY', payload: { ms: 0 } }, `${tag}-after`));

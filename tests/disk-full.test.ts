@@ -162,7 +162,7 @@ async function heartbeats(url: string, n: number): Promise<void> {
   }
 }
 
-test('the agent on a full disk stops claiming and keeps what it holds', async () => {
+test('the agent on a full disk stops claiming and keeps what it holds; a result still reaches the server', async () => {
   const disk = smallDisk();
   const target = await holdingTarget(40 * 1024); // its `done` record needs fresh pages
   try {
@@ -180,7 +180,9 @@ test('the agent on a full disk stops claiming and keeps what it holds', async ()
     // Longer than the lease timeout, counted in heartbeats: the lease is kept.
     await heartbeats(server.url, 6);
     assert.is(agent.child.exitCode, null, 'the agent is still running');
-    assert.is((await getCommand(server.url, held)).status, 'RUNNING');
+    // The finish goes out alongside `done`, which waits for space: the server has the result.
+    const early = await waitFinal(server.url, held, 30_000);
+    assert.is(early.status, 'COMPLETED', `${early.status} ${early.error}`);
     assert.is((await getCommand(server.url, waiting)).status, 'PENDING');
 
     disk.free();

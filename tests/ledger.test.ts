@@ -20,7 +20,7 @@ function record(t: Kind, id: string, lease = 1): LedgerRecord {
     case 'claimed':
       return { t, id, lease, type: 'DELAY', payload: { ms: 20 }, at: 1000 };
     case 'executing':
-      return { t, id, lease, startedAt: 2000 };
+      return { t, id, lease, type: 'DELAY', payload: { ms: 20 }, startedAt: 2000 };
     case 'done':
       return { t, id, lease, outcome: 'COMPLETED', result: { ok: true, tookMs: 20 }, error: null };
     case 'reported':
@@ -33,7 +33,7 @@ function record(t: Kind, id: string, lease = 1): LedgerRecord {
 /** A ledger state whose entry for `id` is at `at` (null: no entry). */
 function stateAt(at: LedgerStep | null, id: string): LedgerState {
   const s = new LedgerState();
-  const path: Record<LedgerStep, Kind[]> = { claimed: ['claimed'], executing: ['claimed', 'executing'], done: ['claimed', 'executing', 'done'] };
+  const path: Record<LedgerStep, Kind[]> = { claimed: ['claimed'], executing: ['executing'], done: ['executing', 'done'] };
   for (const t of at ? path[at] : []) s.apply(record(t, id));
   return s;
 }
@@ -43,7 +43,7 @@ test('each record is accepted exactly after the step LEDGER_STEPS names', () => 
     for (const at of [null, 'claimed', 'executing', 'done'] as const) {
       const s = stateAt(at, 'c1');
       const before = structuredClone(s.entries.get('c1'));
-      const legal = LEDGER_STEPS[t].from === at;
+      const legal = LEDGER_STEPS[t].from.includes(at);
       if (legal) {
         s.apply(record(t, 'c1'));
         const to = LEDGER_STEPS[t].to;
@@ -57,12 +57,23 @@ test('each record is accepted exactly after the step LEDGER_STEPS names', () => 
 });
 
 test('a record for another lease of the same command is refused', () => {
-  const s = stateAt('claimed', 'c1');
-  assert.throws(() => s.apply(record('executing', 'c1', 2)), /names lease 2, the entry holds 1/);
-  // Once settled, the command may come back under a new lease.
-  s.apply(record('dropped', 'c1'));
-  s.apply(record('claimed', 'c1', 2));
+  const s = stateAt('executing', 'c1');
+  assert.throws(() => s.apply(record('done', 'c1', 2)), /names lease 2, the entry holds 1/);
+  // Once settled, the command may come back under a new lease (a retried command's next attempt).
+  s.apply(record('done', 'c1'));
+  s.apply(record('reported', 'c1'));
+  s.apply(record('executing', 'c1', 2));
   assert.is(s.entries.get('c1')?.lease, 2);
+});
+
+test('a first `executing` carries its command; one after a `claimed` (ledgers from before claim-and-start) takes it from there', () => {
+  const s = new LedgerState();
+  assert.throws(() => s.apply({ t: 'executing', id: 'c1', lease: 1, startedAt: 5 }), /executing of c1 names no command type or payload/);
+  s.apply({ t: 'executing', id: 'c1', lease: 1, startedAt: 5, type: 'HTTP_GET_JSON', payload: { url: 'http://127.0.0.1:9/' }, timeoutMs: 300 });
+  assert.equal(s.entries.get('c1'), { id: 'c1', lease: 1, type: 'HTTP_GET_JSON', payload: { url: 'http://127.0.0.1:9/' }, step: 'executing', startedAt: 5, timeoutMs: 300 });
+  s.apply({ t: 'claimed', id: 'c2', lease: 3, type: 'DELAY', payload: { ms: 1 }, at: 4, timeoutMs: 100 });
+  s.apply({ t: 'executing', id: 'c2', lease: 3, startedAt: 6 });
+  assert.equal(s.entries.get('c2'), { id: 'c2', lease: 3, type: 'DELAY', payload: { ms: 1 }, step: 'executing', claimedAt: 4, timeoutMs: 100, startedAt: 6 });
 });
 
 test('the identity is written once and survives reopen', async () => {
@@ -80,7 +91,7 @@ test('the identity is written once and survives reopen', async () => {
 
 test('the whole life of an entry reopens step by step', async () => {
   const dir = tempDir();
-  const steps: Kind[] = ['claimed', 'executing', 'done', 'reported'];
+  const steps: Kind[] = ['executing', 'done', 'reported'];
   for (const [i, t] of steps.entries()) {
     const ledger = await Ledger.open(dir, { noLock: true });
     assert.is(ledger.get('c1')?.step, i === 0 ? undefined : steps[i - 1]);
@@ -95,9 +106,9 @@ test('the whole life of an entry reopens step by step', async () => {
 test('a batch with a record that does not follow leaves memory and disk agreeing', async () => {
   const dir = tempDir();
   const ledger = await Ledger.open(dir, { noLock: true });
-  await ledger.write(record('claimed', 'c1'));
+  await ledger.write(record('executing', 'c1'));
   const err = await Promise.resolve()
-    .then(() => ledger.write(record('claimed', 'c2'), record('claimed', 'c1')))
+    .then(() => ledger.write(record('executing', 'c2'), record('executing', 'c1')))
     .then(() => undefined, (e: unknown) => e);
   assert.instance(err, Error);
   const inMemory = ledger.open();
@@ -113,7 +124,7 @@ test('settled entries are compacted away by snapshots', async () => {
   await ledger.write({ t: 'identity', agentId: 'agent-1' });
   for (let i = 0; i < 150; i++) {
     const id = `c${i}`;
-    const last: Kind[] = i % 10 === 3 ? ['claimed'] : i % 10 === 5 ? ['claimed', 'executing'] : i % 10 === 7 ? ['claimed', 'executing', 'done'] : i % 10 === 9 ? ['claimed', 'dropped'] : ['claimed', 'executing', 'done', 'reported'];
+    const last: Kind[] = i % 10 === 3 ? ['claimed'] : i % 10 === 5 ? ['executing'] : i % 10 === 7 ? ['executing', 'done'] : i % 10 === 9 ? ['claimed', 'dropped'] : ['executing', 'done', 'reported'];
     for (const t of last) await ledger.write(record(t, id));
   }
   const open = ledger.open();

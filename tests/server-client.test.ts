@@ -1,4 +1,4 @@
-// The agent's ServerClient: start, finish and release calls made together
+// The agent's ServerClient: finish and release calls made together
 // (the same tick, or while a request of that route is out) go as one batch
 // request, and each caller gets the results of its own items; a down server
 // is still waited out; a refusal reaches only the caller that caused it; a
@@ -36,24 +36,24 @@ function scriptedSuite(name: string): ReturnType<typeof suite> {
   return s;
 }
 
-const test = scriptedSuite('ServerClient: batching start, finish and release');
+const test = scriptedSuite('ServerClient: batching finish and release');
 
 test('calls made in the same tick go as one request; each caller gets its own results', async () => {
   server.auto = (r) => r.answer(200, { results: r.body.items.map((it) => ({ id: it.id, ok: true, reason: `lease ${it.lease}` })) });
-  const [a, b, c] = await Promise.all([client.start([ref(1)]), client.start([ref(2), ref(3)]), client.start([ref(4)])]);
+  const [a, b, c] = await Promise.all([client.release([ref(1)]), client.release([ref(2), ref(3)]), client.release([ref(4)])]);
   assert.is(server.received.length, 1);
-  assert.is(server.received[0]!.route, '/agent/start');
+  assert.is(server.received[0]!.route, '/agent/release');
   assert.equal(server.received[0]!.body, { agentId: 'a1', items: [ref(1), ref(2), ref(3), ref(4)] });
   assert.equal(a, [{ id: ref(1).id, ok: true, reason: 'lease 1' }]);
   assert.equal(b!.map((r) => r.reason), ['lease 2', 'lease 3']);
   assert.equal(c!.map((r) => r.reason), ['lease 4']);
 });
 
-test('each route batches on its own: start, finish and release in one tick make three requests', async () => {
+test('each route batches on its own: finish and release in one tick make two requests', async () => {
   server.auto = (r) => r.answer(200, { results: okAll(r) });
   const finishItem = { ...ref(2), outcome: 'COMPLETED' as const, result: { ok: true, tookMs: 0 }, error: null };
-  await Promise.all([client.start([ref(1)]), client.finish([finishItem]), client.release([ref(3)])]);
-  assert.equal(server.received.map((r) => r.route).sort(), ['/agent/finish', '/agent/release', '/agent/start']);
+  await Promise.all([client.finish([finishItem]), client.release([ref(3)])]);
+  assert.equal(server.received.map((r) => r.route).sort(), ['/agent/finish', '/agent/release']);
   assert.equal(server.received.find((r) => r.route === '/agent/finish')!.body.items, [finishItem]);
 });
 
@@ -71,7 +71,7 @@ test('calls made while a request is out wait for it, then go together in the nex
 
 test('a 409 answer routes each refusal to its caller', async () => {
   server.auto = (r) => r.answer(409, { results: r.body.items.map((it) => (it.lease === 2 ? { id: it.id, ok: false, error: 'STALE_LEASE', reason: 'old' } : { id: it.id, ok: true })) });
-  const [a, b] = await Promise.all([client.start([ref(1)]), client.start([ref(2)])]);
+  const [a, b] = await Promise.all([client.release([ref(1)]), client.release([ref(2)])]);
   assert.equal(a, [{ id: ref(1).id, ok: true }]);
   assert.equal(b, [{ id: ref(2).id, ok: false, error: 'STALE_LEASE', reason: 'old' }]);
 });
@@ -84,7 +84,7 @@ test('no answer (5xx, cut connection): the batch is sent again until answered, t
     else if (n === 2) r.cut();
     else r.answer(200, { results: okAll(r) });
   };
-  const [a, b] = await Promise.all([client.start([ref(1)]), client.start([ref(2)])]);
+  const [a, b] = await Promise.all([client.release([ref(1)]), client.release([ref(2)])]);
   assert.equal([a, b], [[{ id: ref(1).id, ok: true }], [{ id: ref(2).id, ok: true }]]);
   assert.is(server.received.length, 3);
   for (const r of server.received) assert.equal(r.body.items.map((it) => it.id), [ref(1).id, ref(2).id]);
@@ -126,13 +126,13 @@ test('a caller whose signal aborts is answered with its reason at once; its queu
 
 test('a request whose every caller gave up is cut; the next batch goes out', async () => {
   const gaveUp = new AbortController();
-  const leaving = client.start([ref(1)], gaveUp.signal);
+  const leaving = client.release([ref(1)], gaveUp.signal);
   await server.requests(1);
   gaveUp.abort(new Error('halted'));
   assert.match(await rejection(leaving), /halted/);
   await server.received[0]!.abandoned;
   server.auto = (r) => r.answer(200, { results: okAll(r) });
-  assert.equal(await client.start([ref(2)]), [{ id: ref(2).id, ok: true }]);
+  assert.equal(await client.release([ref(2)]), [{ id: ref(2).id, ok: true }]);
 });
 
 test.run();
@@ -254,6 +254,39 @@ riding('finish calls queued behind a finish request in flight ride in the claim'
   server.received[0]!.answer(200, { results: okAll(server.received[0]!) });
   assert.equal(await first, [{ id: ref(1).id, ok: true }]);
   assert.equal(server.received.map((r) => r.route), ['/agent/finish', '/agent/claim']);
+});
+
+riding('a finish made to ride waits for the next claim, however late in the tick it comes, and goes in it', async () => {
+  server.auto = (r) => r.answer(200, { leaseTimeoutMs: 30_000, commands: [], finished: finishedAll(r), held: [] });
+  const a = client.finish([done(1)], undefined, true);
+  // Past the ticks in which a plain finish would have gone on its own.
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.is(server.received.length, 0, 'a riding finish went on its own');
+  await client.claim(1, 25_000, new AbortController().signal);
+  assert.equal(await a, [{ id: ref(1).id, ok: true }]);
+  assert.equal(server.received.map((r) => [r.route, claimBody(r).finish?.length]), [['/agent/claim', 1]]);
+});
+
+riding('a finish made to ride goes on its own when flushed, and at once while a claim is out', async () => {
+  server.auto = (r) => {
+    if (r.route === '/agent/finish') r.answer(200, { results: okAll(r) });
+  };
+  const a = client.finish([done(1)], undefined, true);
+  client.flushRiders();
+  assert.equal(await a, [{ id: ref(1).id, ok: true }]);
+  const claimed = client.claim(1, 25_000, new AbortController().signal); // held open by the server
+  await server.requests(2);
+  assert.equal(await client.finish([done(2)], undefined, true), [{ id: ref(2).id, ok: true }]);
+  assert.equal(server.received.map((r) => r.route), ['/agent/finish', '/agent/claim', '/agent/finish']);
+  server.received[1]!.answer(200, { leaseTimeoutMs: 30_000, commands: [], held: [] });
+  await claimed;
+});
+
+riding('a finish made to ride that no claim takes goes on its own after a short wait', async () => {
+  server.auto = (r) => r.answer(200, { results: okAll(r) });
+  assert.equal(await client.finish([done(1)], undefined, true), [{ id: ref(1).id, ok: true }]);
+  assert.equal(server.received.map((r) => r.route), ['/agent/finish']);
 });
 
 riding.run();

@@ -45,7 +45,7 @@ const test = twoServerSuite('ServerClient with two servers');
 
 test('while the first server answers, every call goes to it', async () => {
   a.auto = (r) => (r.route === '/agent/claim' ? r.answer(200, idle) : r.answer(200, { results: okAll(r) }));
-  await client.start([ref(1)]);
+  await client.release([ref(1)]);
   await client.claim(1, 1000, new AbortController().signal);
   await client.finish([{ ...ref(1), outcome: 'COMPLETED', result: null, error: null }]);
   assert.is(a.received.length, 3);
@@ -56,7 +56,7 @@ test('while the first server answers, every call goes to it', async () => {
 test('the first server gone: the call goes to the next at once, and later calls stay there', async () => {
   await a.close();
   b.auto = (r) => r.answer(200, { results: okAll(r) });
-  assert.equal(await client.start([ref(1)]), [{ id: ref(1).id, ok: true }]);
+  assert.equal(await client.release([ref(1)]), [{ id: ref(1).id, ok: true }]);
   assert.is(client.servers.current.url, b.url);
   const moved = logs.lines.filter((l) => l.msg === 'server failed a call; moving to the next in the list');
   assert.is(moved.length, 1);
@@ -66,23 +66,23 @@ test('the first server gone: the call goes to the next at once, and later calls 
   // Not an outage: another server answered, so there was no backoff and no outage line.
   assert.not.ok(logs.lines.some((l) => /retrying with backoff/.test(String(l.msg))));
   await client.release([ref(2)]);
-  assert.equal(b.received.map((r) => r.route), ['/agent/start', '/agent/release']);
+  assert.equal(b.received.map((r) => r.route), ['/agent/release', '/agent/release']);
 });
 
 test('a 503 (its database away, say) moves on too; a 409 with results is an answer and does not', async () => {
-  a.auto = (r) => (r.route === '/agent/start' ? r.answer(503, { error: 'the database is unavailable' }) : r.answer(409, { results: r.body.items.map((it) => ({ id: it.id, ok: false, error: 'STALE_LEASE' })) }));
+  a.auto = (r) => (r.route === '/agent/release' ? r.answer(503, { error: 'the database is unavailable' }) : r.answer(409, { results: r.body.items.map((it) => ({ id: it.id, ok: false, error: 'STALE_LEASE' })) }));
   b.auto = (r) => r.answer(200, { results: okAll(r) });
   assert.equal((await client.finish([{ ...ref(1), outcome: 'COMPLETED', result: null, error: null }]))[0]!.ok, false);
   assert.is(client.servers.current.url, a.url);
-  assert.equal(await client.start([ref(2)]), [{ id: ref(2).id, ok: true }]);
+  assert.equal(await client.release([ref(2)]), [{ id: ref(2).id, ok: true }]);
   assert.is(client.servers.current.url, b.url);
-  assert.equal(a.received.map((r) => r.route), ['/agent/finish', '/agent/start']);
+  assert.equal(a.received.map((r) => r.route), ['/agent/finish', '/agent/release']);
 });
 
 test('the list wraps around: after the last server, the first again', async () => {
   a.auto = (r) => (a.received.length === 1 ? r.answer(500, { error: 'boom' }) : r.answer(200, { results: okAll(r) }));
   b.auto = (r) => r.cut();
-  assert.equal(await client.start([ref(1)]), [{ id: ref(1).id, ok: true }]);
+  assert.equal(await client.release([ref(1)]), [{ id: ref(1).id, ok: true }]);
   assert.equal([a.received.length, b.received.length], [2, 1]);
   assert.equal(logs.lines.filter((l) => l.msg === 'server failed a call; moving to the next in the list').map((l) => l.to), [b.url, a.url]);
   assert.is(client.servers.current.url, a.url);
@@ -93,7 +93,7 @@ test('every server failing: backoff only after each full round, the outage logge
   const failFirst = (n: number, ok: (r: Received) => void) => (r: Received) => (failures++ < n ? r.answer(503, { error: 'busy' }) : ok(r));
   a.auto = failFirst(5, (r) => r.answer(200, { results: okAll(r) }));
   b.auto = failFirst(5, (r) => r.answer(200, { results: okAll(r) }));
-  assert.equal(await client.start([ref(1)]), [{ id: ref(1).id, ok: true }]);
+  assert.equal(await client.release([ref(1)]), [{ id: ref(1).id, ok: true }]);
   // a, b, a, b, a fail; b answers.
   assert.equal([a.received.length, b.received.length], [3, 3]);
   assert.is(client.servers.current.url, b.url);

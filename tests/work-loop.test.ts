@@ -1,8 +1,9 @@
 // The agent's work loop against a scripted server: a slot is held from claim
-// until execution ends, so the next claim does not wait for the last
-// command's finish answer, only for its `done` record, so that the finish
-// call is made before the claim (and rides in it); at most `concurrency`
-// commands are reporting behind;
+// until execution ends, so the next claim waits neither for the last
+// command's finish answer nor for its `done` record, and the finish call is
+// made before the claim (to ride in it); at most `concurrency` commands are
+// reporting behind; one claim answer's commands are journaled `executing` in
+// one write; one that comes during shutdown is given back unjournaled;
 // every ledger step of each command still comes in order. And the lease
 // keeper's first heartbeat: at once when reconciling (the server has not
 // said its lease timeout), at a third of the timeout after a fresh claim.
@@ -37,6 +38,9 @@ class ScriptedClient {
   /** One server: the list never moves. */
   readonly servers = { onMove: (): (() => void) => () => {} };
   readonly finishes = new Map<string, Deferred<ItemResult[]>>();
+  readonly released: LeaseRef[] = [];
+  /** Every claim is answered here: none to resume at shutdown. */
+  readonly resuming = false;
   private readonly work: Assignment[] = [];
   private parked: Deferred<void> | undefined;
   private events: Array<{ test: () => boolean; resolve: () => void }> = [];
@@ -64,11 +68,11 @@ class ScriptedClient {
     return { leaseTimeoutMs: 30_000, commands: this.work.splice(0, max) };
   }
 
-  async start(items: LeaseRef[]): Promise<ItemResult[]> {
-    return items.map((it) => ({ id: it.id, ok: true }));
-  }
+  flushRiders(): void {}
 
   async release(items: LeaseRef[]): Promise<ItemResult[]> {
+    this.released.push(...items);
+    this.changed();
     return items.map((it) => ({ id: it.id, ok: true }));
   }
 
@@ -145,13 +149,16 @@ test('concurrency 1: the next claim goes out while the last finish is unanswered
   await ledger.close();
   assert.equal(ledger.open(), []);
   for (const c of [c1, c2, c3]) {
-    assert.equal(written.filter((r) => 'id' in r && r.id === c.id).map((r) => r.t), ['claimed', 'executing', 'done', 'reported'], `ledger steps of ${c.id}`);
+    assert.equal(written.filter((r) => 'id' in r && r.id === c.id).map((r) => r.t), ['executing', 'done', 'reported'], `ledger steps of ${c.id}`);
   }
 });
 
-test('concurrency 4: one claim asks for every slot a finished wave frees', async () => {
+test('concurrency 4: one claim answer is journaled `executing` in one write; one claim asks for every slot a finished wave frees', async () => {
   const dir = tempDir();
   const ledger = await Ledger.open(dir);
+  const writes: string[][] = [];
+  const write = ledger.write.bind(ledger);
+  ledger.write = (...recs: LedgerRecord[]) => (writes.push(recs.map((r) => r.t)), write(...recs));
   const client = new ScriptedClient();
   const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
   const stopping = new AbortController();
@@ -166,10 +173,40 @@ test('concurrency 4: one claim asks for every slot a finished wave frees', async
   await client.until(() => wave.every((a) => client.finishes.has(a.id)) && client.claims.length === 2);
   assert.equal(client.claims, [4, 4], 'the whole wave ended: all four slots asked for at once');
   assert.equal(client.finishedBeforeClaim[1]!.sort(), wave.map((a) => a.id).sort(), 'the whole wave is reported in that claim');
+  assert.equal(writes[0], ['executing', 'executing', 'executing', 'executing'], 'one write for the whole answer');
   for (const a of wave) client.answerFinish(a.id);
   stopping.abort();
   await running;
   await loop.drain(5000);
+  leases.stop();
+  await ledger.close();
+});
+
+test('a claim answered once shutdown began: its commands are given back, nothing journaled or run', async () => {
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  const client = new ScriptedClient();
+  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
+  const stopping = new AbortController();
+  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
+  const ctx: AgentContext = {
+    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
+  };
+  // The answer arrives just after the stop: the claim resolves, the signal has aborted.
+  const real = client.claim.bind(client);
+  client.claim = async (max, waitMs, signal) => {
+    const answer = await real(max, waitMs, signal);
+    stopping.abort();
+    return answer;
+  };
+  const loop = new WorkLoop(ctx, { concurrency: 2, claimWaitMs: 10_000 });
+  const [c1, c2] = [assignment(1), assignment(2)];
+  client.give(c1, c2);
+  await loop.run();
+  await loop.drain(5000);
+  assert.equal(client.released, [{ id: c1.id, lease: 1 }, { id: c2.id, lease: 1 }]);
+  assert.equal(ledger.open(), []);
+  assert.is(client.finishes.size, 0);
   leases.stop();
   await ledger.close();
 });

@@ -1,20 +1,23 @@
 // One command's way through the ledger (docs/design.md, "Recovery: the agent"):
-//   claimed -> server start -> executing(startedAt) -> execute -> done
-//   -> server finish -> reported
-// Each step is journaled (fsync) before the agent acts on it, so a crash
-// between any two leaves a ledger entry that reconcile.ts knows how to finish.
-// The crash points name those gaps.
+//   claim answer (the server has it RUNNING) -> executing(startedAt) -> execute
+//   -> done, journaled while the finish goes out -> reported
+// `executing` is durable before the work runs: on restart, no entry proves the
+// command never began, and an `executing` one that it may have. The outcome's
+// `done` record and its finish request start together; the command is settled
+// by whichever is durable first, the server's record or the ledger's, and the
+// outcome is held in memory until both are through. Crash points name the
+// gaps between these steps.
 // The way splits in two where execution ends: up to there the command holds
-// one of the agent's execution slots (takeAssignment); journaling its outcome
-// and reporting it (settle) need no slot, so the work loop claims the next
-// command meanwhile. Each command's own steps keep their order.
+// one of the agent's execution slots (beginAll, runExecuting); journaling its
+// outcome and reporting it (settle) need no slot, so the work loop claims the
+// next command meanwhile, and the finish rides in that claim.
 import { crashPoint } from '../../state/crash-points.ts';
 import { currentMoment, momentFromWall, monotonicMs, type Moment } from '../clock.ts';
-import type { Ledger, LedgerEntry } from '../../state/ledger.ts';
+import type { Ledger, LedgerEntry, LedgerRecord } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
 import type { Logger } from '../log.ts';
-import type { Assignment, LeaseRef } from '../protocol.ts';
+import type { Assignment, ItemResult, LeaseRef } from '../protocol.ts';
 import { RequestRejectedError, type ServerClient } from './server-client.ts';
 import { WorkAborted, type LeaseKeeper } from './leases.ts';
 
@@ -24,7 +27,7 @@ export interface AgentContext {
   leases: LeaseKeeper;
   log: Logger & { error: Logger };
   http: HttpGetOptions;
-  /** Aborts when shutdown begins: work not yet started is released, not started. */
+  /** Aborts when shutdown begins: work not yet begun is given back, not run. */
   stopping: AbortSignal;
   /**
    * Aborts just before the process exits: server calls still retrying give
@@ -39,53 +42,27 @@ export interface Executed {
   exec: Execution;
 }
 
-/**
- * A fresh assignment from claim: journal it, then start and run it. Resolves
- * when execution ends, or with undefined if the command was dropped.
- */
-export async function takeAssignment(ctx: AgentContext, a: Assignment): Promise<Executed | undefined> {
-  crashPoint('agent:after-claim');
-  const at = Date.now();
-  await ctx.ledger.write({ t: 'claimed', id: a.id, lease: a.lease, type: a.type, payload: a.payload, at, ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}) });
-  ctx.log('claimed', { id: a.id, lease: a.lease, type: a.type });
-  crashPoint('agent:after-claimed');
-  return startClaimed(ctx, ctx.ledger.get(a.id)!);
-}
-
-/**
- * A `claimed` entry: execute only once the server confirms the lease is still
- * ours (start answers ok); otherwise the entry is dropped (undefined).
- */
-export async function startClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<Executed | undefined> {
-  const started = await confirmStart(ctx, entry);
-  return started && runExecuting(ctx, started.entry, started.signal, started.at);
-}
-
-/** A `claimed` entry started on the server and journaled `executing`, ready to run. */
-export interface Started {
-  entry: LedgerEntry;
-  signal: AbortSignal;
+/** The commands of one claim answer, journaled `executing` and ready to run. */
+export interface Begun {
+  entries: LedgerEntry[];
+  /** When they began, on both clocks. */
   at: Moment;
 }
 
 /**
- * The first half of startClaimed: ask the server to start it and journal
- * `executing`; undefined if the entry was dropped or released instead.
+ * The commands of one claim answer, RUNNING on the server: journal
+ * `executing` for all of them (one fdatasync), and only then may they run.
  */
-export async function confirmStart(ctx: AgentContext, entry: LedgerEntry): Promise<Started | undefined> {
-  const { id, lease } = entry;
-  const signal = ctx.leases.hold(entry);
-  if (ctx.stopping.aborted) return releaseClaimed(ctx, entry);
-  const [r] = await ctx.client.start([{ id, lease }], ctx.halt).catch((err: unknown) => {
-    if (err instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: err.message }];
-    throw err;
-  });
-  if (!r?.ok) return drop(ctx, entry, `${r?.error ?? 'NO_ANSWER'}: ${r?.reason ?? 'start refused'}`);
-  crashPoint('agent:after-start');
+export async function beginAll(ctx: AgentContext, claimed: readonly Assignment[]): Promise<Begun> {
+  crashPoint('agent:after-claim');
   const at = currentMoment();
-  await ctx.ledger.write({ t: 'executing', id, lease, startedAt: at.wall });
-  ctx.log('executing', { id, lease, type: entry.type });
-  return { entry: { ...entry, step: 'executing', startedAt: at.wall }, signal, at };
+  const recs = claimed.map((a): LedgerRecord => ({
+    t: 'executing', id: a.id, lease: a.lease, type: a.type, payload: a.payload, startedAt: at.wall, ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}),
+  }));
+  await ctx.ledger.write(...recs);
+  for (const a of claimed) ctx.log('executing', { id: a.id, lease: a.lease, type: a.type });
+  crashPoint('agent:after-executing');
+  return { entries: claimed.map((a) => ctx.ledger.get(a.id)!), at };
 }
 
 /**
@@ -134,18 +111,17 @@ export function failInterrupted(entry: LedgerEntry): Executed {
   return { entry, exec: noResponse(error) };
 }
 
-/** Journal an execution's outcome (`done`), then report it. */
-export async function settle(ctx: AgentContext, executed: Executed): Promise<void> {
-  await report(ctx, await recordOutcome(ctx, executed));
-}
-
-/** Journal an execution's outcome (`done`); resolves with the `done` entry to report. */
-export async function recordOutcome(ctx: AgentContext, { entry, exec }: Executed): Promise<LedgerEntry> {
+/**
+ * Journal an execution's outcome (`done`) and report it, at once: the finish
+ * does not wait for the fdatasync. Resolves once both are through. `ride`:
+ * the finish may wait for the work loop's next claim and go in it.
+ */
+export async function settle(ctx: AgentContext, { entry, exec }: Executed, ride = false): Promise<void> {
   const { id, lease } = entry;
-  await ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
+  const durable = ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
   ctx.log('done', { id, lease, outcome: exec.outcome, error: exec.error });
-  crashPoint('agent:after-done');
-  return { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error };
+  const done: LedgerEntry = { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error };
+  await Promise.all([durable.then(() => crashPoint('agent:after-done')), report(ctx, done, ride)]);
 }
 
 /**
@@ -153,12 +129,12 @@ export async function recordOutcome(ctx: AgentContext, { entry, exec }: Executed
  * (409: already final, lease lost), the server has the last word, so the
  * entry is settled either way.
  */
-export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+export async function report(ctx: AgentContext, entry: LedgerEntry, ride = false): Promise<void> {
   const { id, lease } = entry;
   const item = { id, lease, outcome: entry.outcome!, result: entry.result, error: entry.error ?? null };
   let results;
   try {
-    results = await ctx.client.finish([item], ctx.halt);
+    results = await ctx.client.finish([item], ctx.halt, ride);
   } catch (err) {
     if (!(err instanceof RequestRejectedError)) throw err;
     // The server will not take this result (too large, say); report that instead.
@@ -179,17 +155,15 @@ export async function report(ctx: AgentContext, entry: LedgerEntry): Promise<voi
 
 /**
  * Commands the server has us holding that the ledger has never seen: claimed
- * by an answer lost to a crash or a network fault. With no ledger entry they
- * never began, so they go back; the server takes that only from the lease
- * holder, and refuses it for one that has moved on meanwhile.
+ * by an answer lost to a crash or a network fault, or one that came during
+ * shutdown. With no `executing` record they never began, so they go back;
+ * the server takes that only from the lease holder, and refuses it for one
+ * that has moved on meanwhile.
  */
-export async function giveBackUnbegun(ctx: AgentContext, held: LeaseRef[], why: string): Promise<void> {
+export async function giveBackUnbegun(ctx: AgentContext, held: readonly LeaseRef[], why: string): Promise<void> {
   const unbegun = held.filter((a) => ctx.ledger.get(a.id) === undefined).map(({ id, lease }) => ({ id, lease }));
   if (unbegun.length === 0) return;
-  const results = await ctx.client.release(unbegun, ctx.halt).catch((err: unknown) => {
-    if (err instanceof RequestRejectedError) return unbegun.map(() => undefined);
-    throw err;
-  });
+  const results = await release(ctx, unbegun);
   unbegun.forEach(({ id, lease }, i) => {
     ctx.leases.forget(id);
     const r = results[i];
@@ -197,20 +171,21 @@ export async function giveBackUnbegun(ctx: AgentContext, held: LeaseRef[], why: 
   });
 }
 
-/** Give back a claimed command that was never started (shutdown). */
-async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<undefined> {
-  const [r] = await ctx.client.release([{ id: entry.id, lease: entry.lease }], ctx.halt).catch((err: unknown) => {
-    if (ctx.halt.aborted) throw err;
-    return [undefined];
-  });
-  return drop(ctx, entry, r?.ok ? 'released at shutdown' : `release refused at shutdown: ${r?.error ?? 'NO_ANSWER'}`);
-}
-
-async function drop(ctx: AgentContext, entry: LedgerEntry, reason: string): Promise<undefined> {
+/** A `claimed` entry, from a ledger written before claim-and-start: it never began, so it goes back. */
+export async function releaseClaimed(ctx: AgentContext, entry: LedgerEntry): Promise<void> {
+  const [r] = await release(ctx, [{ id: entry.id, lease: entry.lease }]);
+  const reason = r?.ok ? 'claimed, never begun: given back' : `claimed, never begun; release refused: ${r?.error ?? 'NO_ANSWER'}`;
   await ctx.ledger.write({ t: 'dropped', id: entry.id, lease: entry.lease, reason });
   ctx.leases.forget(entry.id);
   ctx.log('dropped', { id: entry.id, lease: entry.lease, reason });
-  return undefined;
+}
+
+/** Release until answered; undefined per item when the server refused the request as a whole. */
+function release(ctx: AgentContext, items: LeaseRef[]): Promise<Array<ItemResult | undefined>> {
+  return ctx.client.release(items, ctx.halt).catch((err: unknown) => {
+    if (err instanceof RequestRejectedError) return items.map(() => undefined);
+    throw err;
+  });
 }
 
 /** What an aborted command reports: FAILED with the abort's code as the error. */

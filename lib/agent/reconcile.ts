@@ -3,12 +3,14 @@
 //   done                  -> report it again
 //   executing, DELAY      -> resume to startedAt + ms, report the true tookMs
 //   executing, HTTP       -> FAILED, not sent again (it may have reached the remote)
-//   claimed               -> start it if the lease is still ours, else drop it
-// reconcile() resolves once the reports are answered and the claimed entries
-// started or dropped: then the first claim may go out. Resumed executions
-// hold their slots in the work loop meanwhile, so a long DELAY resumed keeps
-// one slot and the others claim at once.
-import { confirmStart, failInterrupted, report, runExecuting, type AgentContext, type Executed } from './command-steps.ts';
+//   claimed               -> give it back: it never began (ledgers from before claim-and-start)
+// A command the server has RUNNING for us with no entry at all never began
+// either: the first claim resumes and gives it back (work-loop.ts).
+// reconcile() resolves once the reports and releases are answered: then the
+// first claim may go out. Resumed executions hold their slots in the work
+// loop meanwhile, so a long DELAY resumed keeps one slot and the others claim
+// at once.
+import { failInterrupted, releaseClaimed, report, runExecuting, type AgentContext } from './command-steps.ts';
 import type { WorkLoop } from './work-loop.ts';
 
 export async function reconcile(ctx: AgentContext, loop: Pick<WorkLoop, 'track' | 'occupy'>): Promise<void> {
@@ -26,16 +28,11 @@ export async function reconcile(ctx: AgentContext, loop: Pick<WorkLoop, 'track' 
         loop.occupy(entry.id, entry.type === 'DELAY' ? runExecuting(ctx, entry, signal) : Promise.resolve(failInterrupted(entry)));
         break;
       }
-      case 'claimed': {
-        // Started before the first claim, which would otherwise hand the same
-        // ASSIGNED command back while its start is in flight.
-        const started = confirmStart(ctx, entry);
-        beforeClaiming.push(started.catch(() => {}));
-        loop.occupy(entry.id, started.then((s): Promise<Executed | undefined> | undefined => s && runExecuting(ctx, s.entry, s.signal, s.at)));
+      case 'claimed':
+        // Before the first claim, whose `held` would list it again.
+        beforeClaiming.push(loop.track(entry.id, releaseClaimed(ctx, entry)));
         break;
-      }
     }
   }
   await Promise.all(beforeClaiming);
 }
-

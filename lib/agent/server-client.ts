@@ -4,13 +4,14 @@
 // only answers. Every agent call is idempotent on the server, so a retry after
 // a lost response is safe.
 //
-// start, finish and release calls are coalesced per route: calls made in the
-// same tick, or while a request of that route is out, go together as one
-// batch request, and each caller gets the results of its own items. The
-// server runs a batch through one group commit, so N commands in hand cost
-// one round trip and one fsync, not N. finish calls still queued when the
-// next claim goes out ride in it instead (ClaimRequest.finish): at
-// concurrency 1 a command costs two requests, claim and start, not three.
+// finish and release calls are coalesced per route: calls made in the same
+// tick, or while a request of that route is out, go together as one batch
+// request, and each caller gets the results of its own items. The server
+// runs a batch through one group commit, so N commands in hand cost one
+// round trip and one fsync, not N. finish calls still queued when the next
+// claim goes out ride in it instead (ClaimRequest.finish), and a finish made
+// with `ride` waits for that claim: at concurrency 1 a command costs one
+// request, its claim, which also carries the previous command's outcome.
 // Requests to an http:// server go through keepalive-pool.ts, a lean
 // keep-alive client: at thousands of calls a second, fetch's per-request cost
 // (web streams, AbortSignal.any) and then node:http's client machinery were
@@ -84,6 +85,8 @@ interface Answer {
 // One batch request stays under the server's limits (lib/validate.ts allows
 // 1000 items; lib/agent-routes.ts 8 MiB of body) with room to spare.
 const BATCH_MAX_ITEMS = 500;
+// A safety net: held calls go on their own if no request took them by then.
+const RIDE_WAIT_MS = 100;
 const BATCH_MAX_BYTES = 2 * 1024 * 1024;
 
 export class ServerClient {
@@ -99,6 +102,8 @@ export class ServerClient {
   private reachable = true;
   /** See `resuming`. */
   private unsure = true;
+  /** Claim requests out now. */
+  private claiming = 0;
 
   constructor(opts: ServerClientOptions) {
     this.agentId = opts.agentId;
@@ -110,7 +115,7 @@ export class ServerClient {
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
     this.servers = new ServerList(opts.servers, headers, opts.ca);
     this.servers.onMove((from, to, why) => this.log.error('server failed a call; moving to the next in the list', { from: from.url, to: to.url, error: why }));
-    for (const route of [AGENT_ROUTES.start, AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
+    for (const route of [AGENT_ROUTES.finish, AGENT_ROUTES.release]) {
       this.batches.set(route, new Coalescer((items, signal) => this.sendBatch(route, items, signal)));
     }
   }
@@ -156,6 +161,7 @@ export class ServerClient {
       resumed = this.unsure;
       return body();
     };
+    this.claiming++;
     try {
       const a = await this.untilAnswered(AGENT_ROUTES.claim, attempt, [200], timeoutMs, signal);
       if (resumed) this.unsure = false;
@@ -164,16 +170,23 @@ export class ServerClient {
       // Cut off (shutdown), it may have been answered all the same.
       if (!(err instanceof RequestRejectedError)) this.unsure = true;
       throw err;
+    } finally {
+      this.claiming--;
     }
   }
 
-  /** Per-item answers (200: all ok; 409: some refused). */
-  start(items: LeaseRef[], signal?: AbortSignal): Promise<ItemResult[]> {
-    return this.batches.get(AGENT_ROUTES.start)!.add(items, signal);
+  /**
+   * Per-item answers (200: all ok; 409: some refused).
+   * `ride`: unless a claim is out already, wait for the next claim and go in
+   * it; the caller must then claim soon, or flushRiders().
+   */
+  finish(items: FinishItem[], signal?: AbortSignal, ride = false): Promise<ItemResult[]> {
+    return this.batches.get(AGENT_ROUTES.finish)!.add(items, signal, ride && this.claiming === 0);
   }
 
-  finish(items: FinishItem[], signal?: AbortSignal): Promise<ItemResult[]> {
-    return this.batches.get(AGENT_ROUTES.finish)!.add(items, signal);
+  /** Send the finish calls held for a claim on their own: no claim is coming soon. */
+  flushRiders(): void {
+    this.batches.get(AGENT_ROUTES.finish)!.flush();
   }
 
   release(items: LeaseRef[], signal?: AbortSignal): Promise<ItemResult[]> {
@@ -299,12 +312,14 @@ export class Coalescer {
   private readonly send: (items: string[], signal: AbortSignal) => Promise<ItemResult[]>;
   private queue: Call[] = [];
   private pumping = false;
+  private holdTimer: NodeJS.Timeout | undefined;
 
   constructor(send: (items: string[], signal: AbortSignal) => Promise<ItemResult[]>) {
     this.send = send;
   }
 
-  add(items: readonly unknown[], signal?: AbortSignal): Promise<ItemResult[]> {
+  /** `hold`: wait to be taken by another request (take()) or flush(); sent anyway after RIDE_WAIT_MS. */
+  add(items: readonly unknown[], signal?: AbortSignal, hold = false): Promise<ItemResult[]> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const json = items.map((it) => JSON.stringify(it));
     return new Promise((resolve, reject) => {
@@ -315,8 +330,19 @@ export class Coalescer {
         call.unlisten = () => signal.removeEventListener('abort', onAbort);
       }
       this.queue.push(call);
-      this.kick();
+      if (!hold) this.kick();
+      else if (this.holdTimer === undefined) {
+        this.holdTimer = setTimeout(() => this.flush(), RIDE_WAIT_MS);
+        this.holdTimer.unref();
+      }
     });
+  }
+
+  /** Send what is queued, held calls included. */
+  flush(): void {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    this.kick();
   }
 
   /**

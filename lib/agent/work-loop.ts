@@ -3,14 +3,15 @@
 // claiming and give what it holds a grace period to finish.
 //
 // A slot is the right to execute: a command holds one from its claim until
-// its execution ends. Journaling the outcome (`done`) and reporting it run
-// behind, off the slot; at most `concurrency` commands are settling at once.
-// The next claim waits only for the `done` records of executions that just
-// ended: their finish calls are then queued, and ride in the claim
-// (server-client.ts), one request for both instead of two.
+// its execution ends. A claim's commands come back RUNNING (claim-and-start),
+// so the agent journals `executing` for all of them in one fdatasync and runs
+// them. Journaling an outcome (`done`) and reporting it run behind, off the
+// slot; at most `concurrency` commands are settling at once. The finish waits
+// for nothing: it rides in the next claim (server-client.ts), which goes out
+// as soon as the slot is free, while `done` is being synced.
 import { Backoff, pause } from './backoff.ts';
-import { giveBackUnbegun, recordOutcome, report, takeAssignment, type AgentContext, type Executed } from './command-steps.ts';
-import type { LeaseRef } from '../protocol.ts';
+import { beginAll, giveBackUnbegun, runExecuting, settle, type AgentContext, type Executed } from './command-steps.ts';
+import type { Assignment, LeaseRef } from '../protocol.ts';
 import { WorkAborted } from './leases.ts';
 import { ProtocolMismatchError } from './server-client.ts';
 import { untilAborted } from './signals.ts';
@@ -34,8 +35,6 @@ export class WorkLoop {
   private readonly active = new Map<string, Promise<void>>();
   /** Commands holding a slot: claimed, execution not yet ended. */
   private readonly running = new Set<string>();
-  /** Executions that ended, their `done` record not yet durable. */
-  private readonly recording = new Set<Promise<unknown>>();
   private slotFreed: (() => void) | undefined;
 
   constructor(ctx: AgentContext, opts: WorkLoopOptions) {
@@ -71,18 +70,19 @@ export class WorkLoop {
     while (!ctx.stopping.aborted) {
       const free = Math.min(opts.concurrency - this.running.size, 2 * opts.concurrency - this.active.size);
       if (free <= 0) {
+        // No claim is coming soon to carry the finishes held for one.
+        ctx.client.flushRiders();
         await Promise.race([new Promise<void>((resolve) => (this.slotFreed = resolve)), stopped]);
         // Slots free up in waves (a batch's executions end together): let
         // the whole wave land so one claim asks for all of it.
         await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
-      if (this.recording.size > 0) await Promise.all(this.recording);
-      if (ctx.stopping.aborted) break;
       if (ctx.ledger.diskFull) {
         // A claim could not be journaled: take no more work, keep what is in
         // hand (its records wait for space, its leases are still beaten).
         ctx.log.error('not claiming: the ledger disk is full', { error: ctx.ledger.diskFull.message, inHand: this.active.size });
+        ctx.client.flushRiders();
         await Promise.race([ctx.ledger.whenSpace(), stopped]);
         continue;
       }
@@ -100,22 +100,9 @@ export class WorkLoop {
       }
       ctx.leases.setTimeoutMs(answer.leaseTimeoutMs);
       if (answer.held) this.giveBack(`held-${claims}`, answer.held, 'held by the server, never begun here');
-      for (const a of answer.commands) {
-        const earlier = this.active.get(a.id);
-        if (earlier) {
-          // A claim retried while an earlier answer's start is in flight hands
-          // back the same lease: it is already being worked on.
-          const entry = ctx.ledger.get(a.id);
-          if (entry && entry.lease >= a.lease) continue;
-          // The next attempt of a retried command whose last one is still
-          // being reported (its entry open, or settled in memory and not yet
-          // flushed): the last one's work must end first.
-          this.occupy(a.id, earlier.then(() => takeAssignment(ctx, a)));
-          continue;
-        }
-        this.occupy(a.id, takeAssignment(ctx, a));
-      }
+      this.take(answer.commands, claims);
     }
+    ctx.client.flushRiders();
     // A claim cut off by the shutdown may have been answered: what it took
     // goes back now, not FAILED when its lease runs out.
     if (ctx.client.resuming && !ctx.halt.aborted) {
@@ -125,6 +112,40 @@ export class WorkLoop {
       );
       void this.track('held-last', last);
     }
+  }
+
+  /** One claim answer's commands: journal `executing` for all at once (one fdatasync), then run each. */
+  private take(commands: readonly Assignment[], claim: number): void {
+    const { ctx } = this;
+    const fresh: Assignment[] = [];
+    for (const a of commands) {
+      const earlier = this.active.get(a.id);
+      if (!earlier) {
+        fresh.push(a);
+        continue;
+      }
+      // The server never hands out a lease twice, so this is the next attempt
+      // of a retried command whose last one is still being reported (its entry
+      // open, or settled in memory and not yet flushed): the last one's work
+      // must end before the next one's entry can begin.
+      const entry = ctx.ledger.get(a.id);
+      if (entry && entry.lease >= a.lease) continue;
+      this.begin([a], earlier);
+    }
+    if (fresh.length === 0) return;
+    if (ctx.stopping.aborted) {
+      this.giveBack(`stopping-${claim}`, fresh, 'claimed during shutdown, never begun');
+      return;
+    }
+    this.begin(fresh);
+  }
+
+  /** Journal `executing` for `commands` (after `after`), and run each in its slot. */
+  private begin(commands: Assignment[], after?: Promise<void>): void {
+    const { ctx } = this;
+    const signals = commands.map((a) => ctx.leases.hold(a));
+    const begun = after ? after.then(() => beginAll(ctx, commands)) : beginAll(ctx, commands);
+    commands.forEach((a, i) => this.occupy(a.id, begun.then((b) => runExecuting(ctx, b.entries[i]!, signals[i]!, b.at)), true));
   }
 
   /** Give back what the server has us holding that is not in hand here. */
@@ -137,19 +158,15 @@ export class WorkLoop {
    * Run one command's execution in a slot: the slot is held until `executed`
    * settles, then its outcome is journaled and reported off the slot. For
    * fresh claims, and for work resumed after a restart (reconcile.ts), which
-   * so takes its slots while the others claim.
+   * so takes its slots while the others claim. `ride`: the finish goes in
+   * the loop's next claim, unless shutdown began.
    */
-  occupy(id: string, executed: Promise<Executed | undefined>): void {
+  occupy(id: string, executed: Promise<Executed>, ride = false): void {
     const { ctx } = this;
     this.running.add(id);
-    const recorded = executed.then((x) => x && recordOutcome(ctx, x));
-    const noted = recorded.catch(() => {}).finally(() => this.recording.delete(noted));
-    const ended = (): void => {
-      this.recording.add(noted);
-      this.free(id);
-    };
+    const ended = (): void => this.free(id);
     executed.then(ended, ended);
-    void this.track(id, recorded.then((e) => e && report(ctx, e)));
+    void this.track(id, executed.then((x) => settle(ctx, x, ride && !ctx.stopping.aborted)));
   }
 
   private free(id: string): void {
