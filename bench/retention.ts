@@ -7,6 +7,7 @@
 //
 //   node --import tsx bench/retention.ts [--n 3000000] [--retain-max 100000]
 //                                        [--agents 4] [--concurrency 16] [--window 20000] [--batch 500]
+//                                        [--server-heap MB]
 //
 // The driver submits through POST /commands/batch and keeps at most --window
 // commands submitted but not yet final, so the pending backlog stays small and
@@ -33,6 +34,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     window: { type: 'string', default: '20000' },
     batch: { type: 'string', default: '500' },
+    // Cap the server's V8 old space (MB): a leak then ends the run, lazy collection does not.
+    'server-heap': { type: 'string' },
   },
 });
 const n = Number(values.n);
@@ -63,11 +66,12 @@ function dirBytes(dir: string): number {
 
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
 
+const heap = values['server-heap'] ? [`--max-old-space-size=${Number(values['server-heap'])}`] : [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-retention-'));
 const serverDir = path.join(tmp, 'server');
-console.log(`${n} DELAY {ms:0} commands, --retain-max ${retainMax}, ${agents} agents x concurrency ${values.concurrency}, batches of ${batch}, at most ${window} in flight; state under ${tmp}`);
+console.log(`${n} DELAY {ms:0} commands, --retain-max ${retainMax}${heap.length ? `, server ${heap[0]}` : ''}, ${agents} agents x concurrency ${values.concurrency}, batches of ${batch}, at most ${window} in flight; state under ${tmp}`);
 
-const { child: server, url } = await startServer(serverDir, ['--retain-max', String(retainMax), '--lease-timeout', '30s']);
+const { child: server, url } = await startServer(serverDir, ['--retain-max', String(retainMax), '--lease-timeout', '30s'], heap);
 const workers: Child[] = [];
 try {
   workers.push(
