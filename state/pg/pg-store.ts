@@ -78,6 +78,8 @@ export class PgStore implements Store {
   private readonly serverId = randomUUID();
   private listener: PgListener | undefined;
   private readonly foreign = new Set<{ wanted: (id: string) => boolean; fn: ChangeListener }>();
+  /** Leases a claim here just set (id -> lease): the route's extension right after needs no statement. */
+  private readonly fresh = new Map<string, number>();
 
   private readonly url: string;
 
@@ -359,6 +361,7 @@ export class PgStore implements Store {
         if ((await this.write(c, cmd, next, ev, 'extend')) === undefined) throw new Error(`claim of ${cmd.id} lost its locked row`);
         out.push(next);
         changed.push({ cmd: next, event: 'claim-start' });
+        this.fresh.set(next.id, next.attempt);
       }
       return out;
     });
@@ -368,6 +371,10 @@ export class PgStore implements Store {
 
   /** A heartbeat: the lease lives another lease timeout, if it is still this agent's. */
   async extendLease(id: string, lease: number): Promise<void> {
+    if (this.fresh.get(id) === lease) {
+      this.fresh.delete(id); // set by the claim's own UPDATE a moment ago
+      return;
+    }
     await this.q(`UPDATE keel_commands SET lease_until = now() + $3 * interval '1 millisecond' WHERE id = $1 AND attempt = $2 AND state IN ${HELD}`, [id, lease, this.leaseTimeoutMs]);
   }
 
@@ -526,6 +533,7 @@ export class PgStore implements Store {
   private announce(changes: ReadonlyArray<{ cmd: Command; event: CommandEvent['type'] }>): void {
     let pending = false;
     for (const { cmd, event } of changes) {
+      if (event !== 'claim-start') this.fresh.delete(cmd.id);
       this.transitions++;
       this.seq++;
       if (cmd.state === 'PENDING') pending = true;
