@@ -186,3 +186,20 @@ export function pct(sorted: number[], q: number): number {
 export function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 }
+
+/**
+ * The url a server.ts spawned with stdout piped says it listens on (its
+ * `listening` log line); rejects if it exits first. Its stdout keeps flowing.
+ */
+export function listeningUrl(child: ChildProcess): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d;
+      const m = /"msg":"listening"[^\n]*"url":"([^"]+)"/.exec(buf);
+      if (m) resolve(m[1]!);
+      if (buf.length > 1e6) buf = buf.slice(-1e5);
+    });
+    child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+  });
+}

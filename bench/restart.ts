@@ -19,7 +19,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CommandStore } from '../state/command-store.ts';
 import { call } from '../tests/support/http.ts';
-import { cpuSeconds, median } from './children.ts';
+import { cpuSeconds, listeningUrl, median } from './children.ts';
 import { emitResults, result } from './report.ts';
 import { buildStateDir, sizes, uuid, worstTail } from './state-dir.ts';
 
@@ -45,17 +45,7 @@ async function restart(dir: string, id: string): Promise<{ ms: number; rss: numb
   const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts', '--state-dir', dir, '--port', '0', '--max-pending', '2000000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        buf += d;
-        const m = /"msg":"listening"[^\n]*"url":"([^"]+)"/.exec(buf);
-        if (m) resolve(m[1]!);
-        if (buf.length > 1e6) buf = buf.slice(-1e5);
-      });
-      child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-    });
-    child.stdout!.resume();
+    const url = await listeningUrl(child);
     const r = await call(url, 'GET', `/commands/${id}`);
     if (r.status !== 200) throw new Error(`GET /commands/${id} answered ${r.status}: ${r.text}`);
     const ms = performance.now() - t0;

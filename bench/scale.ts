@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { call } from '../tests/support/http.ts';
+import { listeningUrl } from './children.ts';
 import { emitResults, result } from './report.ts';
 import { buildStateDir, sizes } from './state-dir.ts';
 
@@ -39,17 +40,7 @@ interface Running {
 async function startServer(dir: string, port = 0): Promise<Running> {
   const t0 = performance.now();
   const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts', '--state-dir', dir, '--port', String(port), '--max-pending', '2000000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d;
-      const m = /"msg":"listening"[^\n]*"url":"([^"]+)"/.exec(buf);
-      if (m) resolve(m[1]!);
-      if (buf.length > 1e6) buf = buf.slice(-1e5);
-    });
-    child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-  });
-  child.stdout!.resume();
+  const url = await listeningUrl(child);
   for (;;) {
     const r = await call(url, 'GET', '/readyz').catch(() => undefined);
     if (r?.status === 200) break;
