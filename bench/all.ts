@@ -7,6 +7,8 @@ import path from 'node:path';
 import type { BenchRow } from './report.ts';
 
 const ALL = ['journal', 'server', 'throughput', 'latency', 'scale', 'restart', 'streams'];
+// Both stores in the same run, so their rows compare (each bench alone measures the file store unless told).
+const ARGS: Record<string, string[]> = { throughput: ['--store', 'file,postgres'], latency: ['--store', 'file,postgres'] };
 const dir = path.dirname(new URL(import.meta.url).pathname);
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 const table: Array<BenchRow & { bench: string }> = [];
@@ -18,7 +20,7 @@ for (const name of chosen) {
   }
   process.stdout.write(`\n=== bench:${name}\n`);
   const code = await new Promise<number | null>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(dir, `${name}.ts`)], {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(dir, `${name}.ts`), ...(ARGS[name] ?? [])], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, BENCH_JSON: '1' },
     });

@@ -15,8 +15,11 @@
 // is quiet when work arrives. Real server.ts and agent.ts processes, every
 // step fsynced; the fsyncs per command on each side are printed.
 // Goal: p50 submit -> RUNNING under 2 ms.
+// --store file,postgres measures each store in the same run (npm run bench does) (stores.ts: the
+// bench starts its own PostgreSQL, a fresh database per run; the server's
+// fsync figures are the file store's journal's, none on PostgreSQL).
 //
-//   node --import tsx bench/latency.ts [--n 1000] [--warmup 50] [--runs 3]
+//   node --import tsx bench/latency.ts [--n 1000] [--warmup 50] [--runs 3] [--store file,postgres]
 // BENCH_N overrides the default --n for quick runs.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -26,6 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { median, metric, pct, PostConnection, request, startAgent, startServer } from './children.ts';
 import { emitResults, result } from './report.ts';
+import { storeArgs, storesFlag, stopStores, type StoreKind } from './stores.ts';
 
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 0 } });
 // Once the agent's next claim is parked: how long every process stays idle
@@ -50,9 +54,9 @@ interface RunResult {
 
 const ID_RE = /"id":"([^"]+)"/;
 
-async function run(n: number, warmup: number, tmp: string): Promise<RunResult> {
+async function run(store: StoreKind, n: number, warmup: number, tmp: string): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(tmp, 'latency-'));
-  const { child: server, url } = await startServer(path.join(dir, 'server'), ['--lease-timeout', '30s']);
+  const { child: server, url } = await startServer(path.join(dir, 'server'), ['--lease-timeout', '30s', ...(await storeArgs(store))]);
   const agent = await startAgent(url, path.join(dir, 'agent'), ['--id', 'latency', '--concurrency', '1']).catch(async (err: unknown) => {
     await server.stop();
     throw err;
@@ -140,38 +144,46 @@ async function main(): Promise<void> {
       n: { type: 'string', default: process.env.BENCH_N ?? '1000' },
       warmup: { type: 'string', default: '50' },
       runs: { type: 'string', default: '3' },
+      store: { type: 'string', default: 'file' },
     },
   });
   const n = Number(values.n);
   const runs = Number(values.runs);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-'));
   const f = (x: number): string => x.toFixed(2);
+  const fx = (x: number): string => (Number.isFinite(x) ? f(x) : '-');
   console.log(`node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg().map(f).join(' ')}`);
   console.log(`${n} DELAY {ms:0} commands submitted one at a time to an idle agent (concurrency 1), after ${values.warmup} warm-up; ${runs} runs`);
-  const results: RunResult[] = [];
   try {
-    for (let i = 0; i < runs; i++) {
-      const r = await run(n, Number(values.warmup), tmp);
-      results.push(r);
-      const row = (x: Percentiles): string => `p50 ${f(x.p50)} ms, p99 ${f(x.p99)} ms, max ${f(x.max)} ms`;
-      console.log(`run ${i + 1}/${runs} (load ${f(os.loadavg()[0]!)}; mean fdatasync: server ${f(r.serverFsyncMs)} ms, agent ${f(r.agentFsyncMs)} ms; fsyncs/command: server ${f(r.serverFsyncsPerCommand)}, agent ${f(r.agentFsyncsPerCommand)})`);
-      console.log(`  submit -> acknowledged  ${row(r.ack)}`);
-      console.log(`  submit -> RUNNING       ${row(r.running)}`);
-      console.log(`  submit -> COMPLETED     ${row(r.completed)}`);
+    for (const store of storesFlag(values.store)) {
+      const results: RunResult[] = [];
+      console.log(`\n${store} store:`);
+      for (let i = 0; i < runs; i++) {
+        const r = await run(store, n, Number(values.warmup), tmp);
+        results.push(r);
+        const row = (x: Percentiles): string => `p50 ${f(x.p50)} ms, p99 ${f(x.p99)} ms, max ${f(x.max)} ms`;
+        console.log(`run ${i + 1}/${runs} (load ${f(os.loadavg()[0]!)}; mean fdatasync: server ${fx(r.serverFsyncMs)} ms, agent ${f(r.agentFsyncMs)} ms; fsyncs/command: server ${fx(r.serverFsyncsPerCommand)}, agent ${f(r.agentFsyncsPerCommand)})`);
+        console.log(`  submit -> acknowledged  ${row(r.ack)}`);
+        console.log(`  submit -> RUNNING       ${row(r.running)}`);
+        console.log(`  submit -> COMPLETED     ${row(r.completed)}`);
+      }
+      const m = (g: (r: RunResult) => number): string => fx(median(results.map(g)));
+      console.log(`\n${store} store, medians of ${runs} runs, ${n} commands each:`);
+      console.log('| latency                | p50 ms | p99 ms |');
+      console.log('|------------------------|--------|--------|');
+      console.log(`| submit -> acknowledged | ${m((r) => r.ack.p50).padStart(6)} | ${m((r) => r.ack.p99).padStart(6)} |`);
+      console.log(`| submit -> RUNNING      | ${m((r) => r.running.p50).padStart(6)} | ${m((r) => r.running.p99).padStart(6)} |`);
+      console.log(`| submit -> COMPLETED    | ${m((r) => r.completed.p50).padStart(6)} | ${m((r) => r.completed.p99).padStart(6)} |`);
+      console.log(`mean fdatasync during the runs: server ${m((r) => r.serverFsyncMs)} ms, agent ${m((r) => r.agentFsyncMs)} ms`);
+      // The file store keeps its rows' names from before there were two stores.
+      const on = store === 'postgres' ? 'postgres: ' : '';
+      result(`${on}pickup latency, submit -> RUNNING (idle agent, DELAY 0)`, `p50 ${m((r) => r.running.p50)} ms, p99 ${m((r) => r.running.p99)} ms`, store === 'file' ? 'p50 < 2 ms' : undefined);
+      result(`${on}pickup latency, submit -> COMPLETED`, `p50 ${m((r) => r.completed.p50)} ms, p99 ${m((r) => r.completed.p99)} ms`);
     }
-    const m = (g: (r: RunResult) => number): string => f(median(results.map(g)));
-    console.log(`\nmedians of ${runs} runs, ${n} commands each:`);
-    console.log('| latency                | p50 ms | p99 ms |');
-    console.log('|------------------------|--------|--------|');
-    console.log(`| submit -> acknowledged | ${m((r) => r.ack.p50).padStart(6)} | ${m((r) => r.ack.p99).padStart(6)} |`);
-    console.log(`| submit -> RUNNING      | ${m((r) => r.running.p50).padStart(6)} | ${m((r) => r.running.p99).padStart(6)} |`);
-    console.log(`| submit -> COMPLETED    | ${m((r) => r.completed.p50).padStart(6)} | ${m((r) => r.completed.p99).padStart(6)} |`);
-    console.log(`mean fdatasync during the runs: server ${m((r) => r.serverFsyncMs)} ms, agent ${m((r) => r.agentFsyncMs)} ms`);
-    result('pickup latency, submit -> RUNNING (idle agent, DELAY 0)', `p50 ${m((r) => r.running.p50)} ms, p99 ${m((r) => r.running.p99)} ms`, 'p50 < 2 ms');
-    result('pickup latency, submit -> COMPLETED', `p50 ${m((r) => r.completed.p50)} ms, p99 ${m((r) => r.completed.p99)} ms`);
     emitResults('latency');
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+    await stopStores();
   }
 }
 

@@ -22,6 +22,17 @@ interface Cluster {
 
 let cluster: Promise<Cluster> | undefined;
 let made = 0;
+let durable = false;
+
+/**
+ * Start the PostgreSQL of this process with its flushes on, as in production
+ * (the benchmarks, which compare it with the file store's fdatasync per group
+ * commit). Call before the first freshDatabase().
+ */
+export function flushToDisk(): void {
+  if (cluster) throw new Error('flushToDisk() must come before the first freshDatabase()');
+  durable = true;
+}
 /** Databases made on a server the tests did not start: dropped again at the end. */
 const madeOnGiven: string[] = [];
 
@@ -82,7 +93,7 @@ async function startCluster(): Promise<Cluster> {
     onLog: () => {},
     // The tests kill keel servers, never this PostgreSQL: its own flushes to disk prove nothing
     // here and cost most of its time on a loaded machine. A commit still waits for the WAL write.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', ...(durable ? ['-c', 'fsync=on'] : ['-c', 'fsync=off', '-c', 'full_page_writes=off'])],
   });
   await server.initialise();
   await server.start();
