@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SUBCOMMANDS } from '../lib/cli/commands.ts';
 import { KEEL_USAGE } from '../lib/cli/usage.ts';
+import { parseAgentConfig } from '../lib/agent/config.ts';
 import { call } from './support/http.ts';
 import { AGENT_USAGE_FLAGS, SERVER_USAGE_FLAGS } from './support/usage.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir } from './support/processes.ts';
@@ -94,6 +95,14 @@ for (const [title, flags] of [['Server flags', SERVER_USAGE_FLAGS], ['Agent flag
     for (const flag of flags) assert.ok(table.includes(`\`${flag}`), `${flag} is not documented under "${title}"`);
   });
 }
+
+test('"Scaling out": the agent given two servers is a command line the agent takes, and lists both', () => {
+  const line = shBlocks(section('Scaling out')).flatMap((b) => b.split('\n')).find((l) => l.startsWith('node --import tsx agent.ts '));
+  assert.ok(line, 'no agent command line under "Scaling out"');
+  // The token file is the reader's; the rest parses as written.
+  const args = line.split(/\s+/).slice(4).filter((a, i, all) => a !== '--token-file' && all[i - 1] !== '--token-file');
+  assert.equal(parseAgentConfig(args, {}).servers, ['https://keel-a.internal:3000', 'https://keel-b.internal:3000']);
+});
 
 /** A `### title` part of a section. */
 function part(text: string, title: string): string {
