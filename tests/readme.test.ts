@@ -13,6 +13,11 @@ import { call } from './support/http.ts';
 import { AGENT_USAGE_FLAGS, SERVER_USAGE_FLAGS } from './support/usage.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir } from './support/processes.ts';
 
+// stdin from /dev/null, not node's socketpair: bash given a socket for stdin
+// at shell level 1 thinks sshd started it and sources /etc/bash.bashrc, which
+// fails under -u (PS1 unbound) when the tests run outside another shell.
+const SHELL_STDIO: ['ignore', 'pipe', 'pipe'] = ['ignore', 'pipe', 'pipe'];
+
 const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const test = suite('README');
 test.after(cleanup);
@@ -45,7 +50,7 @@ test('the curl walkthrough runs as written', async () => {
     .join('\n')
     .replaceAll('localhost:3000', hostPort)
     .replaceAll('127.0.0.1:3000', hostPort);
-  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { encoding: 'utf8', timeout: 60_000 });
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { stdio: SHELL_STDIO, encoding: 'utf8', timeout: 60_000 });
   assert.is(run.status, 0, `walkthrough failed:\n${run.stdout}\n${run.stderr}`);
   const out = run.stdout;
   // What each step promises, as the reader will see it.
@@ -67,7 +72,7 @@ test('the retries, scheduling and priorities examples run as written', async () 
     .join('\n')
     .replaceAll('localhost:3000', hostPort)
     .replaceAll('127.0.0.1:3000', hostPort);
-  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { encoding: 'utf8', timeout: 60_000 });
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { stdio: SHELL_STDIO, encoding: 'utf8', timeout: 60_000 });
   assert.is(run.status, 0, `examples failed:\n${run.stdout}\n${run.stderr}`);
   const out = run.stdout;
   const view = (id: string, rest: string): RegExp => new RegExp(`"id":"${id}","type":"[A-Z_]+","payload":\\{[^}]*\\}(,"status":"${rest})`);
@@ -127,7 +132,7 @@ test('the CLI examples run as written', async () => {
   startAgent(server.url, tempDir());
   const hostPort = new URL(server.url).host;
   const script = shBlocks(cliPart()).join('\n').replaceAll('127.0.0.1:3000', hostPort);
-  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 90_000, env: { ...process.env, KEEL_SERVER: server.url } });
+  const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { stdio: SHELL_STDIO, cwd: ROOT, encoding: 'utf8', timeout: 90_000, env: { ...process.env, KEEL_SERVER: server.url } });
   assert.is(run.status, 0, `CLI examples failed:\n${run.stdout}\n${run.stderr}`);
   const out = run.stdout;
   assert.match(out, /^status +COMPLETED$/m, 'submit --wait shows the outcome');
