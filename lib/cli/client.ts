@@ -164,7 +164,14 @@ export class KeelClient {
   }
 }
 
+// The server's Date header gives its clock to the whole second. Ages and due
+// times are counted on the local clock when it agrees with that second (it
+// has the milliseconds); only a skewed local clock gives way to the server's,
+// at the middle of its second. Taking the header as it is made "now" up to a
+// second early: a command due in 59m 59.8s showed as "due in 1h".
 function serverClock(date: string | null): number {
+  const local = Date.now();
   const t = date === null ? NaN : Date.parse(date);
-  return Number.isFinite(t) ? t : Date.now();
+  if (!Number.isFinite(t)) return local;
+  return local >= t && local < t + 1000 ? local : t + 500;
 }
