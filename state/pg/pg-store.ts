@@ -407,24 +407,22 @@ export class PgStore implements Store {
   // --- sweeps: every server runs them; losing a race to another changes nothing
 
   /** Expire the leases past their deadline (database clock). */
-  async expireLeases(limit = 200): Promise<number> {
-    const { rows } = await this.q<{ id: string; attempt: number }>(
-      `SELECT id, attempt FROM keel_commands WHERE state IN ${HELD} AND lease_until < now() ORDER BY lease_until LIMIT $1`, [limit]);
-    let moved = 0;
-    for (const { id, attempt } of rows) {
-      const r = await this.transition(id, (cmd, at) => this.mayRetry(cmd, { type: 'expire', lease: attempt, at }), 'lease_until < now()');
-      if (r.kind === 'next') moved++;
-    }
-    return moved;
+  expireLeases(limit = 200): Promise<number> {
+    return this.failPast(`state IN ${HELD}`, 'lease_until', 'expire', limit);
   }
 
   /** Fail TIMEOUT the attempts running past their timeout plus one lease timeout. */
-  async timeoutRuns(limit = 200): Promise<number> {
+  timeoutRuns(limit = 200): Promise<number> {
+    return this.failPast("state = 'RUNNING'", 'run_deadline', 'timeout', limit);
+  }
+
+  /** One sweep: `type` for the commands whose `column` deadline has passed, re-checked in the UPDATE so a race lost to another server changes nothing. */
+  private async failPast(states: string, column: 'lease_until' | 'run_deadline', type: 'expire' | 'timeout', limit: number): Promise<number> {
     const { rows } = await this.q<{ id: string; attempt: number }>(
-      "SELECT id, attempt FROM keel_commands WHERE state = 'RUNNING' AND run_deadline < now() ORDER BY run_deadline LIMIT $1", [limit]);
+      `SELECT id, attempt FROM keel_commands WHERE ${states} AND ${column} < now() ORDER BY ${column} LIMIT $1`, [limit]);
     let moved = 0;
     for (const { id, attempt } of rows) {
-      const r = await this.transition(id, (cmd, at) => this.mayRetry(cmd, { type: 'timeout', lease: attempt, at }), 'run_deadline < now()');
+      const r = await this.transition(id, (cmd, at) => this.mayRetry(cmd, { type, lease: attempt, at }), `${column} < now()`);
       if (r.kind === 'next') moved++;
     }
     return moved;
