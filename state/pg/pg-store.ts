@@ -287,15 +287,21 @@ export class PgStore implements Store {
   /** The cursor is the submission ordinal below which the next page starts. */
   async list(q: ListQuery): Promise<ListPage> {
     if (q.cursor !== undefined && !/^\d{1,18}$/.test(q.cursor)) return { badCursor: true };
-    const { rows } = await this.q<{ cmd: Command; ord: string }>(
-      `SELECT cmd, ord::text AS ord FROM keel_commands
+    if (q.cursor !== undefined) {
+      // Past every ordinal handed out: no page ever ended there (as in the file store, a 400).
+      const { rows } = await this.q<{ known: boolean }>('SELECT $1::bigint <= last_value AS known FROM keel_commands_ord_seq', [q.cursor]);
+      if (!rows[0]!.known) return { badCursor: true };
+    }
+    // ORDER BY names the column, not the text it is selected as (that would order 9 after 10).
+    const { rows } = await this.q<{ cmd: Command; cursor: string }>(
+      `SELECT cmd, ord::text AS cursor FROM keel_commands
        WHERE ($1::bigint IS NULL OR ord < $1) AND ($2::text[] IS NULL OR state = ANY($2)) AND ($3::text IS NULL OR type = $3)
        ORDER BY ord DESC LIMIT $4`,
       [q.cursor ?? null, q.states ? [...q.states] : null, q.type ?? null, q.limit + 1],
     );
     const more = rows.length > q.limit;
     const page = rows.slice(0, q.limit);
-    return { commands: page.map((r) => r.cmd), nextCursor: more ? page[page.length - 1]!.ord : null };
+    return { commands: page.map((r) => r.cmd), nextCursor: more ? page[page.length - 1]!.cursor : null };
   }
 
   async trail(id: string): Promise<TrailEntry[] | undefined> {
