@@ -1,32 +1,19 @@
 // Every input path a client can reach, tried with malformed values. The table
 // is the contract: what each bad input gets. Then a seeded fuzz of POST
-// /commands: no 5xx, no crash, and nothing journaled for a rejected body.
+// /commands: no 5xx, no crash, and nothing written for a rejected body. These
+// run on each store (support/stores.ts); the flags and damaged state files of
+// the file store run against real processes.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { suite } from 'uvu';
+import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startServer as startInProcess, type KeelServer } from '../lib/server/app.ts';
-import { createLogger } from '../lib/log.ts';
+import type { ServerContext } from '../lib/server/context.ts';
 import { call } from './support/http.ts';
 import { cleanup, Proc, tempDir } from './support/processes.ts';
+import { closeAll, type TestServer } from './support/server-harness.ts';
+import { runSuites, stored, STORES } from './support/stores.ts';
 import { mulberry32 } from '../lib/prng.ts';
-
-const test = suite('bad input');
-let keel: KeelServer;
-const logs: string[] = [];
-
-test.before(async () => {
-  const sink = { write: (s: string) => logs.push(s) } as unknown as NodeJS.WritableStream;
-  keel = await startInProcess(
-    { port: 0, host: '127.0.0.1', stateDir: tempDir(), leaseTimeoutMs: 5000, token: undefined, maxPending: 100_000, repair: false },
-    createLogger({ role: 'server' }, sink),
-  );
-});
-test.after(async () => {
-  await keel.close();
-  await cleanup();
-});
 
 const VALID_ID = '0000000a-0000-4000-8000-00000000000b';
 // [what, method, path, body (string = raw), headers, expected status, expected field]
@@ -103,80 +90,98 @@ const ROWS: Row[] = [
   ['heartbeat: leases not an array', 'POST', '/agent/heartbeat', { agentId: 'a', leases: {} }, {}, 400, 'leases'],
 ];
 
-test('every bad input gets its documented 4xx, naming the field, and writes nothing', async () => {
-  const before = keel.ctx.store.lastSeq;
-  for (const [what, method, p, body, headers, status, field] of ROWS) {
-    const r = await call(keel.url, method, p, body, headers);
-    assert.is(r.status, status, `${what}: status (${r.text})`);
-    assert.type(r.body.error, 'string', `${what}: error message`);
-    assert.is(r.body.field, field, `${what}: field`);
-  }
-  assert.is(keel.ctx.store.lastSeq, before, 'a rejected request journaled something');
-});
+const suites: Array<Test<any>> = [];
+for (const store of STORES) {
+  const test = suite(store.label('bad input'));
+  let s: TestServer<ServerContext>;
+  test.before(async () => {
+    s = await store.startServer({ leaseTimeoutMs: 5000 });
+  });
+  test.after(async () => {
+    await closeAll();
+    await cleanup();
+  });
 
-test('a request line that never finishes does not get a 5xx or crash the server', async () => {
-  const sock = net.connect(Number(new URL(keel.url).port), '127.0.0.1');
-  await new Promise<void>((r) => sock.write('POST /commands HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"ty', () => r()));
-  sock.destroy(); // half a body, then the client goes away
-  await new Promise((r) => sock.once('close', r));
-  const r = await call(keel.url, 'GET', '/healthz');
-  assert.is(r.status, 200);
-});
-
-test('garbage that is not HTTP gets a 400 from the HTTP parser', async () => {
-  const sock = net.connect(Number(new URL(keel.url).port), '127.0.0.1');
-  let reply = '';
-  sock.on('data', (d) => (reply += d));
-  sock.write('\x00\x01\x02 this is not http\r\n\r\n');
-  await new Promise((r) => sock.once('close', r));
-  assert.match(reply, /^HTTP\/1\.1 400/);
-});
-
-
-test('fuzz: 3000 random and mutated bodies, no 5xx, nothing written for a rejected one', async () => {
-  const rand = mulberry32(20261123); // seeded: a failing case can be replayed
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
-  const seeds = [
-    '{"type":"DELAY","payload":{"ms":5}}',
-    '{"type":"HTTP_GET_JSON","payload":{"url":"http://127.0.0.1:9/x"}}',
-  ];
-  const junk = ['{', '}', '"', ':', ',', '[', ']', 'null', 'true', '-1', '1e999', '\\u0000', '\u00ff', 'ms', 'type', ' ', '0', 'DELAY', '\n'];
-  const values: unknown[] = [null, true, -1, 0, 1.5, 2 ** 53, 'x', '', [], {}, { ms: 1 }, 'http://127.0.0.1/', 'DELAY'];
-  const randomValue = (depth: number): unknown => {
-    if (depth > 2 || rand() < 0.5) return pick(values);
-    const o: Record<string, unknown> = {};
-    for (let i = Math.floor(rand() * 3); i > 0; i--) o[pick(['type', 'payload', 'ms', 'url', 'x'])] = randomValue(depth + 1);
-    return o;
-  };
-  let accepted = 0;
-  const before = keel.ctx.store.lastSeq;
-  for (let i = 0; i < 3000; i++) {
-    let body: string;
-    const mode = rand();
-    if (mode < 0.4) {
-      const s = pick(seeds).split('');
-      for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) {
-        const at = Math.floor(rand() * s.length);
-        if (rand() < 0.5) s.splice(at, 1);
-        else s.splice(at, 0, pick(junk));
-      }
-      body = s.join('');
-    } else if (mode < 0.8) {
-      body = JSON.stringify(randomValue(0));
-    } else {
-      body = Array.from({ length: Math.floor(rand() * 40) }, () => String.fromCharCode(Math.floor(rand() * 128))).join('');
+  test('every bad input gets its documented 4xx, naming the field, and writes nothing', async () => {
+    const before = s.keel.ctx.store.lastSeq;
+    const held = await stored(s);
+    for (const [what, method, p, body, headers, status, field] of ROWS) {
+      const r = await call(s.url, method, p, body, headers);
+      assert.is(r.status, status, `${what}: status (${r.text})`);
+      assert.type(r.body.error, 'string', `${what}: error message`);
+      assert.is(r.body.field, field, `${what}: field`);
     }
-    const r = await call(keel.url, 'POST', '/commands', body);
-    assert.ok(r.status < 500, `body ${JSON.stringify(body)} got ${r.status}: ${r.text}`);
-    if (r.status === 201) accepted++;
-    else assert.ok(r.status >= 400 && typeof r.body.error === 'string', `body ${JSON.stringify(body)} got ${r.status}: ${r.text}`);
-  }
-  assert.is(keel.ctx.store.lastSeq - before, accepted, 'journal records != accepted submits');
-  assert.ok(accepted > 0 && accepted < 3000, `fuzz is not exploring both sides (${accepted} accepted)`);
-  assert.is(logs.filter((l) => l.includes('"level":"error"')).length, 0, 'the server logged an error');
-});
+    assert.is(s.keel.ctx.store.lastSeq, before, 'a rejected request made a transition');
+    assert.is(await stored(s), held, 'a rejected request wrote something');
+  });
+
+  test('a request line that never finishes does not get a 5xx or crash the server', async () => {
+    const sock = net.connect(s.port, '127.0.0.1');
+    await new Promise<void>((r) => sock.write('POST /commands HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"ty', () => r()));
+    sock.destroy(); // half a body, then the client goes away
+    await new Promise((r) => sock.once('close', r));
+    const r = await call(s.url, 'GET', '/healthz');
+    assert.is(r.status, 200);
+  });
+
+  test('garbage that is not HTTP gets a 400 from the HTTP parser', async () => {
+    const sock = net.connect(s.port, '127.0.0.1');
+    let reply = '';
+    sock.on('data', (d) => (reply += d));
+    sock.write('\x00\x01\x02 this is not http\r\n\r\n');
+    await new Promise((r) => sock.once('close', r));
+    assert.match(reply, /^HTTP\/1\.1 400/);
+  });
+
+  test('fuzz: 3000 random and mutated bodies, no 5xx, nothing written for a rejected one', async () => {
+    const rand = mulberry32(20261123); // seeded: a failing case can be replayed
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const seeds = [
+      '{"type":"DELAY","payload":{"ms":5}}',
+      '{"type":"HTTP_GET_JSON","payload":{"url":"http://127.0.0.1:9/x"}}',
+    ];
+    const junk = ['{', '}', '"', ':', ',', '[', ']', 'null', 'true', '-1', '1e999', '\\u0000', '\u00ff', 'ms', 'type', ' ', '0', 'DELAY', '\n'];
+    const values: unknown[] = [null, true, -1, 0, 1.5, 2 ** 53, 'x', '', [], {}, { ms: 1 }, 'http://127.0.0.1/', 'DELAY'];
+    const randomValue = (depth: number): unknown => {
+      if (depth > 2 || rand() < 0.5) return pick(values);
+      const o: Record<string, unknown> = {};
+      for (let i = Math.floor(rand() * 3); i > 0; i--) o[pick(['type', 'payload', 'ms', 'url', 'x'])] = randomValue(depth + 1);
+      return o;
+    };
+    let accepted = 0;
+    const before = s.keel.ctx.store.lastSeq;
+    for (let i = 0; i < 3000; i++) {
+      let body: string;
+      const mode = rand();
+      if (mode < 0.4) {
+        const s = pick(seeds).split('');
+        for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) {
+          const at = Math.floor(rand() * s.length);
+          if (rand() < 0.5) s.splice(at, 1);
+          else s.splice(at, 0, pick(junk));
+        }
+        body = s.join('');
+      } else if (mode < 0.8) {
+        body = JSON.stringify(randomValue(0));
+      } else {
+        body = Array.from({ length: Math.floor(rand() * 40) }, () => String.fromCharCode(Math.floor(rand() * 128))).join('');
+      }
+      const r = await call(s.url, 'POST', '/commands', body);
+      assert.ok(r.status < 500, `body ${JSON.stringify(body)} got ${r.status}: ${r.text}`);
+      if (r.status === 201) accepted++;
+      else assert.ok(r.status >= 400 && typeof r.body.error === 'string', `body ${JSON.stringify(body)} got ${r.status}: ${r.text}`);
+    }
+    assert.is(s.keel.ctx.store.lastSeq - before, accepted, 'transitions != accepted submits');
+    assert.ok(accepted > 0 && accepted < 3000, `fuzz is not exploring both sides (${accepted} accepted)`);
+    assert.equal(s.logs.lines.filter((l) => l.level === 'error'), [], 'the server logged an error');
+  });
+  suites.push(test);
+}
 
 // --- flags and state files: each a real process start ---
+
+const files = suite('server flags and damaged state files [file store only]');
+files.after(cleanup);
 
 function runServer(args: string[]): Proc {
   return new Proc('server', ['server.ts', ...args]);
@@ -191,7 +196,7 @@ const FLAG_ROWS: Array<[string, string[], RegExp]> = [
   ['positional argument', ['extra'], /Unexpected argument/],
 ];
 
-test('bad server flags exit 2 with one line and the usage', async () => {
+files('bad server flags exit 2 with one line and the usage', async () => {
   for (const [what, args, message] of FLAG_ROWS) {
     const p = runServer([...args, '--state-dir', tempDir()]);
     const { code } = await p.exited;
@@ -201,7 +206,7 @@ test('bad server flags exit 2 with one line and the usage', async () => {
   }
 });
 
-test('a damaged state file stops startup naming the file and offset; --repair cuts it', async () => {
+files('a damaged state file stops startup naming the file and offset; --repair cuts it', async () => {
   const dir = tempDir();
   const first = runServer(['--state-dir', dir, '--port', '0']);
   const line = await first.waitForMsg('listening');
@@ -231,7 +236,7 @@ test('a damaged state file stops startup naming the file and offset; --repair cu
   await repaired.kill('SIGTERM');
 });
 
-test('a torn last record is cut and reported, and the server starts', async () => {
+files('a torn last record is cut and reported, and the server starts', async () => {
   const dir = tempDir();
   const first = runServer(['--state-dir', dir, '--port', '0']);
   const line = await first.waitForMsg('listening');
@@ -247,7 +252,7 @@ test('a torn last record is cut and reported, and the server starts', async () =
   await again.kill('SIGTERM');
 });
 
-test('a state dir that is a file: startup names it, exit 1, no stack trace', async () => {
+files('a state dir that is a file: startup names it, exit 1, no stack trace', async () => {
   const file = path.join(tempDir(), 'not-a-dir');
   fs.writeFileSync(file, 'x');
   const p = runServer(['--state-dir', file, '--port', '0']);
@@ -256,4 +261,4 @@ test('a state dir that is a file: startup names it, exit 1, no stack trace', asy
   assert.not.match(p.stderr, /\n\s+at /);
 });
 
-test.run();
+runSuites(...suites, files);
