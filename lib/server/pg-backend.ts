@@ -121,12 +121,11 @@ class Sweeper {
     this.running = true;
     try {
       await this.store.syncClock();
-      const expired = await this.store.expireLeases();
-      const timedOut = await this.store.timeoutRuns();
+      // One line per command, as the file store's timers write them: an operator greps for its id.
+      for (const s of await this.store.expireLeases()) this.log('lease expired', { id: s.id, lease: s.lease, agentId: s.agentId, state: s.cmd.state, error: s.cmd.error });
+      for (const s of await this.store.timeoutRuns()) this.log('attempt timed out', { id: s.id, lease: s.lease, agentId: s.agentId, state: s.cmd.state });
       const due = await this.store.promoteDue();
       const forgotten = await this.store.forgetExpired();
-      if (expired > 0) this.log('leases expired', { commands: expired });
-      if (timedOut > 0) this.log('attempts timed out', { commands: timedOut });
       if (due > 0) this.log('due', { commands: due });
       if (forgotten > 0) this.log('forgotten', { commands: forgotten });
       this.held = [...(await this.store.heldBy()).values()].reduce((n, s) => n + s.size, 0);

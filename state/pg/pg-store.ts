@@ -59,6 +59,14 @@ export interface SweepResult {
 /** How a write treats the lease deadline. */
 type LeaseMode = 'extend' | 'keep' | 'clear';
 
+/** A command a sweep failed (lease expired, attempt timed out): the lease and agent it had, and the command now. */
+export interface Swept {
+  id: string;
+  lease: number;
+  agentId: string | null;
+  cmd: Command;
+}
+
 export class PgStore implements Store {
   readonly kind = 'postgres';
   readonly pool: Pool;
@@ -413,23 +421,23 @@ export class PgStore implements Store {
   // --- sweeps: every server runs them; losing a race to another changes nothing
 
   /** Expire the leases past their deadline (database clock). */
-  expireLeases(limit = 200): Promise<number> {
+  expireLeases(limit = 200): Promise<Swept[]> {
     return this.failPast(`state IN ${HELD}`, 'lease_until', 'expire', limit);
   }
 
   /** Fail TIMEOUT the attempts running past their timeout plus one lease timeout. */
-  timeoutRuns(limit = 200): Promise<number> {
+  timeoutRuns(limit = 200): Promise<Swept[]> {
     return this.failPast("state = 'RUNNING'", 'run_deadline', 'timeout', limit);
   }
 
   /** One sweep: `type` for the commands whose `column` deadline has passed, re-checked in the UPDATE so a race lost to another server changes nothing. */
-  private async failPast(states: string, column: 'lease_until' | 'run_deadline', type: 'expire' | 'timeout', limit: number): Promise<number> {
-    const { rows } = await this.q<{ id: string; attempt: number }>(
-      `SELECT id, attempt FROM keel_commands WHERE ${states} AND ${column} < now() ORDER BY ${column} LIMIT $1`, [limit]);
-    let moved = 0;
-    for (const { id, attempt } of rows) {
+  private async failPast(states: string, column: 'lease_until' | 'run_deadline', type: 'expire' | 'timeout', limit: number): Promise<Swept[]> {
+    const { rows } = await this.q<{ id: string; attempt: number; agent_id: string | null }>(
+      `SELECT id, attempt, agent_id FROM keel_commands WHERE ${states} AND ${column} < now() ORDER BY ${column} LIMIT $1`, [limit]);
+    const moved: Swept[] = [];
+    for (const { id, attempt, agent_id: agentId } of rows) {
       const r = await this.transition(id, (cmd, at) => this.mayRetry(cmd, { type, lease: attempt, at }), `${column} < now()`);
-      if (r.kind === 'next') moved++;
+      if (r.kind === 'next') moved.push({ id, lease: attempt, agentId, cmd: r.cmd });
     }
     return moved;
   }
