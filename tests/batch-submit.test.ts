@@ -3,11 +3,9 @@
 // and that a SIGKILL mid-batch never leaves an answered batch incomplete. On
 // the file store and on PostgreSQL (support/stores.ts); the journal's crash
 // points and its one fdatasync per batch are the file store's own.
-import pg from 'pg';
 import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { BatchSubmitItem } from '../lib/protocol.ts';
-import { CommandStore } from '../state/command-store.ts';
 import {
   call,
   claim,
@@ -22,7 +20,7 @@ import {
   type TestServer,
 } from './support/server-harness.ts';
 import { startServer, tempDir, type ServerHandle } from './support/processes.ts';
-import { onDisk, runSuites, STORES } from './support/stores.ts';
+import { onDisk, runSuites, storedCommands, STORES } from './support/stores.ts';
 import type { ServerContext } from '../lib/server/context.ts';
 
 const delays = (n: number, key?: (i: number) => string): BatchSubmitItem[] =>
@@ -166,25 +164,6 @@ synced('1000 commands, one fdatasync, in the journal file when the answer arrive
 
 // --- real processes: SIGKILL mid-batch ----------------------------------------------
 
-/** What the store holds: commands by idempotency key, and how many in all. `args` are the server's store flags. */
-async function stored(dir: string, args: string[] = []): Promise<{ keys: Map<string, string>; size: number }> {
-  if (args[0] === '--store') {
-    const c = new pg.Client({ connectionString: args[1] });
-    await c.connect();
-    try {
-      const { rows } = await c.query<{ id: string; idem_key: string | null }>('SELECT id, idem_key FROM keel_commands');
-      return { keys: new Map(rows.filter((r) => r.idem_key !== null).map((r) => [r.idem_key!, r.id])), size: rows.length };
-    } finally {
-      await c.end();
-    }
-  }
-  const store = await CommandStore.open(dir);
-  const keys = new Map(store.table.byIdemKey);
-  const size = store.table.size;
-  await store.close();
-  return { keys, size };
-}
-
 const crash = suite('SIGKILL mid-batch at a journal crash point [file store only]');
 crash.after(cleanup);
 
@@ -206,7 +185,7 @@ for (const point of ['journal:written', 'journal:synced']) {
     assert.is(new Set(ids).size, 500);
     for (const i of [0, 250, 499]) assert.equal((await getCommand(server.url, ids[i]!)).payload, { ms: i });
     await server.proc.kill('SIGTERM');
-    const { keys, size } = await stored(dir);
+    const { keys, size } = await storedCommands(dir, []);
     assert.is(size, 500, 'each key holds exactly one command');
     assert.equal(commands.map((c) => keys.get(c.idempotencyKey!)), ids);
   });
@@ -254,7 +233,7 @@ for (const store of STORES) {
       assert.ok(again.status === 200 || again.status === 201, again.text);
     }
     await server.proc.kill('SIGTERM');
-    const { keys, size } = await stored(dir, args);
+    const { keys, size } = await storedCommands(dir, args);
     assert.is(keys.size, sent.length * 200, 'a key without its command');
     assert.is(size, sent.length * 200, 'a command stored twice');
   });

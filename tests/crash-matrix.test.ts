@@ -6,6 +6,9 @@
 //   - every command final, in the state this row documents;
 //   - the shown status never went backwards (polled throughout);
 //   - both journals replay cleanly afterwards (no cut, no repair, no error).
+// The agent's rows run against a server on PostgreSQL too: where an agent dies
+// does not depend on the server's store (support/stores.ts). The server's own
+// points on PostgreSQL are in pg-crash.test.ts.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { CommandView, DelayResult, HttpGetJsonResult } from '../lib/protocol.ts';
@@ -15,6 +18,7 @@ import { startTarget, type Target } from './fixtures/agent-target.ts';
 import { call } from './support/http.ts';
 import { cleanup, Proc, startAgent, startServer, tempDir, type ServerHandle } from './support/processes.ts';
 import { StatusWatch } from './support/status-watch.ts';
+import { fileStore, postgresStore, runSuites, storedCommands, STORES, type StoreUnderTest } from './support/stores.ts';
 
 type Kind = 'DELAY' | 'HTTP';
 interface Row {
@@ -95,15 +99,21 @@ const ROWS: Row[] = [
   { side: 'agent', point: 'agent:mid-http', kind: 'HTTP', expect: { status: 'FAILED', error: /^INTERRUPTED/ } },
 ];
 
-const test = suite('crash matrix');
 let target: Target;
-test.before(async () => {
-  target = await startTarget();
-});
-test.after(async () => {
-  await cleanup();
-  await target.close();
-});
+const suiteWithTarget = (name: string) => {
+  const s = suite(name);
+  s.before(async () => {
+    target = await startTarget();
+  });
+  s.after(async () => {
+    await cleanup();
+    await target.close();
+  });
+  return s;
+};
+const test = suiteWithTarget('crash matrix [file store]');
+const agentRowsOnPg = suiteWithTarget('crash matrix, the agent\'s rows [postgres store]');
+const onPg = STORES.includes(postgresStore);
 
 /** Submit until acknowledged, with one Idempotency-Key, riding out a server restart. */
 async function submit(base: () => string, body: unknown, key: string): Promise<string> {
@@ -119,98 +129,99 @@ async function submit(base: () => string, body: unknown, key: string): Promise<s
   throw new Error(`submit ${key} never acknowledged`);
 }
 
-for (const row of ROWS) {
-  test(`${row.side} killed at ${row.point} (${row.kind}${row.opts ? ` ${JSON.stringify(row.opts)}` : ''})`, async () => {
-    const serverDir = tempDir();
-    const agentDir = tempDir();
-    const crashEnv = { KEEL_CRASH_AT: row.point };
-    const lease = row.ghost || row.agentGone ? '1s' : '10s';
-    const serverArgs = ['--lease-timeout', lease, ...(row.serverFlags ?? [])];
-    let server: ServerHandle = await startServer(serverDir, serverArgs, row.side === 'server' ? crashEnv : {});
-    const port = server.port;
-    const url = server.url;
-    const watch = new StatusWatch().poll(url);
-    const tag = `${row.point.replace(/[^a-z0-9]/g, '-')}-${row.kind}`;
-    const path = `${row.http?.path ?? '/json'}?${tag}`;
-    const expectStatus = row.http?.expectStatus ? { expectStatus: row.http.expectStatus } : {};
-    const body = {
-      ...(row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: row.delayMs ?? DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path, ...expectStatus } }),
-      ...row.opts,
-    };
+const rowName = (row: Row): string => `${row.side} killed at ${row.point} (${row.kind}${row.opts ? ` ${JSON.stringify(row.opts)}` : ''})`;
+for (const row of ROWS) test(rowName(row), () => runRow(row, fileStore));
+for (const row of ROWS.filter((r) => r.side === 'agent')) agentRowsOnPg(rowName(row), () => runRow(row, postgresStore));
 
-    let crashed: Proc = server.proc;
-    const ids: string[] = [];
-    const restartServer = async (): Promise<void> => {
-      const { signal } = await server.proc.exited;
-      assert.is(signal, 'SIGKILL', `server did not die at ${row.point}: ${server.proc.stderr}`);
-      server = await startServer(serverDir, serverArgs, {}, port);
-    };
-    let serverBack: Promise<void> | undefined;
-    if (row.side === 'server') serverBack = restartServer();
+async function runRow(row: Row, store: StoreUnderTest): Promise<void> {
+  const serverDir = tempDir();
+  const agentDir = tempDir();
+  const crashEnv = { KEEL_CRASH_AT: row.point };
+  const lease = row.ghost || row.agentGone ? '1s' : '10s';
+  const storeArgs = await store.serverArgs();
+  const serverArgs = ['--lease-timeout', lease, ...(row.serverFlags ?? []), ...storeArgs];
+  let server: ServerHandle = await startServer(serverDir, serverArgs, row.side === 'server' ? crashEnv : {});
+  const port = server.port;
+  const url = server.url;
+  const watch = new StatusWatch().poll(url);
+  const tag = `${row.point.replace(/[^a-z0-9]/g, '-')}-${row.kind}`;
+  const path = `${row.http?.path ?? '/json'}?${tag}`;
+  const expectStatus = row.http?.expectStatus ? { expectStatus: row.http.expectStatus } : {};
+  const body = {
+    ...(row.kind === 'DELAY' ? { type: 'DELAY', payload: { ms: row.delayMs ?? DELAY_MS } } : { type: 'HTTP_GET_JSON', payload: { url: target.url + path, ...expectStatus } }),
+    ...row.opts,
+  };
 
-    for (let i = 0; i < (row.filler ?? 0); i++) ids.push(await submit(() => url, { type: 'DELAY', payload: { ms: 0 } }, `${tag}-filler-${i}`));
-    const id = await submit(() => url, body, `${tag}-main`);
-    ids.push(id);
-    watch.track(ids);
+  let crashed: Proc = server.proc;
+  const ids: string[] = [];
+  const restartServer = async (): Promise<void> => {
+    const { signal } = await server.proc.exited;
+    assert.is(signal, 'SIGKILL', `server did not die at ${row.point}: ${server.proc.stderr}`);
+    server = await startServer(serverDir, serverArgs, {}, port);
+  };
+  let serverBack: Promise<void> | undefined;
+  if (row.side === 'server') serverBack = restartServer();
 
-    let beating: NodeJS.Timeout | undefined;
-    if (row.ghost) {
-      const claim = await call(url, 'POST', '/agent/claim', { agentId: 'ghost', max: 10 });
-      assert.is(claim.status, 200);
-      if (row.ghost === 'wedged') {
-        const leases = claim.body.commands.map((c: { id: string; lease: number }) => ({ id: c.id, lease: c.lease }));
-        // Alive to the server, across its restart, but it never finishes.
-        beating = setInterval(() => void call(url, 'POST', '/agent/heartbeat', { agentId: 'ghost', leases }).catch(() => {}), 200);
-      }
+  for (let i = 0; i < (row.filler ?? 0); i++) ids.push(await submit(() => url, { type: 'DELAY', payload: { ms: 0 } }, `${tag}-filler-${i}`));
+  const id = await submit(() => url, body, `${tag}-main`);
+  ids.push(id);
+  watch.track(ids);
+
+  let beating: NodeJS.Timeout | undefined;
+  if (row.ghost) {
+    const claim = await call(url, 'POST', '/agent/claim', { agentId: 'ghost', max: 10 });
+    assert.is(claim.status, 200);
+    if (row.ghost === 'wedged') {
+      const leases = claim.body.commands.map((c: { id: string; lease: number }) => ({ id: c.id, lease: c.lease }));
+      // Alive to the server, across its restart, but it never finishes.
+      beating = setInterval(() => void call(url, 'POST', '/agent/heartbeat', { agentId: 'ghost', leases }).catch(() => {}), 200);
     }
-    // The agent joins now and rides out a server crash on its own.
-    let agent = startAgent(url, agentDir, ['--id', `matrix-${tag}`], row.side === 'agent' ? crashEnv : {});
-    if (row.side === 'agent') {
-      crashed = agent;
-      const { signal } = await agent.exited;
-      assert.is(signal, 'SIGKILL', `agent did not die at ${row.point}:\n${agent.stdout.slice(-2000)}\n${agent.stderr}`);
-      agent = row.agentGone ? startAgent(url, tempDir(), ['--id', `matrix-${tag}-other`]) : startAgent(url, agentDir, []);
-    }
-    await serverBack;
-    ids.push(await submit(() => url, { type: 'DELAY', payload: { ms: 0 } }, `${tag}-after`));
-    watch.track(ids);
+  }
+  // The agent joins now and rides out a server crash on its own.
+  let agent = startAgent(url, agentDir, ['--id', `matrix-${tag}`], row.side === 'agent' ? crashEnv : {});
+  if (row.side === 'agent') {
+    crashed = agent;
+    const { signal } = await agent.exited;
+    assert.is(signal, 'SIGKILL', `agent did not die at ${row.point}:\n${agent.stdout.slice(-2000)}\n${agent.stderr}`);
+    agent = row.agentGone ? startAgent(url, tempDir(), ['--id', `matrix-${tag}-other`]) : startAgent(url, agentDir, []);
+  }
+  await serverBack;
+  ids.push(await submit(() => url, { type: 'DELAY', payload: { ms: 0 } }, `${tag}-after`));
+  watch.track(ids);
 
-    const finals: CommandView[] = [];
-    for (const each of ids) {
-      const r = await call(url, 'GET', `/commands/${each}?wait=30s`);
-      assert.is(r.status, 200, `acknowledged command ${each} lost`);
-      assert.ok(r.body.status === 'COMPLETED' || r.body.status === 'FAILED', `${each} not final: ${r.text}`);
-      finals.push(r.body);
-    }
-    clearInterval(beating);
-    await watch.stop();
-    // A retried command goes back to PENDING between attempts, by design.
-    if (!row.opts?.retry) assert.equal(watch.regressions, [], 'shown status went backwards');
+  const finals: CommandView[] = [];
+  for (const each of ids) {
+    const r = await call(url, 'GET', `/commands/${each}?wait=30s`);
+    assert.is(r.status, 200, `acknowledged command ${each} lost`);
+    assert.ok(r.body.status === 'COMPLETED' || r.body.status === 'FAILED', `${each} not final: ${r.text}`);
+    finals.push(r.body);
+  }
+  clearInterval(beating);
+  await watch.stop();
+  // A retried command goes back to PENDING between attempts, by design.
+  if (!row.opts?.retry) assert.equal(watch.regressions, [], 'shown status went backwards');
 
-    const main = finals.find((v) => v.id === id)!;
-    assert.is(main.status, row.expect.status, `${row.point}: ${JSON.stringify(main)}`);
-    if (row.expect.error) assert.match(main.error ?? '', row.expect.error);
-    if (row.expect.executions) assert.is(main.attempts.length, row.expect.executions, JSON.stringify(main.attempts));
-    if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= DELAY_MS);
-    if (row.kind === 'HTTP') {
-      assert.ok(target.hits(path) <= (row.http?.maxHits ?? 1), `${path} requested ${target.hits(path)} times`);
-      if (main.status === 'COMPLETED') assert.is((main.result as HttpGetJsonResult).status, 200);
-    }
-    for (const v of finals) if (v.id !== id) assert.is(v.status, 'COMPLETED', `bystander ${v.id}: ${JSON.stringify(v)}`);
-    assert.ok(crashed.stderr.includes(`"point":"${row.point.split('#')[0]}"`), 'the crash was not at the named point');
+  const main = finals.find((v) => v.id === id)!;
+  assert.is(main.status, row.expect.status, `${row.point}: ${JSON.stringify(main)}`);
+  if (row.expect.error) assert.match(main.error ?? '', row.expect.error);
+  if (row.expect.executions) assert.is(main.attempts.length, row.expect.executions, JSON.stringify(main.attempts));
+  if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= DELAY_MS);
+  if (row.kind === 'HTTP') {
+    assert.ok(target.hits(path) <= (row.http?.maxHits ?? 1), `${path} requested ${target.hits(path)} times`);
+    if (main.status === 'COMPLETED') assert.is((main.result as HttpGetJsonResult).status, 200);
+  }
+  for (const v of finals) if (v.id !== id) assert.is(v.status, 'COMPLETED', `bystander ${v.id}: ${JSON.stringify(v)}`);
+  assert.ok(crashed.stderr.includes(`"point":"${row.point.split('#')[0]}"`), 'the crash was not at the named point');
 
-    // Both journals replay cleanly once their processes are gone.
-    await agent.kill('SIGTERM');
-    await server.proc.kill('SIGTERM');
-    const notes: string[] = [];
-    const store = await CommandStore.open(serverDir, { log: (m) => notes.push(m) });
-    assert.is(store.table.size, ids.length);
-    await store.close();
-    const ledger = await Ledger.open(agentDir, { log: (m) => notes.push(m) });
-    assert.equal(ledger.open(), [], 'ledger has unsettled entries');
-    await ledger.close();
-    assert.equal(notes.filter((n) => !n.startsWith('snapshot written')), [], 'replay reported damage');
-  });
+  // Both journals (or the server's database) hold every command, and replay cleanly once their processes are gone.
+  await agent.kill('SIGTERM');
+  await server.proc.kill('SIGTERM');
+  const notes: string[] = [];
+  assert.is((await storedCommands(serverDir, storeArgs, (m) => notes.push(m))).size, ids.length);
+  const ledger = await Ledger.open(agentDir, { log: (m) => notes.push(m) });
+  assert.equal(ledger.open(), [], 'ledger has unsettled entries');
+  await ledger.close();
+  assert.equal(notes.filter((n) => !n.startsWith('snapshot written')), [], 'replay reported damage');
 }
 
 // Retention: the server keeps --retain-max 4 final commands and is killed
@@ -283,4 +294,4 @@ for (const point of RETENTION_POINTS) {
   });
 }
 
-test.run();
+runSuites(test, ...(onPg ? [agentRowsOnPg] : []));

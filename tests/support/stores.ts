@@ -7,6 +7,7 @@
 import pg from 'pg';
 import type { Test } from 'uvu';
 import type { ServerConfig, ServerContext } from '../../lib/server/context.ts';
+import { CommandStore } from '../../state/command-store.ts';
 import { PgStore } from '../../state/pg/pg-store.ts';
 import { freshDatabase, stopPostgres } from './postgres.ts';
 import { journalBytes, journalText, startPgTestServer, startTestServer, type TestServer } from './server-harness.ts';
@@ -25,14 +26,14 @@ export interface StoreUnderTest {
   serverArgs(): Promise<string[]>;
 }
 
-const file: StoreUnderTest = {
+export const fileStore: StoreUnderTest = {
   name: 'file',
   label: (what) => `${what} [file store]`,
   startServer: (overrides = {}) => startTestServer(overrides),
   serverArgs: async () => [],
 };
 
-const postgres: StoreUnderTest = {
+export const postgresStore: StoreUnderTest = {
   name: 'postgres',
   label: (what) => `${what} [postgres store]`,
   startServer: async (overrides = {}) => startPgTestServer(overrides.store ?? (await freshDatabase()), overrides),
@@ -43,7 +44,7 @@ const only = process.env.KEEL_TEST_STORES;
 if (only !== undefined && only !== 'file' && only !== 'postgres') throw new Error(`KEEL_TEST_STORES is file or postgres, not ${JSON.stringify(only)}`);
 
 /** The stores under test, the file store first. */
-export const STORES: readonly StoreUnderTest[] = [file, postgres].filter((s) => only === undefined || s.name === only);
+export const STORES: readonly StoreUnderTest[] = [fileStore, postgresStore].filter((s) => only === undefined || s.name === only);
 
 /** What a restart on the same store as `s` passes to startServer(). */
 export function sameStore(s: TestServer<ServerContext>): Partial<ServerConfig> {
@@ -75,6 +76,30 @@ export async function onDisk(s: TestServer<ServerContext>, id: string): Promise<
   await c.connect();
   try {
     return (await c.query('SELECT 1 FROM keel_commands WHERE id = $1', [id])).rowCount === 1;
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * What a stopped server.ts left in its store: commands by idempotency key,
+ * and how many in all. `args` are the store flags it ran with (serverArgs());
+ * the file store is replayed from `dir`, telling `log` of any damage.
+ */
+export async function storedCommands(dir: string, args: readonly string[], log?: (msg: string) => void): Promise<{ keys: Map<string, string>; size: number }> {
+  const url = args[args.indexOf('--store') + 1];
+  if (!args.includes('--store') || url === undefined) {
+    const store = await CommandStore.open(dir, { log });
+    const keys = new Map(store.table.byIdemKey);
+    const size = store.table.size;
+    await store.close();
+    return { keys, size };
+  }
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ id: string; idem_key: string | null }>('SELECT id, idem_key FROM keel_commands');
+    return { keys: new Map(rows.flatMap((r) => (r.idem_key === null ? [] : [[r.idem_key, r.id] as const]))), size: rows.length };
   } finally {
     await c.end();
   }
