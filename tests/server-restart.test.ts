@@ -2,14 +2,16 @@
 // directory. Every acknowledged submit is still there; leases held when it
 // died get a fresh full timeout, then the expiry rules; a command's log lines
 // across both processes tell its story; a second server on a directory in
-// use, or on a busy port, exits with a message that says so.
-import { suite } from 'uvu';
+// use, or on a busy port, exits with a message that says so. What holds for
+// any store runs on the file store and on PostgreSQL (support/stores.ts); a
+// lease's fresh timeout and the directory's lock are the file store's own
+// (on PostgreSQL deadlines live on the database's clock, and any number of
+// servers share it).
+import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { call } from './support/http.ts';
 import { cleanup, Proc, startServer, tempDir, type LogLine } from './support/processes.ts';
-
-const test = suite('server restart');
-test.after(cleanup);
+import { runSuites, STORES } from './support/stores.ts';
 
 async function submitDelay(url: string, ms: number, headers: Record<string, string> = {}): Promise<string> {
   const r = await call(url, 'POST', '/commands', { type: 'DELAY', payload: { ms } }, headers);
@@ -33,61 +35,102 @@ async function listAll(url: string): Promise<string[]> {
   return ids;
 }
 
-test('SIGKILL after N acknowledged submits, restart on the same dir: all N are there', async () => {
-  const dir = tempDir();
-  const first = await startServer(dir);
-  const N = 60;
-  const acked: string[] = [];
-  const keyed = new Map<string, string>(); // idempotency key -> id
-  let sent = 0;
-  let killed: Promise<void> | undefined;
-  // 16 clients submit back to back; the kill lands on the N-th acknowledgement
-  // with the others in flight (those may or may not survive: nobody was told).
-  await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      while (!killed) {
-        const i = sent++;
-        const key = i % 4 === 0 ? `key-${i}` : undefined;
-        let id: string;
-        try {
-          id = await submitDelay(first.url, i, key ? { 'idempotency-key': key } : {});
-        } catch {
-          return; // the server died under this request
+const suites: Array<Test<any>> = [];
+for (const store of STORES) {
+  const test = suite(store.label('server restart'));
+  test.after(cleanup);
+
+  test('SIGKILL after N acknowledged submits, restart on the same store: all N are there', async () => {
+    const dir = tempDir();
+    const args = await store.serverArgs();
+    const first = await startServer(dir, args);
+    const N = 60;
+    const acked: string[] = [];
+    const keyed = new Map<string, string>(); // idempotency key -> id
+    let sent = 0;
+    let killed: Promise<void> | undefined;
+    // 16 clients submit back to back; the kill lands on the N-th acknowledgement
+    // with the others in flight (those may or may not survive: nobody was told).
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (!killed) {
+          const i = sent++;
+          const key = i % 4 === 0 ? `key-${i}` : undefined;
+          let id: string;
+          try {
+            id = await submitDelay(first.url, i, key ? { 'idempotency-key': key } : {});
+          } catch {
+            return; // the server died under this request
+          }
+          if (killed) return; // acknowledged after the kill was decided: not counted
+          acked.push(id);
+          if (key) keyed.set(key, id);
+          if (acked.length === N) killed = first.proc.kill('SIGKILL');
         }
-        if (killed) return; // acknowledged after the kill was decided: not counted
-        acked.push(id);
-        if (key) keyed.set(key, id);
-        if (acked.length === N) killed = first.proc.kill('SIGKILL');
-      }
-    }),
-  );
-  await killed;
-  assert.is(acked.length, N);
+      }),
+    );
+    await killed;
+    assert.is(acked.length, N);
 
-  const second = await startServer(dir);
-  const recovered = second.proc.lines.find((l) => l.msg === 'recovered')!;
-  assert.ok(Number(recovered.commands) >= N, `recovered ${String(recovered.commands)} commands`);
-  const all = new Set(await listAll(second.url));
-  for (const id of acked) assert.ok(all.has(id), `acknowledged ${id} is gone after the restart`);
-  assert.ok(all.size <= sent, 'more commands than were ever submitted');
-  for (const id of acked.slice(0, 5)) {
-    const r = await call(second.url, 'GET', `/commands/${id}`);
-    assert.equal([r.status, r.body.status], [200, 'PENDING']);
-  }
-  // Idempotency keys survive too: a retry after the restart gets the same id.
-  for (const [key, id] of [...keyed].slice(0, 5)) {
-    const i = Number(key.slice(4));
-    const r = await call(second.url, 'POST', '/commands', { type: 'DELAY', payload: { ms: i } }, { 'idempotency-key': key });
-    assert.equal([r.status, r.body.commandId], [200, id], key);
-  }
-  // And the restarted server takes new work.
-  const fresh = await submitDelay(second.url, 1);
-  assert.not.ok(all.has(fresh));
-  assert.is((await listAll(second.url)).length, all.size + 1);
-  await second.proc.kill('SIGTERM');
-});
+    const second = await startServer(dir, args);
+    if (store.name === 'file') {
+      const recovered = second.proc.lines.find((l) => l.msg === 'recovered')!;
+      assert.ok(Number(recovered.commands) >= N, `recovered ${String(recovered.commands)} commands`);
+    }
+    const all = new Set(await listAll(second.url));
+    for (const id of acked) assert.ok(all.has(id), `acknowledged ${id} is gone after the restart`);
+    assert.ok(all.size <= sent, 'more commands than were ever submitted');
+    for (const id of acked.slice(0, 5)) {
+      const r = await call(second.url, 'GET', `/commands/${id}`);
+      assert.equal([r.status, r.body.status], [200, 'PENDING']);
+    }
+    // Idempotency keys survive too: a retry after the restart gets the same id.
+    for (const [key, id] of [...keyed].slice(0, 5)) {
+      const i = Number(key.slice(4));
+      const r = await call(second.url, 'POST', '/commands', { type: 'DELAY', payload: { ms: i } }, { 'idempotency-key': key });
+      assert.equal([r.status, r.body.commandId], [200, id], key);
+    }
+    // And the restarted server takes new work.
+    const fresh = await submitDelay(second.url, 1);
+    assert.not.ok(all.has(fresh));
+    assert.is((await listAll(second.url)).length, all.size + 1);
+    await second.proc.kill('SIGTERM');
+  });
 
-test('leases held at the kill get a fresh full timeout after the restart, then the expiry rules', async () => {
+  test('a busy port: exit 1 saying so, and the store is left free for the next start', async () => {
+    const busy = await startServer(tempDir());
+    const dir = tempDir();
+    const args = await store.serverArgs();
+    const clash = new Proc('server', ['server.ts', '--state-dir', dir, '--port', String(busy.port), ...args]);
+    const { code } = await clash.exited;
+    assert.is(code, 1);
+    assert.match(clash.stderr, /port is already in use/);
+    const t0 = Date.now();
+    const next = await startServer(dir, args);
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.is((await call(next.url, 'GET', '/readyz')).status, 200);
+  });
+
+  test('SIGTERM: a clean exit 0 with nothing lost; the restart takes the store at once', async () => {
+    const dir = tempDir();
+    const args = await store.serverArgs();
+    const first = await startServer(dir, args);
+    const id = await submitDelay(first.url, 5);
+    first.proc.child.kill('SIGTERM');
+    const { code } = await first.proc.exited;
+    assert.is(code, 0);
+    assert.ok(first.proc.lines.some((l) => l.msg === 'shutting down'));
+    const second = await startServer(dir, args);
+    assert.is((await call(second.url, 'GET', `/commands/${id}`)).body.status, 'PENDING');
+  });
+
+  suites.push(test);
+}
+
+const fileOnly = suite('server restart: lease grace and the directory lock [file store only]');
+fileOnly.after(cleanup);
+
+fileOnly('leases held at the kill get a fresh full timeout after the restart, then the expiry rules', async () => {
   // Long enough that the checks right after the restart land well inside the grace on a busy machine.
   const LEASE_MS = 2000;
   const dir = tempDir();
@@ -157,7 +200,7 @@ test('leases held at the kill get a fresh full timeout after the restart, then t
   await second.proc.kill('SIGTERM');
 });
 
-test('two servers on one directory: the second exits non-zero naming the directory; the first carries on', async () => {
+fileOnly('two servers on one directory: the second exits non-zero naming the directory; the first carries on', async () => {
   const dir = tempDir();
   const first = await startServer(dir);
   const id = await submitDelay(first.url, 1);
@@ -175,29 +218,4 @@ test('two servers on one directory: the second exits non-zero naming the directo
   await first.proc.kill('SIGTERM');
 });
 
-test('a busy port: exit 1 saying so, and the directory is left free for the next start', async () => {
-  const busy = await startServer(tempDir());
-  const dir = tempDir();
-  const clash = new Proc('server', ['server.ts', '--state-dir', dir, '--port', String(busy.port)]);
-  const { code } = await clash.exited;
-  assert.is(code, 1);
-  assert.match(clash.stderr, /port is already in use/);
-  const t0 = Date.now();
-  const next = await startServer(dir);
-  assert.ok(Date.now() - t0 < 10_000);
-  assert.is((await call(next.url, 'GET', '/readyz')).status, 200);
-});
-
-test('SIGTERM: a clean exit 0 with nothing lost; the restart takes the directory at once', async () => {
-  const dir = tempDir();
-  const first = await startServer(dir);
-  const id = await submitDelay(first.url, 5);
-  first.proc.child.kill('SIGTERM');
-  const { code } = await first.proc.exited;
-  assert.is(code, 0);
-  assert.ok(first.proc.lines.some((l) => l.msg === 'shutting down'));
-  const second = await startServer(dir);
-  assert.is((await call(second.url, 'GET', `/commands/${id}`)).body.status, 'PENDING');
-});
-
-test.run();
+runSuites(...suites, fileOnly);
