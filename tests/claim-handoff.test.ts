@@ -215,7 +215,7 @@ store('a failing journal: the submit and the parked claim both fail, neither is 
 
 // --- over HTTP ------------------------------------------------------------------
 
-const http = suite('claim hand-off: over HTTP');
+const http = suite('claim hand-off: over HTTP, in one fdatasync [file store only]');
 http.after(async () => {
   await closeAll();
   await cleanup();

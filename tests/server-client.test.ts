@@ -293,7 +293,7 @@ riding.run();
 
 // --- against a real server ------------------------------------------------------
 
-const real = suite('ServerClient against the keel server');
+const real = suite('ServerClient against the keel server: one group commit [file store only]');
 real.after(closeAll);
 
 real('concurrent releases of claimed commands are one request, one group commit, each answered', async () => {
