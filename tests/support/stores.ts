@@ -87,15 +87,15 @@ export async function onDisk(s: TestServer<ServerContext>, id: string): Promise<
  * the file store is replayed from `dir`, telling `log` of any damage.
  */
 export async function storedCommands(dir: string, args: readonly string[], log?: (msg: string) => void): Promise<{ keys: Map<string, string>; size: number }> {
-  const url = args[args.indexOf('--store') + 1];
-  if (!args.includes('--store') || url === undefined) {
+  const at = args.indexOf('--store');
+  if (at < 0) {
     const store = await CommandStore.open(dir, { log });
     const keys = new Map(store.table.byIdemKey);
     const size = store.table.size;
     await store.close();
     return { keys, size };
   }
-  const c = new pg.Client({ connectionString: url });
+  const c = new pg.Client({ connectionString: args[at + 1] });
   await c.connect();
   try {
     const { rows } = await c.query<{ id: string; idem_key: string | null }>('SELECT id, idem_key FROM keel_commands');
