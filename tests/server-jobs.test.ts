@@ -58,13 +58,27 @@ for (const store of STORES) {
 
   test('due commands are handed out in due-time order, whatever order they were submitted in', async () => {
     const s = await store.startServer();
-    const runAt = (ms: number): string => new Date(Date.now() + ms).toISOString();
+    const t0 = Date.now(); // one origin: a slow submit must not reorder the due times
+    const runAt = (ms: number): string => new Date(t0 + ms).toISOString();
     const third = await submit(s.url, delay(1, { runAt: runAt(600) }));
     const first = await submit(s.url, delay(1, { runAt: runAt(300) }));
     const second = await submit(s.url, delay(1, { runAt: runAt(450) }));
     const got: string[] = [];
     for (let n = 0; got.length < 3; n++) got.push(...(await claimIds(s, `a${n}`, 3, 10_000))); // a fresh agent: nothing held
     assert.equal(got, [first, second, third]);
+  });
+
+  test('a command that falls due joins the queue of its priority then: behind those waiting before it, ahead of later ones', async () => {
+    const s = await store.startServer();
+    const scheduled = await submit(s.url, delay(1, { delay: '200ms' }));
+    const before = await submit(s.url, delay(1));
+    const deadline = Date.now() + 10_000;
+    while ((await getCommand(s.url, scheduled)).state !== 'PENDING') {
+      assert.ok(Date.now() < deadline, 'the scheduled command did not fall due');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const later = await submit(s.url, delay(1));
+    assert.equal(await claimIds(s, 'a1', 3), [before, scheduled, later]);
   });
 
   test('cancel a scheduled command: 200, FAILED CANCELED, never handed out', async () => {

@@ -392,6 +392,8 @@ shared('a database at schema version 1 is migrated to the latest at start, its f
   await a.finish('x', id, 1, 'COMPLETED', null, null);
   // Back to what version 1 made.
   await a.pool.query('ALTER TABLE keel_commands DROP COLUMN final_at');
+  await a.pool.query('ALTER TABLE keel_commands DROP COLUMN queued'); // and the claim index on it
+  await a.pool.query("CREATE INDEX keel_commands_claimable ON keel_commands (priority DESC, ord) WHERE state = 'PENDING'");
   await a.pool.query('DELETE FROM keel_migrations WHERE version > 1');
   const again = await PgStore.open({ url, leaseTimeoutMs: 1000, retention: { ms: 3_600_000, max: 0 } });
   opened.push(again);

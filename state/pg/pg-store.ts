@@ -8,7 +8,8 @@
 // tried again on what is there now, where step() answers same, next or a
 // rejection as it would have on the file store.
 // Claims lock PENDING rows FOR UPDATE SKIP LOCKED in claim order (priority,
-// then submission order), so servers claiming at once take different rows.
+// then the order they became claimable: at submission, or when they fell
+// due), so servers claiming at once take different rows.
 // Lease deadlines and attempt deadlines are columns on the database's clock
 // (now()); every server sweeps them, and a sweep that loses the race to
 // another changes nothing (the guard in the UPDATE fails).
@@ -363,7 +364,7 @@ export class PgStore implements Store {
       const { rows } = await c.query<{ cmd: Command; now: number }>(
         `SELECT cmd, ${NOW_MS} AS now FROM keel_commands
          WHERE state = 'PENDING' AND ($1::text[] IS NULL OR type = ANY($1))
-         ORDER BY priority DESC, ord LIMIT $2 FOR UPDATE SKIP LOCKED`,
+         ORDER BY priority DESC, coalesce(queued, ord) LIMIT $2 FOR UPDATE SKIP LOCKED`,
         [opts.types ? [...opts.types] : null, max],
       );
       for (const { cmd, now } of rows) {
@@ -522,6 +523,7 @@ export class PgStore implements Store {
       `WITH u AS (
          UPDATE keel_commands SET
            state = $3, version = $4, agent_id = $5, attempt = $6, due_at = $7, cmd = $8,
+           queued = CASE WHEN $3 = 'PENDING' AND state IN ('SCHEDULED', 'RETRY_WAIT') THEN nextval('keel_commands_ord_seq') ELSE queued END,
            final_at = CASE WHEN $3 IN ('COMPLETED', 'FAILED') THEN $13::bigint END,
            lease_until = CASE $9::text WHEN 'extend' THEN now() + $10 * interval '1 millisecond' WHEN 'keep' THEN lease_until END,
            run_deadline = CASE WHEN $3 <> 'RUNNING' THEN NULL WHEN $11::float8 IS NOT NULL THEN now() + $11 * interval '1 millisecond' ELSE run_deadline END

@@ -68,6 +68,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX keel_commands_final ON keel_commands (final_at) WHERE final_at IS NOT NULL;
     `,
   },
+  {
+    version: 3,
+    what: 'a command that falls due joins the claim queue then, not at its submission',
+    sql: `
+      -- Its place in its priority's first-in-first-out queue: NULL for its submission ordinal;
+      -- a newer ordinal once it waited (SCHEDULED, RETRY_WAIT) and fell due, as the file store's queue does.
+      ALTER TABLE keel_commands ADD COLUMN queued bigint;
+      DROP INDEX keel_commands_claimable;
+      CREATE INDEX keel_commands_claimable ON keel_commands (priority DESC, (coalesce(queued, ord))) WHERE state = 'PENDING';
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
