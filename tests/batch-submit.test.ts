@@ -161,7 +161,6 @@ synced('1000 commands, one fdatasync, in the journal file when the answer arrive
   assert.ok(text.includes(ids[0]!) && text.includes(ids[999]!), 'the batch is not in the journal file');
 });
 
-
 // --- real processes: SIGKILL mid-batch ----------------------------------------------
 
 const crash = suite('SIGKILL mid-batch at a journal crash point [file store only]');

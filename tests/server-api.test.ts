@@ -26,8 +26,7 @@ import {
 import { onDisk, runSuites, stored, STORES } from './support/stores.ts';
 import type { ServerContext } from '../lib/server/context.ts';
 
-
-
+// The bad requests of the refusals suite (below, on each store).
 const ID0 = '00000000-0000-4000-8000-000000000000';
 // [what, method, path, body (string: sent raw), status, field]
 const ROWS: Array<[string, string, string, unknown, number, string | undefined]> = [
