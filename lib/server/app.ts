@@ -15,7 +15,7 @@ import * as clientRoutes from './client-routes.ts';
 import * as dashboard from './dashboard-files.ts';
 import { EventHub } from './event-hub.ts';
 import * as streamRoutes from './stream-routes.ts';
-import { discardBody, HttpError, sendJson, sendText } from './http-io.ts';
+import { discardBody, HttpError, sendJson, sendText, type RequestTarget } from './http-io.ts';
 import type { Logger } from '../log.ts';
 import { HttpMetrics } from './metrics.ts';
 import { AGENT_ROUTES } from '../protocol.ts';
@@ -37,7 +37,7 @@ export function onFileStore(keel: KeelServer): keel is KeelServer<FileServerCont
   return keel.ctx.store instanceof CommandStore;
 }
 
-type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<void>;
+type Handler = (ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: RequestTarget) => Promise<void>;
 interface Route {
   method: string;
   pattern: RegExp;
@@ -46,6 +46,8 @@ interface Route {
   open?: boolean; // no token needed
   /** Whose token it wants (auth.ts). Default: client. */
   role?: Role;
+  /** The pattern captures path segments (set from it below). */
+  hasParams?: boolean;
 }
 
 const ID = '([^/]+)';
@@ -70,6 +72,8 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: /^\/$/, name: '/', handler: dashboard.page, open: true },
   { method: 'GET', pattern: /^\/dashboard\/([^/]+)$/, name: '/dashboard/:file', handler: dashboard.file, open: true },
 ];
+
+for (const r of ROUTES) r.hasParams = r.pattern.source.includes('(');
 
 /** Every route with the token it wants: for tests that cover every route. */
 export const ROUTE_ROLES: ReadonlyArray<{ method: string; name: string; role: Role | 'open' }> = ROUTES.map((r) => ({
@@ -206,20 +210,20 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
 }
 
 async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  let routeName = 'unknown';
-  res.once('finish', () => ctx.metrics.count(routeName, res.statusCode));
+  const counted = { route: 'unknown' };
+  res.once('finish', () => ctx.metrics.count(counted.route, res.statusCode));
   try {
     const url = requestUrl(req.url);
     const matching = routesFor(url.pathname);
     if (matching.length === 0) throw new HttpError(404, `no route ${url.pathname}`);
     const route = matching.find((r) => r.method === req.method);
-    routeName = matching[0]!.name;
+    counted.route = matching[0]!.name;
     if (!route) {
       const allow = matching.map((r) => r.method).join(', ');
-      throw new HttpError(405, `${req.method} is not allowed on ${routeName}; use ${allow}`, { headers: { allow } });
+      throw new HttpError(405, `${req.method} is not allowed on ${counted.route}; use ${allow}`, { headers: { allow } });
     }
     if (!route.open) checkAccess(tokens, route.role ?? 'client', req, route.name);
-    const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeSegment);
+    const params = route.hasParams ? route.pattern.exec(url.pathname)!.slice(1).map(decodeSegment) : NO_PARAMS;
     await route.handler(ctx, req, res, params, url);
   } catch (err) {
     if (err instanceof HttpError) {
@@ -245,6 +249,8 @@ async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, 
   }
 }
 
+const NO_PARAMS: string[] = [];
+
 // The routes whose pattern matches a path, remembered for the paths seen
 // lately: testing every pattern was a visible share of a submit's CPU.
 const matchCache = new Map<string, Route[]>();
@@ -258,11 +264,19 @@ function routesFor(pathname: string): Route[] {
   return m;
 }
 
+// A plain path with no query (`/commands`) is its own pathname; parsing it as
+// a URL cost a submit about as much as routing it. Anything else (a query,
+// `.`, `%`, `//`) goes through URL, which normalizes it.
+const PLAIN_PATH = /^\/(?!\/)[A-Za-z0-9_\-/]*$/;
+const BASE = 'http://keel';
+const NO_QUERY = new URLSearchParams();
+
 // node:http passes the request target through as sent; a target that is not
 // a URL (`GET http://[ HTTP/1.1`) is the client's fault, not a 500.
-function requestUrl(target: string | undefined): URL {
+function requestUrl(target: string | undefined): RequestTarget {
+  if (target !== undefined && PLAIN_PATH.test(target)) return { pathname: target, searchParams: NO_QUERY };
   try {
-    return new URL(target ?? '/', 'http://keel');
+    return new URL(target ?? '/', BASE);
   } catch {
     throw new HttpError(400, 'request target is not a valid URL path', { field: 'url' });
   }

@@ -10,6 +10,12 @@ export const MAX_BODY_BYTES = 64 * 1024;
 const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
 const LINGER_MS = 2000;
 
+/** A request's path and query, as handlers see it (a URL, or the same two fields of a plain path). The query is read only: one empty query is shared. */
+export interface RequestTarget {
+  readonly pathname: string;
+  readonly searchParams: URLSearchParams;
+}
+
 /** A refusal the client can act on: status, a message, and the field at fault. */
 export class HttpError extends Error {
   readonly status: number;
@@ -47,38 +53,40 @@ export async function readJsonObject(req: IncomingMessage, limit = MAX_BODY_BYTE
 }
 
 // Plain listeners rather than `for await`: the async iterator's setup was a
-// visible share of the server's CPU per request.
+// visible share of the server's CPU per request. Once settled, the listeners
+// stay (guarded) rather than being taken off one by one: the request is done
+// with, and its 'error' keeps a listener.
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let first: Buffer | undefined;
+    let more: Buffer[] | undefined;
     let size = 0;
+    let settled = false;
     const onData = (chunk: Buffer): void => {
+      if (settled) return;
       size += chunk.length;
       if (size > limit) {
-        done();
+        settled = true;
+        req.off('data', onData);
         reject(tooLarge(limit)); // the rest is dropped by discardBody once the answer is out
         return;
       }
-      chunks.push(chunk);
+      if (first === undefined) first = chunk;
+      else (more ??= [first]).push(chunk);
     };
-    const onEnd = (): void => {
-      done();
-      resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'));
-    };
+    req.on('data', onData);
+    req.on('end', () => {
+      if (settled) return;
+      settled = true;
+      resolve(more ? Buffer.concat(more).toString('utf8') : first ? first.toString('utf8') : '');
+    });
     // The client hung up (or was cut off by requestTimeout) mid-body: its
     // fault, not an internal error; nobody is left to read the answer.
     const onCut = (err?: Error): void => {
-      done();
+      if (settled) return;
+      settled = true;
       reject(new HttpError(400, `request body was cut off: ${err?.message ?? 'the connection closed'}`, { field: 'body' }));
     };
-    const done = (): void => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onCut);
-      req.off('close', onCut);
-    };
-    req.on('data', onData);
-    req.on('end', onEnd);
     req.on('error', onCut);
     req.on('close', onCut);
   });
@@ -113,20 +121,26 @@ export function discardBody(req: IncomingMessage): void {
   req.resume();
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   if (res.headersSent || res.destroyed) return;
   // What the answer acknowledges is logged before it: a SIGKILL after the
   // answer must not take the transition's log line with it.
   flushLogs();
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
-  res.end(text);
+  send(res, status, JSON.stringify(body), 'application/json', headers);
 }
 
 export function sendText(res: ServerResponse, status: number, text: string, contentType = 'text/plain; charset=utf-8'): void {
   if (res.headersSent || res.destroyed) return;
   flushLogs();
-  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
+  send(res, status, text, contentType, undefined);
+}
+
+// Headers as one flat array: node:http writes it as it is, where an object
+// is walked key by key (and a spread of extra headers built one per answer).
+function send(res: ServerResponse, status: number, text: string, contentType: string, extra: Record<string, string> | undefined): void {
+  const headers: Array<string | number> = ['content-type', contentType, 'content-length', Buffer.byteLength(text)];
+  if (extra !== undefined) for (const k in extra) headers.push(k, extra[k]!);
+  res.writeHead(status, headers as string[]);
   res.end(text);
 }
 

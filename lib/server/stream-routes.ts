@@ -8,14 +8,14 @@ import { COMMAND_STATUSES, COMMAND_TYPES } from '../protocol.ts';
 import { eventViews } from './command-view.ts';
 import type { ServerContext } from './context.ts';
 import type { StreamedEvent } from './event-hub.ts';
-import { HttpError } from './http-io.ts';
+import { HttpError, type RequestTarget } from './http-io.ts';
 import { SseStream, sseFrame } from './sse.ts';
 
 export const STREAM_BUFFER_BYTES = 1024 * 1024;
 export const STREAM_STALL_MS = 5_000;
 export const STREAM_KEEPALIVE_MS = 15_000;
 
-export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
+export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, _p: string[], url: RequestTarget): Promise<void> {
   const q = url.searchParams;
   onlyParams(q, ['type', 'status', 'since']);
   const types = oneOf(q, 'type', COMMAND_TYPES);
@@ -39,7 +39,7 @@ export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: S
 }
 
 /** GET /commands/:id/events?follow=1, after the caller checked the id and that it exists. */
-export function followCommand(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, cmd: Command, url: URL): void {
+export function followCommand(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, cmd: Command, url: RequestTarget): void {
   // The ids are the command's own event numbers (1, 2, ...), whose trail is
   // kept whole: any resume point works.
   let sent = resumePoint(req, url.searchParams) ?? 0;
