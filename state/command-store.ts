@@ -145,7 +145,7 @@ export class CommandStore implements Store {
       ev.idemKey = input.idemKey;
       ev.bodyHash = input.bodyHash;
     }
-    if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
+    if (input.opts && hasFields(input.opts)) ev.opts = input.opts;
     // A fresh id: the FSM's answer is `next`, and apply() runs it anyway.
     await this.commit([{ id, from: null, version: 0, ev }]);
     return { kind: 'created', id };
@@ -188,7 +188,7 @@ export class CommandStore implements Store {
         ev.bodyHash = input.bodyHash;
         keyed.set(key, { id, bodyHash: input.bodyHash ?? null });
       }
-      if (input.opts && Object.keys(input.opts).length > 0) ev.opts = input.opts;
+      if (input.opts && hasFields(input.opts)) ev.opts = input.opts;
       recs.push({ id, from: null, version: 0, ev });
       ids.push(id);
     }
@@ -277,6 +277,11 @@ export class CommandStore implements Store {
   async counts(): Promise<StoreCounts> {
     const t = this.table;
     return { byState: t.countByState, pendingByType: t.pendingByType, forgotten: t.forgotten, transitions: t.transitions };
+  }
+
+  backlogNow(): number {
+    const c = this.table.countByState;
+    return c.PENDING + c.SCHEDULED + c.RETRY_WAIT;
   }
 
   refuseIfUnavailable(): void {
@@ -372,20 +377,28 @@ export class CommandStore implements Store {
     // append() numbers the records in order, in this very call.
     const firstSeq = this.durable.journal.lastSeq + 1;
     const done = this.durable.commit(recs);
-    const cmds = recs.map((r) => this.get(r.id)!);
+    const cmds: Command[] = [];
+    for (const r of recs) cmds.push(this.get(r.id)!);
     // Past --retain-max: the oldest final commands go in this same group commit.
     if (this.retention !== undefined && this.table.finalCount > this.retention.max) void this.forgetExpired().catch(() => {});
     // A record that was applied and left its command PENDING: announce it
     // now, while claims can still join its batch. (Commands are replaced on
     // every transition, never mutated: `cmds` keeps what these records made.)
-    cmds.forEach((cmd, i) => {
-      if (cmd?.state !== 'PENDING' || cmd.version !== recs[i]!.version + 1) return; // not applied, or not PENDING
+    for (let i = 0; i < cmds.length && this.pendingListeners.size > 0; i++) {
+      const cmd = cmds[i];
+      if (cmd?.state !== 'PENDING' || cmd.version !== recs[i]!.version + 1) continue; // not applied, or not PENDING
       for (const fn of this.pendingListeners) fn(cmd);
-    });
+    }
     await done;
-    cmds.forEach((cmd, i) => {
-      for (const fn of this.listeners) fn(cmd, recs[i]!.ev.type, firstSeq + i);
-    });
+    for (let i = 0; i < cmds.length; i++) {
+      for (const fn of this.listeners) fn(cmds[i]!, recs[i]!.ev.type, firstSeq + i);
+    }
     return cmds;
   }
+}
+
+/** Whether an options object sets anything (without building its key list). */
+function hasFields(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }

@@ -71,6 +71,12 @@ export interface Store {
   /** agentId -> ids it holds (RUNNING, or ASSIGNED from before claim-and-start). */
   heldBy(): Promise<ReadonlyMap<string, ReadonlySet<string>>>;
   counts(): Promise<StoreCounts>;
+  /**
+   * What --max-pending counts (PENDING, SCHEDULED and RETRY_WAIT commands),
+   * for a store that holds it in memory: a submit checks it without a
+   * promise. Absent: counts() says.
+   */
+  backlogNow?(): number;
   /** From agents of protocol 1: a command its claim started answers as a retry. */
   start(agentId: string, id: string, lease: number): Promise<StepResult>;
   finish(agentId: string, id: string, lease: number, outcome: Outcome, result: unknown, error: string | null): Promise<StepResult>;

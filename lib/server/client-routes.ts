@@ -5,19 +5,19 @@ import { isFinal, type Command } from '../../state/command-fsm.ts';
 import { commandView, eventViews, shownStatus } from './command-view.ts';
 import { formatDuration, parseDuration } from '../duration.ts';
 import { DEFAULT_RETENTION } from '../../state/retention.ts';
-import { HttpError, readJsonObject, sendJson, whenGone } from './http-io.ts';
+import { HttpError, readJsonObject, sendJson, whenGone, type RequestTarget } from './http-io.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type CommandList, type CommandStatus, type CommandType, type SubmitResponse } from '../protocol.ts';
 import { COMMAND_STATES, type CommandOptions } from '../../state/command-types.ts';
 import type { ServerContext } from './context.ts';
 import { followCommand, wantsFollow } from './stream-routes.ts';
-import { batchSubmitRequest, pathId, idempotencyKey, submitRequest } from './validate.ts';
+import { asSent, batchSubmitRequest, pathId, idempotencyKey, submitRequest } from './validate.ts';
 
 const MAX_WAIT_MS = 5 * 60 * 1000;
 const MAX_LIMIT = 1000;
 
 export async function submit(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const body = submitRequest(await readJsonObject(req), Date.now());
-  await create(ctx, req, res, body.type, body.payload, body.opts, body.asSent);
+  await create(ctx, req, res, body.type, body.payload, body.opts, () => asSent(body));
 }
 
 export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -25,7 +25,7 @@ export async function submitBatch(ctx: ServerContext, req: IncomingMessage, res:
   const known = await Promise.all(items.map((it) => it.idempotencyKey !== undefined && ctx.store.knowsKey(it.idempotencyKey)));
   await refuseIfFull(ctx, known.filter((k) => !k).length);
   const r = await ctx.store.submitMany(
-    items.map(({ idempotencyKey: key, type, payload, opts, asSent }) => ({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) })),
+    items.map((it) => ({ type: it.type, payload: it.payload, opts: it.opts, idemKey: it.idempotencyKey, bodyHash: bodyHash(() => asSent(it), it.idempotencyKey) })),
   );
   if (r.kind === 'conflict') {
     throw new HttpError(409, `commands[${r.index}]: ${r.reason}`, { field: `commands[${r.index}].idempotencyKey`, extra: { commandId: r.id } });
@@ -53,40 +53,53 @@ export async function retry(ctx: ServerContext, req: IncomingMessage, res: Serve
   if (orig.priority !== 0) opts.priority = orig.priority;
   if (orig.retry) opts.retry = orig.retry;
   if (orig.timeoutMs !== null) opts.timeoutMs = orig.timeoutMs;
-  await create(ctx, req, res, orig.type, orig.payload, opts, { retryOf: id });
+  await create(ctx, req, res, orig.type, orig.payload, opts, () => ({ retryOf: id }));
 }
 
-/** Submit one command: honours Idempotency-Key (checked against `asSent`) and --max-pending. */
+/** Submit one command: honours Idempotency-Key (checked against `asSent()`) and --max-pending. */
 async function create(
   ctx: ServerContext, req: IncomingMessage, res: ServerResponse,
-  type: CommandType, payload: Command['payload'], opts: CommandOptions, asSent: unknown,
+  type: CommandType, payload: Command['payload'], opts: CommandOptions, asSent: () => unknown,
 ): Promise<void> {
   const key = idempotencyKey(req.headers['idempotency-key'], 'Idempotency-Key');
   const known = key !== undefined && (await ctx.store.knowsKey(key));
-  if (!known) await refuseIfFull(ctx, 1);
+  if (!known) {
+    const full = refuseIfFull(ctx, 1);
+    if (full) await full;
+  }
   const r = await ctx.store.submit({ type, payload, opts, idemKey: key, bodyHash: bodyHash(asSent, key) });
   if (r.kind === 'conflict') throw new HttpError(409, r.reason, { field: 'Idempotency-Key', extra: { commandId: r.id } });
   const answer: SubmitResponse = { commandId: r.id };
   sendJson(res, r.kind === 'created' ? 201 : 200, answer);
 }
 
-/** Commands shown PENDING count against --max-pending: a scheduled backlog holds memory too. */
-async function refuseIfFull(ctx: ServerContext, adding: number): Promise<void> {
-  if (adding === 0) return;
-  const c = (await ctx.store.counts()).byState;
-  if (adding > 0 && c.PENDING + c.SCHEDULED + c.RETRY_WAIT + adding > ctx.config.maxPending) {
+/**
+ * Commands shown PENDING count against --max-pending: a scheduled backlog
+ * holds memory too. Answered at once (no promise) by a store that keeps the
+ * count in memory.
+ */
+function refuseIfFull(ctx: ServerContext, adding: number): Promise<void> | undefined {
+  if (adding === 0) return undefined;
+  const now = ctx.store.backlogNow?.();
+  if (now !== undefined) return checkRoom(ctx, now, adding);
+  return ctx.store.counts().then((c) => checkRoom(ctx, c.byState.PENDING + c.byState.SCHEDULED + c.byState.RETRY_WAIT, adding));
+}
+
+function checkRoom(ctx: ServerContext, backlog: number, adding: number): undefined {
+  if (backlog + adding > ctx.config.maxPending) {
     throw new HttpError(429, `too many pending commands (${ctx.config.maxPending}); retry later`, { headers: { 'retry-after': '1' } });
   }
+  return undefined;
 }
 
 // What an idempotency key is checked against: the validated command as sent
 // (a relative delay as its text), so the same command sent alone or in a
-// batch, or sent again later, matches.
-function bodyHash(asSent: unknown, key: string | undefined): string | undefined {
-  return key === undefined ? undefined : createHash('sha256').update(JSON.stringify(asSent)).digest('hex');
+// batch, or sent again later, matches. Built only when there is a key.
+function bodyHash(asSent: () => unknown, key: string | undefined): string | undefined {
+  return key === undefined ? undefined : createHash('sha256').update(JSON.stringify(asSent())).digest('hex');
 }
 
-export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
+export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, params: string[], url: RequestTarget): Promise<void> {
   const id = pathId(params[0]);
   const waitText = url.searchParams.get('wait');
   let waitMs = 0;
@@ -118,7 +131,7 @@ export function unknownCommand(ctx: ServerContext, id: string): HttpError {
   });
 }
 
-export async function list(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, _p: string[], url: URL): Promise<void> {
+export async function list(ctx: ServerContext, _req: IncomingMessage, res: ServerResponse, _p: string[], url: RequestTarget): Promise<void> {
   const q = url.searchParams;
   for (const k of q.keys()) {
     if (!['status', 'type', 'limit', 'cursor'].includes(k)) throw new HttpError(400, `unknown query parameter "${k}"; allowed: status, type, limit, cursor`, { field: k });
@@ -150,7 +163,7 @@ export async function cancel(ctx: ServerContext, _req: IncomingMessage, res: Ser
   sendJson(res, r.cmd.state === 'RUNNING' ? 202 : 200, commandView(r.cmd));
 }
 
-export async function events(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: URL): Promise<void> {
+export async function events(ctx: ServerContext, req: IncomingMessage, res: ServerResponse, params: string[], url: RequestTarget): Promise<void> {
   const id = pathId(params[0]);
   const follow = wantsFollow(url.searchParams);
   const cmd = await ctx.store.read(id);

@@ -59,9 +59,9 @@ class HeldEvent implements StreamedEvent {
   }
 }
 
-// JSON sizes of payloads and results, measured once per object: a command
-// keeps the same payload object through all its transitions, and its result
-// from the finish on.
+// JSON sizes of results, measured once per object: a command keeps its
+// result from the finish on. A payload's is estimated from its fields: one
+// WeakMap entry per submit cost more than the rest of publish().
 const sizes = new WeakMap<object, number>();
 function jsonSize(v: unknown): number {
   if (v === null || typeof v !== 'object') return 16;
@@ -70,9 +70,16 @@ function jsonSize(v: unknown): number {
   return n;
 }
 
+/** A payload's JSON size, from above: a URL may be escaped to twice its length. */
+function payloadSize(p: Command['payload']): number {
+  if (!('url' in p)) return 32;
+  const e = p.expectStatus;
+  return 64 + 2 * p.url.length + (e === undefined ? 0 : typeof e === 'string' ? 16 : 4 * e.length);
+}
+
 /** About the size of the command's view as JSON, from above for the usual command. */
 function estimate(cmd: Command): number {
-  return 640 + jsonSize(cmd.payload) + jsonSize(cmd.result) + 2 * (cmd.error?.length ?? 0) + 8 * cmd.trail.length;
+  return 640 + payloadSize(cmd.payload) + jsonSize(cmd.result) + 2 * (cmd.error?.length ?? 0) + 8 * cmd.trail.length;
 }
 
 export interface RingLimits {

@@ -27,7 +27,8 @@ type Obj = Record<string, unknown>;
 const bad = (field: string, message: string): HttpError => new HttpError(400, message, { field });
 
 function onlyFields(obj: Obj, allowed: readonly string[], prefix = ''): void {
-  for (const k of Object.keys(obj)) {
+  // for-in, not Object.keys: a parsed body has no inherited keys, and no array is built.
+  for (const k in obj) {
     if (!allowed.includes(k)) throw bad(prefix + k, `unknown field "${prefix + k}"; allowed: ${allowed.join(', ')}`);
   }
 }
@@ -110,20 +111,22 @@ function retryPolicy(v: unknown, prefix: string): RetryPolicy {
   return { attempts, backoff, delayMs, maxDelayMs };
 }
 
-/** A submit's body as validated: the command, its options, and the fields its Idempotency-Key hash covers. */
+/** A submit's body as validated: the command, its options, and the body itself. */
 export interface ValidSubmit extends SubmitRequest {
   opts: CommandOptions;
-  /** The request as sent, normalized: a repeated submit with a relative `delay` hashes the same. */
-  asSent: Obj;
+  /** The body as sent (checked): what asSent() reads. */
+  body: Obj;
 }
+
+const SUBMIT_FIELDS = ['type', 'payload', 'priority', 'runAt', 'delay', 'retry', 'timeout'];
 
 /**
  * One command to submit, with its options; `prefix` names where it sits in a
  * batch (`commands[3].`). `now` is what a relative `delay` counts from.
  */
 export function submitRequest(body: Obj, now: number, prefix = '', extra: readonly string[] = []): ValidSubmit {
-  onlyFields(body, ['type', 'payload', 'priority', 'runAt', 'delay', 'retry', 'timeout', ...extra], prefix);
-  const base = commandBody(body, prefix);
+  onlyFields(body, extra.length === 0 ? SUBMIT_FIELDS : [...SUBMIT_FIELDS, ...extra], prefix);
+  const { type, payload } = commandBody(body, prefix);
   const f = (name: string): string => prefix + name;
   const opts: CommandOptions = {};
   if (body.priority !== undefined) opts.priority = int(body.priority, f('priority'), MIN_PRIORITY, MAX_PRIORITY);
@@ -137,10 +140,20 @@ export function submitRequest(body: Obj, now: number, prefix = '', extra: readon
   if (body.delay !== undefined) opts.runAt = now + duration(body.delay, f('delay'), 0, MAX_SCHEDULE_MS);
   if (body.retry !== undefined) opts.retry = retryPolicy(body.retry, prefix);
   if (body.timeout !== undefined) opts.timeoutMs = duration(body.timeout, f('timeout'), 1, DAY_MS);
-  const asSent: Obj = { ...base };
-  for (const k of ['priority', 'runAt', 'delay', 'timeout'] as const) if (body[k] !== undefined) asSent[k] = body[k];
-  if (opts.retry) asSent.retry = opts.retry;
-  return { ...base, opts, asSent };
+  return { type, payload, opts, body };
+}
+
+/**
+ * The request as sent, normalized: what an Idempotency-Key's hash covers, so
+ * a repeated submit with a relative `delay` hashes the same. Built only for
+ * a submit that has a key. (Its fields and their order are what hashes
+ * already journaled were taken over: keep them.)
+ */
+export function asSent(v: ValidSubmit): Obj {
+  const out: Obj = { type: v.type, payload: v.payload };
+  for (const k of ['priority', 'runAt', 'delay', 'timeout'] as const) if (v.body[k] !== undefined) out[k] = v.body[k];
+  if (v.opts.retry) out.retry = v.opts.retry;
+  return out;
 }
 
 function commandBody(body: Obj, prefix: string): SubmitRequest {
