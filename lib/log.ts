@@ -23,6 +23,17 @@ export function flushLogs(): void {
   for (const flush of [...unwritten]) flush();
 }
 
+// Levels and messages are a handful of constant strings: quote each once.
+const quotedCache = new Map<string, string>();
+function quoted(s: string): string {
+  let q = quotedCache.get(s);
+  if (q === undefined) {
+    q = JSON.stringify(s);
+    if (quotedCache.size < 1000) quotedCache.set(s, q);
+  }
+  return q;
+}
+
 export function createLogger(base: LogFields, out: NodeJS.WritableStream = process.stdout): Logger & { error: Logger } {
   let lines: string[] = [];
   const flush = (): void => {
@@ -41,6 +52,10 @@ export function createLogger(base: LogFields, out: NodeJS.WritableStream = proce
   // a merged object per line (a line per transition is on every hot path).
   const baseText = JSON.stringify(base).slice(1, -1);
   const reserved = ['t', 'level', 'msg', ...Object.keys(base)];
+  const overrides = (fields: LogFields): boolean => {
+    for (const k of reserved) if (k in fields) return true;
+    return false;
+  };
   let stampMs = -1;
   let stamp = '';
   const write = (level: string, msg: string, fields?: LogFields): void => {
@@ -53,15 +68,14 @@ export function createLogger(base: LogFields, out: NodeJS.WritableStream = proce
       stampMs = now;
       stamp = new Date(now).toISOString();
     }
-    if (fields !== undefined && reserved.some((k) => k in fields)) {
+    if (fields !== undefined && overrides(fields)) {
       // A field that overrides another: let the merge decide, as it always has.
       lines.push(`${JSON.stringify({ t: stamp, level, msg, ...base, ...fields })}\n`);
       return;
     }
     const rest = fields === undefined ? '{}' : JSON.stringify(fields);
-    const head = `{"t":"${stamp}","level":${JSON.stringify(level)},"msg":${JSON.stringify(msg)}`;
     const tail = rest.length > 2 ? `,${rest.slice(1)}` : '}';
-    lines.push(`${head}${baseText === '' ? '' : `,${baseText}`}${tail}\n`);
+    lines.push(`{"t":"${stamp}","level":${quoted(level)},"msg":${quoted(msg)}${baseText === '' ? '' : `,${baseText}`}${tail}\n`);
   };
   const log = ((msg: string, fields?: LogFields) => write('info', msg, fields)) as Logger & { error: Logger };
   log.error = (msg, fields) => write('error', msg, fields);

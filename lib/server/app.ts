@@ -210,17 +210,18 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
 }
 
 async function handle(ctx: ServerContext, tokens: Tokens, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const counted = { route: 'unknown' };
-  res.once('finish', () => ctx.metrics.count(counted.route, res.statusCode));
+  let routeName = 'unknown';
+  // 'finish' comes once: on(), not once(), which wraps the listener per request.
+  res.on('finish', () => ctx.metrics.count(routeName, res.statusCode));
   try {
     const url = requestUrl(req.url);
     const matching = routesFor(url.pathname);
     if (matching.length === 0) throw new HttpError(404, `no route ${url.pathname}`);
     const route = matching.find((r) => r.method === req.method);
-    counted.route = matching[0]!.name;
+    routeName = matching[0]!.name;
     if (!route) {
       const allow = matching.map((r) => r.method).join(', ');
-      throw new HttpError(405, `${req.method} is not allowed on ${counted.route}; use ${allow}`, { headers: { allow } });
+      throw new HttpError(405, `${req.method} is not allowed on ${routeName}; use ${allow}`, { headers: { allow } });
     }
     if (!route.open) checkAccess(tokens, route.role ?? 'client', req, route.name);
     const params = route.hasParams ? route.pattern.exec(url.pathname)!.slice(1).map(decodeSegment) : NO_PARAMS;

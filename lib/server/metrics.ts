@@ -20,11 +20,13 @@ export interface MetricsSources {
 }
 
 export class HttpMetrics {
-  private readonly requests = new Map<string, number>();
+  /** route -> status code -> requests: counted per request, so no key string is built for it. */
+  private readonly requests = new Map<string, Map<number, number>>();
 
   count(route: string, code: number): void {
-    const key = `${route}\u0000${code}`;
-    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    let codes = this.requests.get(route);
+    if (codes === undefined) this.requests.set(route, (codes = new Map()));
+    codes.set(code, (codes.get(code) ?? 0) + 1);
   }
 
   render(src: MetricsSources): string {
@@ -58,10 +60,7 @@ export class HttpMetrics {
     metric('keel_event_streams_cut_off_total', 'counter', 'Event streams closed because their reader fell behind.', [['', src.eventStreamsCutOff]]);
     metric('keel_events_held', 'gauge', 'Recent transitions held for streams to resume from.', [['', src.eventsHeld]]);
     metric('keel_http_requests_total', 'counter', 'HTTP requests by route and status code.',
-      [...this.requests].map(([k, n]) => {
-        const [route, code] = k.split('\u0000');
-        return [`{route="${route}",code="${code}"}`, n];
-      }));
+      [...this.requests].flatMap(([route, codes]) => [...codes].map(([code, n]): [string, number] => [`{route="${route}",code="${code}"}`, n])));
     return `${out.join('\n')}\n`;
   }
 }
