@@ -248,7 +248,18 @@ function moved(cmd: Command, at: number, change: Partial<Command>): Next {
   const entering = change.state === 'RUNNING' && cmd.state !== 'RUNNING';
   const givenBack = change.state === 'PENDING' && cmd.state === 'RUNNING';
   const executions = cmd.executions + (entering ? 1 : givenBack ? -1 : 0);
-  return next({ ...cmd, ...change, executions, version: cmd.version + 1, updatedAt: at });
+  return next(Object.assign(copy(cmd), change, { executions, version: cmd.version + 1, updatedAt: at }));
+}
+
+// Every field named, in one order: each command then has the same hidden
+// class, which a spread of `cmd` does not promise (replay makes one per record).
+function copy(c: Command): Command {
+  return {
+    id: c.id, type: c.type, payload: c.payload, state: c.state, version: c.version, attempt: c.attempt, agentId: c.agentId,
+    result: c.result, error: c.error, cancelRequested: c.cancelRequested, createdAt: c.createdAt, updatedAt: c.updatedAt,
+    idemKey: c.idemKey, bodyHash: c.bodyHash, trail: c.trail, priority: c.priority, runAt: c.runAt, retry: c.retry,
+    timeoutMs: c.timeoutMs, retryOf: c.retryOf, nextAttemptAt: c.nextAttemptAt, executions: c.executions,
+  };
 }
 function next(cmd: Command): Next {
   return { kind: 'next', cmd };

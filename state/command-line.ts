@@ -45,10 +45,11 @@ export function decode(text: string): Command {
     runAt = null, retry = null, timeoutMs = null, retryOf = null, nextAttemptAt = null, executions, priority = 0,
   ] = JSON.parse(text) as Line;
   return {
+    // The fields in the order step() and copy() make them (one hidden class).
     id, type, payload, state, version, attempt, agentId, result, error, cancelRequested: cancelRequested === 1, createdAt, updatedAt, idemKey, bodyHash, trail,
-    runAt, retry: retry && { attempts: retry[0], backoff: retry[1], delayMs: retry[2], maxDelayMs: retry[3] }, timeoutMs, retryOf, nextAttemptAt,
+    priority, runAt, retry: retry && { attempts: retry[0], backoff: retry[1], delayMs: retry[2], maxDelayMs: retry[3] }, timeoutMs, retryOf, nextAttemptAt,
     // A line from before the count: every start so far was an execution.
-    executions: executions ?? countStarts(trail), priority,
+    executions: executions ?? countStarts(trail),
   };
 }
 
