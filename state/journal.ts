@@ -33,7 +33,7 @@ import { crc32 } from 'node:zlib';
 import { crashPoint } from './crash-points.ts';
 import { DISK_FULL_RETRY_MS, DiskFullError, isDiskFull, noSpaceLeft } from './disk-full.ts';
 import { datasync, writeAllSync, writeFileDurably } from './fsio.ts';
-import { checkFormat, FORMAT } from './format.ts';
+import { FORMAT } from './format.ts';
 
 /** The format new segments are written in. */
 export const JOURNAL_FORMAT = FORMAT;
@@ -82,99 +82,6 @@ export function seqCrc(seq: number): number {
 export function encodeRecord(seq: number, rec: unknown): string {
   const text = JSON.stringify(rec);
   return `{"seq":${seq},"crc":"${checksum(seq, text)}","rec":${text}}\n`;
-}
-
-export interface ScannedRecord {
-  seq: number;
-  rec: unknown;
-  offset: number;
-}
-
-export interface SegmentScan {
-  firstSeq: number;
-  /** The seq of the last record handed to visit; firstSeq - 1 if none. */
-  lastSeq: number;
-  // Where the first bad line starts, if any; everything before it is sound.
-  bad?: { offset: number; reason: string; isLastLine: boolean };
-  goodEnd: number;
-}
-
-/**
- * Parse one segment file's bytes, handing each sound record to `visit` in
- * order; stop at the first bad line, or when visit returns false. Records are
- * not collected: a segment can hold millions, and keeping them all alive until
- * the end costs more in GC than parsing them does.
- */
-export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: (r: ScannedRecord) => boolean, file = segmentName(expectFirstSeq)): SegmentScan {
-  let seq = expectFirstSeq;
-  const headerEnd = buf.indexOf(10);
-  const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
-    firstSeq: expectFirstSeq,
-    lastSeq: seq - 1,
-    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= buf.length },
-    goodEnd: offset,
-  });
-  if (headerEnd < 0) return fail(0, 'missing header line', -1);
-  let header: { keel?: unknown; format?: unknown; firstSeq?: unknown };
-  try {
-    header = JSON.parse(buf.toString('utf8', 0, headerEnd));
-  } catch {
-    return fail(0, 'unreadable header line', headerEnd);
-  }
-  if (header.keel !== 'journal') return fail(0, 'not a keel journal header', headerEnd);
-  checkFormat(file, 'journal', header.format);
-  if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
-
-  let pos = headerEnd + 1;
-  while (pos < buf.length) {
-    const end = buf.indexOf(10, pos);
-    if (end < 0) return fail(pos, 'torn line (no newline)', -1);
-    // The line's frame is read off its bytes (no string of it is made), and
-    // the crc is taken over the record's bytes as they lie in the file.
-    const rec = recordAt(buf, pos, end);
-    if (!rec) return fail(pos, 'malformed line', end);
-    if (rec.seq !== seq) return fail(pos, `sequence ${rec.seq} where ${seq} was expected`, end);
-    if (crc32(buf.subarray(rec.from, end - 1), seqCrc(seq)) !== rec.crc) return fail(pos, 'checksum mismatch', end);
-    let value: unknown;
-    try {
-      value = JSON.parse(buf.toString('utf8', rec.from, end - 1));
-    } catch {
-      return fail(pos, 'record is not JSON', end);
-    }
-    if (!visit({ seq, rec: value, offset: pos })) break;
-    seq++;
-    pos = end + 1;
-  }
-  return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: pos };
-}
-
-const SEQ_PREFIX = Buffer.from('{"seq":');
-const CRC_PREFIX = Buffer.from(',"crc":"');
-const REC_PREFIX = Buffer.from('","rec":');
-
-/** The frame of the line [pos, end): seq, crc and where the record's text starts; undefined if it is not that shape. */
-function recordAt(buf: Buffer, pos: number, end: number): { seq: number; crc: number; from: number } | undefined {
-  if (!startsWith(buf, pos, SEQ_PREFIX) || buf[end - 1] !== 0x7d /* } */) return undefined;
-  let i = pos + SEQ_PREFIX.length;
-  let seq = 0;
-  const digitsAt = i;
-  for (let d = buf[i]! - 0x30; d >= 0 && d <= 9 && i < end; d = buf[++i]! - 0x30) seq = seq * 10 + d;
-  if (i === digitsAt || !startsWith(buf, i, CRC_PREFIX)) return undefined;
-  i += CRC_PREFIX.length;
-  let crc = 0;
-  for (const stop = i + 8; i < stop; i++) {
-    const c = buf[i]!;
-    const v = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
-    if (v < 0) return undefined;
-    crc = crc * 16 + v;
-  }
-  if (!startsWith(buf, i, REC_PREFIX) || i + REC_PREFIX.length > end - 1) return undefined;
-  return { seq, crc, from: i + REC_PREFIX.length };
-}
-
-function startsWith(buf: Buffer, at: number, prefix: Buffer): boolean {
-  for (let k = 0; k < prefix.length; k++) if (buf[at + k] !== prefix[k]) return false;
-  return true;
 }
 
 export interface JournalStats {

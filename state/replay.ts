@@ -3,7 +3,8 @@
 // to append. Damage anywhere but the tail stops the open (see journal.ts).
 import fs from 'node:fs';
 import { CorruptionError } from './errors.ts';
-import { Journal, listSegments, scanSegment } from './journal.ts';
+import { Journal, listSegments } from './journal.ts';
+import { scanSegment } from './segment-scan.ts';
 import { cutJournal } from './repair.ts';
 import { syncDir, truncateDurably } from './fsio.ts';
 
@@ -49,13 +50,13 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
     }
     const buf = fs.readFileSync(seg.file);
     let refused: { offset: number; reason: string; seq: number } | undefined;
-    const scan = scanSegment(buf, seg.firstSeq, (r) => {
-      if (r.seq <= opts.afterSeq) return true;
+    const scan = scanSegment(buf, seg.firstSeq, (rec, seq, offset) => {
+      if (seq <= opts.afterSeq) return true;
       try {
-        opts.onRecord(r.rec, r.seq);
+        opts.onRecord(rec, seq);
         return true;
       } catch (err) {
-        refused = { offset: r.offset, seq: r.seq, reason: `record ${r.seq} does not follow: ${err instanceof Error ? err.message : String(err)}` };
+        refused = { offset, seq, reason: `record ${seq} does not follow: ${err instanceof Error ? err.message : String(err)}` };
         return false;
       }
     }, seg.file);

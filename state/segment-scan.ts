@@ -1,0 +1,106 @@
+// Reading a journal segment (the format is at the top of journal.ts): each
+// line's frame is read off its bytes, its seq and crc checked, and only then
+// its record parsed and handed on. This is replay's inner loop, once per
+// record at every start, so it makes nothing per record but the record's text
+// and the parsed record.
+import { crc32 } from 'node:zlib';
+import { checkFormat } from './format.ts';
+import { segmentName, seqCrc } from './journal.ts';
+
+/** Takes one sound record; false stops the scan. */
+export type RecordVisitor = (rec: unknown, seq: number, offset: number) => boolean;
+
+export interface SegmentScan {
+  firstSeq: number;
+  /** The seq of the last record handed to visit; firstSeq - 1 if none. */
+  lastSeq: number;
+  // Where the first bad line starts, if any; everything before it is sound.
+  bad?: { offset: number; reason: string; isLastLine: boolean };
+  goodEnd: number;
+}
+
+/**
+ * Parse one segment file's bytes, handing each sound record to `visit` in
+ * order; stop at the first bad line, or when visit returns false. Records are
+ * not collected: a segment can hold millions, and keeping them all alive until
+ * the end costs more in GC than parsing them does.
+ */
+export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: RecordVisitor, file = segmentName(expectFirstSeq)): SegmentScan {
+  let seq = expectFirstSeq;
+  const headerEnd = buf.indexOf(10);
+  const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
+    firstSeq: expectFirstSeq,
+    lastSeq: seq - 1,
+    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= buf.length },
+    goodEnd: offset,
+  });
+  if (headerEnd < 0) return fail(0, 'missing header line', -1);
+  let header: { keel?: unknown; format?: unknown; firstSeq?: unknown };
+  try {
+    header = JSON.parse(buf.toString('utf8', 0, headerEnd));
+  } catch {
+    return fail(0, 'unreadable header line', headerEnd);
+  }
+  if (header.keel !== 'journal') return fail(0, 'not a keel journal header', headerEnd);
+  checkFormat(file, 'journal', header.format);
+  if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
+
+  const frame = new Float64Array(2);
+  let pos = headerEnd + 1;
+  while (pos < buf.length) {
+    const end = buf.indexOf(10, pos);
+    if (end < 0) return fail(pos, 'torn line (no newline)', -1);
+    const from = frameAt(buf, pos, end, frame);
+    if (from < 0) return fail(pos, 'malformed line', end);
+    if (frame[0] !== seq) return fail(pos, `sequence ${frame[0]} where ${seq} was expected`, end);
+    // The crc is taken over the text, which zlib encodes back to UTF-8: the
+    // bytes in the file when they are sound UTF-8, and a mismatch when they
+    // are not (the decoder put U+FFFD in their place).
+    const text = buf.toString('utf8', from, end - 1);
+    if (crc32(text, seqCrc(seq)) !== frame[1]) return fail(pos, 'checksum mismatch', end);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return fail(pos, 'record is not JSON', end);
+    }
+    if (!visit(value, seq, pos)) break;
+    seq++;
+    pos = end + 1;
+  }
+  return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: pos };
+}
+
+const SEQ_PREFIX = Buffer.from('{"seq":');
+const CRC_PREFIX = Buffer.from(',"crc":"');
+const REC_PREFIX = Buffer.from('","rec":');
+
+/**
+ * The frame of the line [pos, end): its seq and crc into `out`, and where the
+ * record's text starts; -1 if the line is not that shape.
+ */
+function frameAt(buf: Buffer, pos: number, end: number, out: Float64Array): number {
+  if (!startsWith(buf, pos, SEQ_PREFIX) || buf[end - 1] !== 0x7d /* } */) return -1;
+  let i = pos + SEQ_PREFIX.length;
+  let seq = 0;
+  const digitsAt = i;
+  for (let d = buf[i]! - 0x30; d >= 0 && d <= 9 && i < end; d = buf[++i]! - 0x30) seq = seq * 10 + d;
+  if (i === digitsAt || !startsWith(buf, i, CRC_PREFIX)) return -1;
+  i += CRC_PREFIX.length;
+  let crc = 0;
+  for (const stop = i + 8; i < stop; i++) {
+    const c = buf[i]!;
+    const v = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+    if (v < 0) return -1;
+    crc = crc * 16 + v;
+  }
+  if (!startsWith(buf, i, REC_PREFIX) || i + REC_PREFIX.length > end - 1) return -1;
+  out[0] = seq;
+  out[1] = crc;
+  return i + REC_PREFIX.length;
+}
+
+function startsWith(buf: Buffer, at: number, prefix: Buffer): boolean {
+  for (let k = 0; k < prefix.length; k++) if (buf[at + k] !== prefix[k]) return false;
+  return true;
+}
