@@ -118,6 +118,8 @@ export class CommandTable implements Machine<TableRecord> {
   /** PENDING commands by type: what /metrics shows as waiting for an agent that runs the type. */
   readonly pendingByType = Object.fromEntries(COMMAND_TYPES.map((t) => [t, 0])) as Record<CommandType, number>;
   transitions = 0;
+  /** Records came through replay() since the last resetPendingQueue(): the queues and heldBy are stale. */
+  private replaying = false;
 
   get(id: string): Command | undefined {
     const cmd = this.live.get(id);
@@ -194,6 +196,23 @@ export class CommandTable implements Machine<TableRecord> {
 
   apply(rec: TableRecord): void {
     if (isForget(rec)) return this.forget(rec.forget);
+    if (this.replaying) this.resetPendingQueue();
+    this.move(rec);
+  }
+
+  /**
+   * apply() for a record read back at open: the same checks and the same
+   * step(), but the claim and due orders and `heldBy` are left alone until
+   * resetPendingQueue() rebuilds them from the commands (it runs once replay
+   * is over, and before the next apply()).
+   */
+  replay(rec: TableRecord): void {
+    if (isForget(rec)) return this.forget(rec.forget);
+    this.replaying = true;
+    this.move(rec);
+  }
+
+  private move(rec: CommandRecord): void {
     const cur = this.get(rec.id);
     const from = cur ? cur.state : null;
     const version = cur ? cur.version : 0;
@@ -344,6 +363,7 @@ export class CommandTable implements Machine<TableRecord> {
    * live claims and promotions do, so what it left there is not to be trusted.
    */
   resetPendingQueue(): void {
+    this.replaying = false;
     this.pending.clear();
     this.due.clear();
     // The snapshot's commands first, in its order, then those replay added.
@@ -359,7 +379,9 @@ export class CommandTable implements Machine<TableRecord> {
         this.pending.push(id, COMMAND_TYPES[key >> 8]!, (key & 0xff) - 128); // still the PENDING line it was loaded as (not forgotten)
       }
     }
+    this.heldBy.clear();
     for (const cmd of this.live.values()) {
+      if (cmd.agentId && holding(cmd.state)) this.hold(cmd);
       if (cmd.state === 'PENDING' && !this.loadedDecoded.has(cmd.id) && (this.loaded.size === 0 || this.loaded.find(cmd.id) < 0)) this.pending.push(cmd.id, cmd.type, cmd.priority);
       if (isWaiting(cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
     }
@@ -369,10 +391,10 @@ export class CommandTable implements Machine<TableRecord> {
     if (prev && this.frozen && !this.frozen.has(prev.id)) this.frozen.set(prev.id, encode(prev));
     if (prev) {
       // A command not in `live` before it moves is one the snapshot kept as bytes.
-      if (!this.live.has(prev.id) || this.loadedDecoded.has(prev.id)) this.loadedMoved++;
+      if (this.loadedLive.length > 0 && (!this.live.has(prev.id) || this.loadedDecoded.has(prev.id))) this.loadedMoved++;
       this.countByState[prev.state]--;
       if (prev.state === 'PENDING') this.pendingByType[prev.type]--;
-      if (prev.agentId && holding(prev.state)) this.heldBy.get(prev.agentId)?.delete(prev.id);
+      if (!this.replaying && prev.agentId && holding(prev.state)) this.heldBy.get(prev.agentId)?.delete(prev.id);
     } else {
       this.order.push(cmd.id);
       if (cmd.idemKey) this.byIdemKey.set(cmd.idemKey, cmd.id);
@@ -386,17 +408,20 @@ export class CommandTable implements Machine<TableRecord> {
     }
     this.countByState[cmd.state]++;
     if (cmd.state === 'PENDING') this.pendingByType[cmd.type]++;
+    if (this.replaying) return;
     if (cmd.state === 'PENDING' && prev?.state !== 'PENDING') {
       // Given back unbegun (release; expiry of ASSIGNED): it keeps its place at the head.
       if (prev?.state === 'RUNNING' || prev?.state === 'ASSIGNED') this.pending.pushFront(cmd.id, cmd.type, cmd.priority);
       else this.pending.push(cmd.id, cmd.type, cmd.priority);
     }
     if (isWaiting(cmd.state) && (prev === undefined || prev.state !== cmd.state)) this.due.push(cmd.id, dueAt(cmd)!);
-    if (cmd.agentId && holding(cmd.state)) {
-      let held = this.heldBy.get(cmd.agentId);
-      if (!held) this.heldBy.set(cmd.agentId, (held = new Set()));
-      held.add(cmd.id);
-    }
+    if (cmd.agentId && holding(cmd.state)) this.hold(cmd);
+  }
+
+  private hold(cmd: Command): void {
+    let held = this.heldBy.get(cmd.agentId!);
+    if (!held) this.heldBy.set(cmd.agentId!, (held = new Set()));
+    held.add(cmd.id);
   }
 }
 

@@ -17,6 +17,8 @@ export interface Machine<R> {
   readonly name: string;
   /** Apply one record; throw (without mutating) if it does not follow the current state. */
   apply(rec: R): void;
+  /** Optional, instead of apply() for the journal's records at open: the same checks, derived indexes may wait. */
+  replay?(rec: R): void;
   /**
    * The whole state as of now, as snapshot lines (JSON text, no newline).
    * The lines may be read over many ticks while transitions go on: they must
@@ -110,7 +112,7 @@ export class DurableMachine<R> {
         afterSeq,
         repair: opts.repair,
         log: opts.log,
-        onRecord: (rec) => machine.apply(rec as R),
+        onRecord: machine.replay ? (rec) => machine.replay!(rec as R) : (rec) => machine.apply(rec as R),
       });
       // Upgrade in place: records of this release go to a segment of this
       // format, and a snapshot written now replaces every older file.

@@ -2,7 +2,10 @@
 // line's frame is read off its bytes, its seq and crc checked, and only then
 // its record parsed and handed on. This is replay's inner loop, once per
 // record at every start, so it makes nothing per record but the record's text
-// and the parsed record.
+// and the parsed record. (A reader that took the server's records off their
+// bytes without JSON.parse was measured: twice as fast on claim records,
+// slower on submits and finishes, whose payload and result it still had to
+// parse, 5% faster over all; not kept.)
 import { crc32 } from 'node:zlib';
 import { checkFormat } from './format.ts';
 import { segmentName, seqCrc } from './journal.ts';
