@@ -48,9 +48,8 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
       const reason = `segment starts at seq ${seg.firstSeq} where ${lastSeq + 1} was expected`;
       return damaged(dir, segs, i, 0, reason, opts, lastSeq, log);
     }
-    const buf = fs.readFileSync(seg.file);
     let refused: { offset: number; reason: string; seq: number } | undefined;
-    const scan = scanSegment(buf, seg.firstSeq, (rec, seq, offset) => {
+    const scan = scanSegment(seg.file, seg.firstSeq, (rec, seq, offset) => {
       if (seq <= opts.afterSeq) return true;
       try {
         opts.onRecord(rec, seq);
@@ -59,18 +58,18 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
         refused = { offset, seq, reason: `record ${seq} does not follow: ${err instanceof Error ? err.message : String(err)}` };
         return false;
       }
-    }, seg.file);
+    });
     if (refused) return damaged(dir, segs, i, refused.offset, refused.reason, opts, refused.seq - 1, log);
     lastSeq = scan.lastSeq;
     if (scan.bad) {
       if (isLast && scan.bad.isLastLine && scan.bad.offset > 0) {
         truncateDurably(seg.file, scan.bad.offset);
-        log('journal: cut a torn last record', { file: seg.file, offset: scan.bad.offset, reason: scan.bad.reason, bytes: buf.length - scan.bad.offset });
+        log('journal: cut a torn last record', { file: seg.file, offset: scan.bad.offset, reason: scan.bad.reason, bytes: scan.size - scan.bad.offset });
         return new Journal(dir, lastSeq, seg.firstSeq, scan.bad.offset);
       }
       return damaged(dir, segs, i, scan.bad.offset, scan.bad.reason, opts, lastSeq, log);
     }
-    if (isLast) return new Journal(dir, Math.max(lastSeq, opts.afterSeq), seg.firstSeq, buf.length);
+    if (isLast) return new Journal(dir, Math.max(lastSeq, opts.afterSeq), seg.firstSeq, scan.size);
   }
   throw new Error('unreachable');
 }

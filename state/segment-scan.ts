@@ -6,9 +6,10 @@
 // bytes without JSON.parse was measured: twice as fast on claim records,
 // slower on submits and finishes, whose payload and result it still had to
 // parse, 5% faster over all; not kept.)
+import fs from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { checkFormat } from './format.ts';
-import { segmentName, seqCrc } from './journal.ts';
+import { seqCrc } from './journal.ts';
 
 /** Takes one sound record; false stops the scan. */
 export type RecordVisitor = (rec: unknown, seq: number, offset: number) => boolean;
@@ -22,21 +23,69 @@ export interface SegmentScan {
   goodEnd: number;
 }
 
+/** Bytes read from a segment at a time: the whole file is never in memory at once. */
+export const SCAN_CHUNK = 1 << 20;
+
 /**
- * Parse one segment file's bytes, handing each sound record to `visit` in
- * order; stop at the first bad line, or when visit returns false. Records are
- * not collected: a segment can hold millions, and keeping them all alive until
- * the end costs more in GC than parsing them does.
+ * Read one segment file, handing each sound record to `visit` in order; stop
+ * at the first bad line, or when visit returns false. Records are not
+ * collected: a segment can hold millions, and keeping them all alive until
+ * the end costs more in GC than parsing them does. The file is read in
+ * chunks into one buffer (grown only for a line longer than it), so a 64 MiB
+ * segment costs 1 MiB of memory, not 64.
  */
-export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: RecordVisitor, file = segmentName(expectFirstSeq)): SegmentScan {
+export function scanSegment(file: string, expectFirstSeq: number, visit: RecordVisitor, chunkBytes = SCAN_CHUNK): SegmentScan & { size: number } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    return scanOpenSegment(fd, fs.fstatSync(fd).size, file, expectFirstSeq, visit, chunkBytes);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq: number, visit: RecordVisitor, chunkBytes: number): SegmentScan & { size: number } {
   let seq = expectFirstSeq;
-  const headerEnd = buf.indexOf(10);
-  const fail = (offset: number, reason: string, lineEnd: number): SegmentScan => ({
+  const fail = (offset: number, reason: string, lineEnd: number): SegmentScan & { size: number } => ({
     firstSeq: expectFirstSeq,
     lastSeq: seq - 1,
-    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= buf.length },
+    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= size },
     goodEnd: offset,
+    size,
   });
+  // buf[0, filled) holds the file's bytes from `base` on; `pos` is the next line's start in buf.
+  let buf = Buffer.allocUnsafe(Math.max(1, Math.min(size, chunkBytes)));
+  let base = 0;
+  let filled = 0;
+  let pos = 0;
+  /** The end (in buf) of the line at pos, reading more of the file as needed; -1: the file ends first. */
+  const newline = (from: number): number => {
+    const i = buf.indexOf(10, from);
+    return i < filled ? i : -1; // past `filled` is an older chunk's leftover
+  };
+  const lineEnd = (): number => {
+    let end = newline(pos);
+    while (end < 0 && base + filled < size) {
+      // Keep the line begun at pos, at the front; grow only if it fills the buffer.
+      if (pos > 0) {
+        buf.copy(buf, 0, pos, filled);
+        base += pos;
+        filled -= pos;
+        pos = 0;
+      }
+      if (filled === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, filled);
+        buf = bigger;
+      }
+      const from = filled;
+      filled += fs.readSync(fd, buf, filled, Math.min(buf.length - filled, size - base - filled), base + filled);
+      if (filled === from) break; // shorter than fstat said
+      end = newline(from);
+    }
+    return end;
+  };
+
+  const headerEnd = lineEnd();
   if (headerEnd < 0) return fail(0, 'missing header line', -1);
   let header: { keel?: unknown; format?: unknown; firstSeq?: unknown };
   try {
@@ -49,29 +98,30 @@ export function scanSegment(buf: Buffer, expectFirstSeq: number, visit: RecordVi
   if (header.firstSeq !== expectFirstSeq) return fail(0, `header firstSeq ${String(header.firstSeq)} does not match the file name`, headerEnd);
 
   const frame = new Float64Array(2);
-  let pos = headerEnd + 1;
-  while (pos < buf.length) {
-    const end = buf.indexOf(10, pos);
-    if (end < 0) return fail(pos, 'torn line (no newline)', -1);
+  pos = headerEnd + 1;
+  while (base + pos < size) {
+    const end = lineEnd();
+    const at = base + pos;
+    if (end < 0) return fail(at, 'torn line (no newline)', -1);
     const from = frameAt(buf, pos, end, frame);
-    if (from < 0) return fail(pos, 'malformed line', end);
-    if (frame[0] !== seq) return fail(pos, `sequence ${frame[0]} where ${seq} was expected`, end);
+    if (from < 0) return fail(at, 'malformed line', base + end);
+    if (frame[0] !== seq) return fail(at, `sequence ${frame[0]} where ${seq} was expected`, base + end);
     // The crc is taken over the text, which zlib encodes back to UTF-8: the
     // bytes in the file when they are sound UTF-8, and a mismatch when they
     // are not (the decoder put U+FFFD in their place).
     const text = buf.toString('utf8', from, end - 1);
-    if (crc32(text, seqCrc(seq)) !== frame[1]) return fail(pos, 'checksum mismatch', end);
+    if (crc32(text, seqCrc(seq)) !== frame[1]) return fail(at, 'checksum mismatch', base + end);
     let value: unknown;
     try {
       value = JSON.parse(text);
     } catch {
-      return fail(pos, 'record is not JSON', end);
+      return fail(at, 'record is not JSON', base + end);
     }
-    if (!visit(value, seq, pos)) break;
+    if (!visit(value, seq, at)) break;
     seq++;
     pos = end + 1;
   }
-  return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: pos };
+  return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: base + pos, size };
 }
 
 const SEQ_PREFIX = Buffer.from('{"seq":');
