@@ -7,15 +7,28 @@
 //
 // Each id keeps the ordinal it was appended with, so a list cursor (an
 // ordinal) means the same place before and after a rebuild.
+//
+// An entry is an id, or a number that `lineId` turns into one: a restart
+// files the snapshot's commands by the index of their line (SnapshotLines),
+// which costs no string per command. lineId may answer undefined for a line
+// that was removed; a reader checks any id it gets against the table.
+
+/** An id, or the index of a snapshot line that holds it. */
+export type OrderEntry = string | number;
 
 export class CommandOrder {
-  private ids: string[] = [];
+  private ids: OrderEntry[] = [];
+  private readonly lineId: (line: number) => string | undefined;
   /** The ordinal of ids[i]; undefined while nothing was dropped (ordinal == index). */
   private ordinals: number[] | undefined;
   private nextOrdinal = 0;
   private removed = 0;
 
-  push(id: string): void {
+  constructor(lineId: (line: number) => string | undefined = () => undefined) {
+    this.lineId = lineId;
+  }
+
+  push(id: OrderEntry): void {
     this.ids.push(id);
     this.ordinals?.push(this.nextOrdinal);
     this.nextOrdinal++;
@@ -36,8 +49,10 @@ export class CommandOrder {
     return this.ids.length;
   }
 
-  at(i: number): string {
-    return this.ids[i]!;
+  /** The id at index i; undefined (or an id no longer held) if it was removed. */
+  at(i: number): string | undefined {
+    const e = this.ids[i]!;
+    return typeof e === 'string' ? e : this.lineId(e);
   }
 
   ordinalAt(i: number): number {
@@ -60,22 +75,24 @@ export class CommandOrder {
   /**
    * The ids as they stand, for a reader that goes on over many ticks (a
    * snapshot): a rebuild makes new arrays, so these stay as they are. Some
-   * may be removed by the time they are read; the reader skips those.
+   * may be removed by the time they are read; at() still names those whose
+   * snapshot line is pinned (SnapshotLines.pin()), and the reader decides.
    */
-  frozen(): { ids: readonly string[]; upTo: number } {
-    return { ids: this.ids, upTo: this.ids.length };
+  frozen(): { at(i: number): string | undefined; upTo: number } {
+    const ids = this.ids;
+    return { at: (i) => (typeof ids[i] === 'string' ? (ids[i] as string) : this.lineId(ids[i] as number)), upTo: ids.length };
   }
 
   /** One id was removed; `isHeld` tells held ids from removed ones if a rebuild is due. */
   noteRemoved(isHeld: (id: string) => boolean): void {
     this.removed++;
     if (this.removed < 1024 || this.removed * 2 < this.ids.length) return;
-    const ids: string[] = [];
+    const ids: OrderEntry[] = [];
     const ordinals: number[] = [];
     for (let i = 0; i < this.ids.length; i++) {
-      const id = this.ids[i]!;
-      if (!isHeld(id)) continue;
-      ids.push(id);
+      const id = this.at(i);
+      if (id === undefined || !isHeld(id)) continue;
+      ids.push(this.ids[i]!);
       ordinals.push(this.ordinalAt(i));
     }
     this.ids = ids;

@@ -255,9 +255,9 @@ export class CommandStore implements Store {
     const commands: Command[] = [];
     let i = order.indexBelow(end);
     for (; i >= 0 && commands.length < q.limit; i--) {
-      const id = order.at(i);
-      const state = this.table.stateOf(id); // undefined: forgotten by retention
-      if (state === undefined || (q.states !== undefined && !q.states.has(state))) continue;
+      const id = order.at(i); // undefined, or a state of undefined: forgotten by retention
+      const state = id === undefined ? undefined : this.table.stateOf(id);
+      if (id === undefined || state === undefined || (q.states !== undefined && !q.states.has(state))) continue;
       const cmd = this.get(id)!;
       if (q.type === undefined || cmd.type === q.type) commands.push(cmd);
     }

@@ -19,7 +19,7 @@ import { ClaimQueue } from './claim-queue.ts';
 import { DueHeap } from './due-heap.ts';
 import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';
-import { CommandOrder } from './command-order.ts';
+import { CommandOrder, type OrderEntry } from './command-order.ts';
 import { idHash, SnapshotLines } from './snapshot-lines.ts';
 
 export { decode, encode, type TrailEntry } from './command-line.ts';
@@ -48,14 +48,14 @@ export function isForget(rec: TableRecord): rec is ForgetRecord {
   return (rec as ForgetRecord).forget !== undefined;
 }
 
-/** A FIFO of ids with O(1) push and shift; ids that stopped being PENDING are skipped by readers. */
+/** A FIFO of ids (or snapshot line indexes, see OrderEntry) with O(1) push and shift. */
 class IdQueue {
-  private items: string[] = [];
+  private items: OrderEntry[] = [];
   private head = 0;
-  push(id: string): void {
+  push(id: OrderEntry): void {
     this.items.push(id);
   }
-  shift(): string | undefined {
+  shift(): OrderEntry | undefined {
     if (this.head >= this.items.length) return undefined;
     const id = this.items[this.head++];
     if (this.head > 4096 && this.head * 2 > this.items.length) {
@@ -64,7 +64,7 @@ class IdQueue {
     }
     return id;
   }
-  peek(): string | undefined {
+  peek(): OrderEntry | undefined {
     return this.items[this.head];
   }
   get length(): number {
@@ -101,8 +101,8 @@ export class CommandTable implements Machine<TableRecord> {
   private readonly idEnd = new Int32Array(1);
   /** While a dump is read: the line, as of the dump, of each command changed since. */
   private frozen: Map<string, string> | undefined;
-  /** Ids in submission order, for newest-first listing. */
-  readonly order = new CommandOrder();
+  /** Ids in submission order, for newest-first listing; the snapshot's filed lines by index. */
+  readonly order = new CommandOrder((line) => this.loaded.idOf(line));
   /** PENDING ids in claim order (ids that moved on since are skipped by readers). */
   readonly pending = new ClaimQueue();
   /** SCHEDULED and RETRY_WAIT ids by due time (those that moved on since are skipped by readers). */
@@ -171,15 +171,16 @@ export class CommandTable implements Machine<TableRecord> {
   takeOldestFinals(count: number, horizon: number, max: number): string[] {
     const out: string[] = [];
     while (out.length < max) {
-      const id = this.finals.peek();
-      if (id === undefined) break;
-      const state = this.stateOf(id);
-      if (state === undefined) {
+      const entry = this.finals.peek();
+      if (entry === undefined) break;
+      const id = typeof entry === 'string' ? entry : this.loaded.idOf(entry);
+      if (id === undefined || this.stateOf(id) === undefined) {
         this.finals.shift(); // forgotten already (replayed forget records)
         continue;
       }
       if (out.length >= count && this.get(id)!.updatedAt > horizon) break;
-      out.push(this.finals.shift()!);
+      this.finals.shift();
+      out.push(id);
     }
     return out;
   }
@@ -233,20 +234,26 @@ export class CommandTable implements Machine<TableRecord> {
    * changes while the dump is read (copy on write).
    */
   dump(): { lines: Iterable<string>; done(): void } {
-    const { ids, upTo } = this.order.frozen();
+    const { at, upTo } = this.order.frozen();
     const frozen = new Map<string, string>();
     this.frozen = frozen;
+    // Lines forgotten while the dump is read must stay readable: their ids are read off them.
+    this.loaded.pin();
+    let unpinned = false;
     // Undefined: forgotten before the dump was taken (a later forget leaves its line in `frozen`).
     const lineOf = (id: string): string | undefined => frozen.get(id) ?? this.lineOf(id);
     return {
       lines: (function* () {
         for (let i = 0; i < upTo; i++) {
-          const line = lineOf(ids[i]!);
+          const id = at(i);
+          const line = id === undefined ? undefined : lineOf(id);
           if (line !== undefined) yield line;
         }
       })(),
       done: () => {
         if (this.frozen === frozen) this.frozen = undefined;
+        if (!unpinned) this.loaded.unpin();
+        unpinned = true;
       },
     };
   }
@@ -335,20 +342,20 @@ export class CommandTable implements Machine<TableRecord> {
       const state = keptAsBytes(buf[idEnd + 3]!);
       const stateEnd = state === undefined ? -1 : idEnd + 3 + state.length;
       if (state !== undefined && buf[idEnd + 1] === 0x2c && buf[idEnd + 2] === 0x22 && buf[stateEnd] === 0x22) {
-        const id = buf.toString('latin1', start + 2, idEnd);
-        this.loaded.add(c, start, hash);
-        this.order.push(id);
+        // Filed by its line's index: no string of the id is made unless something else keeps one.
+        const line = this.loaded.add(c, start, hash);
+        this.order.push(line);
         this.countByState[state]++;
         const keyed = buf[stateEnd + 2] === 0x22 ? decode(buf.toString('utf8', start, end)) : undefined;
-        if (keyed) this.byIdemKey.set(keyed.idemKey!, id);
+        if (keyed) this.byIdemKey.set(keyed.idemKey!, keyed.id);
         if (state === 'PENDING') {
-          this.loadedLive.push(id);
+          this.loadedLive.push(keyed ? keyed.id : buf.toString('latin1', start + 2, idEnd));
           // `,null,"D` (DELAY) or `,null,"H` (HTTP_GET_JSON) after the state when there is no key.
           const type = keyed ? keyed.type : buf[stateEnd + 8] === 0x44 ? 'DELAY' : 'HTTP_GET_JSON';
           this.loadedClaimKey.push(claimKey(type, keyed ? keyed.priority : priorityAtEnd(buf, end)));
           this.pendingByType[type]++;
         } else {
-          this.finals.push(id);
+          this.finals.push(line);
         }
         return;
       }

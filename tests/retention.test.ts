@@ -142,7 +142,7 @@ test('a snapshot taken while commands are forgotten holds them as of its cut', a
   for (let i = 0; i < 20; i++) await store.cancel(await submit(store));
   await store.close();
   const s2 = await open(dir, { ms: DAY, max: 1000 });
-  const ids = [...Array(s2.table.order.slots).keys()].map((i) => s2.table.order.at(i));
+  const ids = [...Array(s2.table.order.slots).keys()].map((i) => s2.table.order.at(i)!);
   // The dump is cut now; the forget lands while it is read.
   const dump = s2.table.dump();
   s2.table.apply({ forget: ids.slice(0, 10), at: 1 });

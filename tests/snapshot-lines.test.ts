@@ -50,7 +50,7 @@ test('a table restored from bytes reads like the one it was dumped from', () => 
       const r = restoredFromBytes(before, every);
       assert.equal(tableView(r), tableView(before), `cut ${cut}, ${every} lines a chunk`);
       assert.is(r.size, before.size);
-      const ids = Array.from({ length: before.order.slots }, (_, i) => before.order.at(i));
+      const ids = Array.from({ length: before.order.slots }, (_, i) => before.order.at(i)!);
       for (const id of [...ids, 'absent', 'c0-', 'c0-10']) {
         assert.equal(r.get(id), before.get(id), id);
         assert.is(r.stateOf(id), before.stateOf(id), id);
@@ -158,6 +158,29 @@ test('readWholeLines cuts at newlines only, and gives a long line a buffer of it
   } finally {
     fs.closeSync(fd);
   }
+});
+
+test('the snapshot\'s ids are kept as line indexes: listing, retention and a dump cut before a forget still name them', () => {
+  const t = new CommandTable();
+  const ids = Array.from({ length: 12 }, (_, i) => `f${i}`);
+  for (const [i, id] of ids.entries()) {
+    t.apply({ id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 1 }, at: i } });
+    t.apply({ id, from: 'PENDING', version: 1, ev: { type: 'cancel', at: 100 + i } });
+  }
+  const r = restoredFromBytes(t, 3); // four chunks of three lines
+  assert.equal(Array.from({ length: r.order.slots }, (_, i) => r.order.at(i)), ids);
+  // A dump cut now, read after the first two chunks' commands are forgotten.
+  const dump = r.dump();
+  const gone = r.takeOldestFinals(6, 0, 6);
+  assert.equal(gone, ids.slice(0, 6), 'retention takes the oldest, named off their lines');
+  r.apply({ forget: gone, at: 1 });
+  assert.equal(Array.from({ length: r.order.slots }, (_, i) => r.order.at(i)).filter((id) => id !== undefined && r.stateOf(id) !== undefined), ids.slice(6));
+  assert.equal([...dump.lines].map((l) => JSON.parse(l)[0]), ids, 'the dump is as of its cut');
+  dump.done();
+  dump.done(); // twice is once
+  assert.equal([...r.dump().lines].map((l) => JSON.parse(l)[0]), ids.slice(6));
+  for (const id of gone) assert.is(r.get(id), undefined);
+  assert.equal(r.takeOldestFinals(1, 0, 10), ['f6']);
 });
 
 test.run();
