@@ -13,7 +13,8 @@
  * breaks the seq chain is bad. A bad *last* line of the *last* segment is a
  * torn write: open cuts the file there and reports it. A bad line anywhere else
  * is corruption: open throws CorruptionError naming the file and byte offset,
- * and only an explicit repair (state/repair.ts) cuts there.
+ * and only an explicit repair (state/repair.ts) cuts there. The reader is
+ * state/segment-scan.ts; open is state/replay.ts.
  *
  * append() resolves once the write and the fdatasync holding its records have
  * returned. Appends that arrive while a flush is in flight are group-committed:
