@@ -2,6 +2,8 @@
 // and node:https underneath, so --ca is an https.Agent's `ca`). Every way a
 // call can go wrong ends up as a CliError with its exit code: unreachable or
 // refused auth 3, a request the server calls invalid 2, any other refusal 1.
+// --server takes several servers on one store (URL1,URL2): a call that gets
+// no answer from one is made to the next, which the client then keeps to.
 import fs from 'node:fs';
 import https from 'node:https';
 import { fetch } from 'node-fetch-native/node';
@@ -9,6 +11,7 @@ import { CliError, EXIT, ServerUnreachable } from './errors.ts';
 import { readEvents, type SseEvent } from './sse.ts';
 
 export interface ClientOptions {
+  /** One server URL, or several on one store, comma-separated. */
   server: string;
   token: string | undefined;
   /** A PEM file of CA certificates to trust for an https server. */
@@ -42,20 +45,23 @@ const TLS_TRUST_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
+// Failures where the request never left: any call may go to the next server.
+// After a timeout or a reset it may have been served, so only a GET, or a
+// submit with an Idempotency-Key (which the other server, on the same store,
+// knows), is made again elsewhere.
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 export class KeelClient {
-  readonly server: string;
+  /** Every server given, in order. */
+  readonly servers: readonly string[];
+  /** The one calls go to now: the first, until it does not answer. */
+  private at = 0;
   private readonly token: string | undefined;
   private readonly agent: https.Agent | undefined;
 
   constructor(opts: ClientOptions) {
-    let url: URL;
-    try {
-      url = new URL(opts.server);
-    } catch {
-      throw new CliError(EXIT.USAGE, `--server must be a URL like http://127.0.0.1:3000; got ${JSON.stringify(opts.server)}`);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CliError(EXIT.USAGE, `--server must be an http:// or https:// URL; got ${JSON.stringify(opts.server)}`);
-    this.server = url.href.replace(/\/+$/, '');
+    this.servers = opts.server.split(',').map((s) => serverUrl(s.trim(), opts.server));
+    if (new Set(this.servers).size !== this.servers.length) throw new CliError(EXIT.USAGE, `--server names the same server twice; got ${JSON.stringify(opts.server)}`);
     this.token = opts.token;
     if (opts.caFile !== undefined) {
       let ca: Buffer;
@@ -68,12 +74,21 @@ export class KeelClient {
     }
   }
 
+  /** The server calls go to now. */
+  get server(): string {
+    return this.servers[this.at]!;
+  }
+
   /** One JSON request; the parsed body of an accepted answer. */
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<Answer<T>> {
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
-    const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]) : AbortSignal.timeout(REQUEST_TIMEOUT_MS);
-    const res = await this.send(method, path, headers, opts.body === undefined ? undefined : JSON.stringify(opts.body), signal, opts.signal);
+    // The time limit covers the body too, and starts again at the next server.
+    const limit = (): { signal: AbortSignal; answered(): void } => {
+      const t = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+      return { signal: opts.signal ? AbortSignal.any([opts.signal, t]) : t, answered() {} };
+    };
+    const res = await this.send(method, path, headers, opts.body === undefined ? undefined : JSON.stringify(opts.body), limit, opts.signal);
     const text = await res.text().catch((err: unknown) => this.lost(err, opts.signal));
     const accepted = opts.accept ? opts.accept.includes(res.status) : res.status >= 200 && res.status < 300;
     if (!accepted) throw this.refusal(res.status, text);
@@ -101,10 +116,12 @@ export class KeelClient {
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (opts.lastEventId) headers['last-event-id'] = opts.lastEventId;
     // The answer's head must come in time; its body (the stream) has no limit.
-    const opening = new AbortController();
-    const timer = setTimeout(() => opening.abort(), REQUEST_TIMEOUT_MS);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, opening.signal]) : opening.signal;
-    const res = await this.send('GET', path, headers, undefined, signal, opts.signal).finally(() => clearTimeout(timer));
+    const limit = (): { signal: AbortSignal; answered(): void } => {
+      const opening = new AbortController();
+      const timer = setTimeout(() => opening.abort(), REQUEST_TIMEOUT_MS);
+      return { signal: opts.signal ? AbortSignal.any([opts.signal, opening.signal]) : opening.signal, answered: () => clearTimeout(timer) };
+    };
+    const res = await this.send('GET', path, headers, undefined, limit, opts.signal);
     if (res.status === 204) return undefined;
     if (res.status !== 200) throw this.refusal(res.status, await res.text().catch(() => ''));
     if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
@@ -121,31 +138,53 @@ export class KeelClient {
     })();
   }
 
-  /** `signal` aborts the fetch (the caller's, or with a time limit added); only an abort of `callerSignal` is the caller's own. */
-  private async send(method: string, path: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal, callerSignal: AbortSignal | undefined) {
+  /**
+   * The fetch, at the current server, then at the next ones while a server
+   * does not answer and the call may be made again (NOT_SENT_CODES). `limit`
+   * makes each try's signal (the caller's, with a time limit added); only an
+   * abort of `callerSignal` is the caller's own.
+   */
+  private async send(
+    method: string, path: string, headers: Record<string, string>, body: string | undefined,
+    limit: () => { signal: AbortSignal; answered(): void }, callerSignal: AbortSignal | undefined,
+  ) {
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
-    // node-fetch's Node build takes an http(s).Agent; RequestInit does not know it.
-    const init = { method, headers, body, signal, agent: this.server.startsWith('https:') ? this.agent : undefined } as RequestInit;
-    try {
-      return await fetch(this.server + path, init);
-    } catch (err) {
-      return this.lost(err, callerSignal);
+    const again = method === 'GET' || headers['idempotency-key'] !== undefined;
+    for (let tried = 1; ; tried++) {
+      const server = this.server;
+      const { signal, answered } = limit();
+      // node-fetch's Node build takes an http(s).Agent; RequestInit does not know it.
+      const init = { method, headers, body, signal, agent: server.startsWith('https:') ? this.agent : undefined } as RequestInit;
+      try {
+        return await fetch(server + path, init);
+      } catch (err) {
+        const next = tried < this.servers.length && !callerSignal?.aborted && (again || NOT_SENT_CODES.has(errorCode(err) ?? ''));
+        if (!next || !(this.failure(err, callerSignal) instanceof ServerUnreachable)) throw this.failure(err, callerSignal);
+        this.at = (this.at + 1) % this.servers.length;
+      } finally {
+        answered();
+      }
     }
   }
 
   /** A request that got no (whole) answer. An abort the caller asked for passes through as is. */
   private lost(err: unknown, callerSignal: AbortSignal | undefined): never {
-    if (callerSignal?.aborted) throw callerSignal.reason;
+    throw this.failure(err, callerSignal);
+  }
+
+  private failure(err: unknown, callerSignal: AbortSignal | undefined): unknown {
+    if (callerSignal?.aborted) return callerSignal.reason;
     const e = err as Error & { code?: string; type?: string; erroredSysCall?: string };
+    const others = this.servers.length > 1 ? ` (and the other ${this.servers.length - 1} in --server did not answer either)` : '';
     if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
-      throw new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s`);
+      return new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s${others}`);
     }
-    const code = e?.code ?? (e as { cause?: { code?: string } })?.cause?.code;
+    const code = errorCode(err);
     if (code && TLS_TRUST_CODES.has(code)) {
-      throw new CliError(EXIT.UNREACHABLE, `${this.server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
+      return new CliError(EXIT.UNREACHABLE, `${this.server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
     }
     const reason = (e?.message ?? String(err)).replace(/^request to \S+ failed, reason: /, '');
-    throw new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason} (set --server or KEEL_SERVER)`);
+    return new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason}${others} (set --server or KEEL_SERVER)`);
   }
 
   private refusal(status: number, text: string): CliError {
@@ -162,6 +201,23 @@ export class KeelClient {
     if (status === 400) return new CliError(EXIT.USAGE, message || `the server answered 400`);
     return new CliError(EXIT.FAILED, message ? `${message} (${status})` : `the server answered ${status}`);
   }
+}
+
+/** One item of --server (`whole`), as the URL calls are made to. */
+function serverUrl(text: string, whole: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new CliError(EXIT.USAGE, `--server must be a URL like http://127.0.0.1:3000, or several separated by commas; got ${JSON.stringify(text === '' ? whole : text)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CliError(EXIT.USAGE, `--server must be an http:// or https:// URL; got ${JSON.stringify(text)}`);
+  return url.href.replace(/\/+$/, '');
+}
+
+function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: string; cause?: { code?: string } } | undefined;
+  return e?.code ?? e?.cause?.code;
 }
 
 // The server's Date header gives its clock to the whole second. Ages and due

@@ -1,7 +1,7 @@
 // Every help text the CLI prints. The README shows each one verbatim
 // (tests/readme.test.ts holds it to that).
 
-export const KEEL_USAGE = `usage: keel [--server URL] [--token T] [--ca FILE] [--json] COMMAND [args]
+export const KEEL_USAGE = `usage: keel [--server URL[,URL...]] [--token T] [--ca FILE] [--json] COMMAND [args]
 
 Commands:
   submit TYPE     submit a command: DELAY --ms N, HTTP_GET_JSON --url URL, or --payload JSON
@@ -16,7 +16,8 @@ Commands:
   stats           commands by status, throughput over the last minute
 
 Flags for every command:
-  --server URL    the server (default $KEEL_SERVER, else http://127.0.0.1:3000)
+  --server URL    the server (default $KEEL_SERVER, else http://127.0.0.1:3000); or several
+                  on one store, URL1,URL2: a server that does not answer is passed for the next
   --token T       bearer token (default $KEEL_TOKEN)
   --ca FILE       trust the CA certificates in this PEM file for an https server
   --json          machine-readable output: one JSON document, or one per line for streams
