@@ -394,11 +394,13 @@ shared('a database at schema version 1 is migrated to the latest at start, its f
   await a.pool.query('ALTER TABLE keel_commands DROP COLUMN final_at');
   await a.pool.query('ALTER TABLE keel_commands DROP COLUMN queued'); // and the claim index on it
   await a.pool.query("CREATE INDEX keel_commands_claimable ON keel_commands (priority DESC, ord) WHERE state = 'PENDING'");
+  await a.pool.query('DROP FUNCTION keel_count_delta() CASCADE; DROP TABLE keel_counts, keel_count_deltas, keel_event_frames');
   await a.pool.query('DELETE FROM keel_migrations WHERE version > 1');
   const again = await PgStore.open({ url, leaseTimeoutMs: 1000, retention: { ms: 3_600_000, max: 0 } });
   opened.push(again);
   const { rows } = await again.pool.query<{ version: number }>('SELECT version FROM keel_migrations ORDER BY version');
   assert.equal(rows.map((r) => r.version), MIGRATIONS.map((m) => m.version));
+  assert.is((await again.counts()).byState.COMPLETED, 1, 'the commands there before the counts are counted');
   assert.is(await again.forgetExpired(), 1, 'the command final before the migration is known to retention');
   assert.is(await again.read(id), undefined);
 });

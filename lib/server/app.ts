@@ -134,18 +134,15 @@ export async function startServer(config: ServerConfig, log: Logger & { error: L
   store.onChange((cmd, event, seq) => {
     log('transition', { id: cmd.id, event, state: cmd.state, agentId: cmd.agentId, lease: cmd.attempt, error: cmd.error ?? undefined });
     if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
-    ctx.events.publish(cmd, event, seq);
+    if (!backend.transitions) ctx.events.publish(cmd, event, seq);
     if (isWaiting(cmd.state)) ctx.due.arm();
     if (cmd.state === 'RUNNING') ctx.runDeadlines.started(cmd);
   });
-  // Several servers on one database: what another did reaches this one's waiters and streams too.
-  backend.foreignChanges?.(
-    (id) => ctx.finalWaiters.waiting(id) || ctx.events.interested(id),
-    (cmd, event, seq) => {
-      if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
-      ctx.events.publish(cmd, event, seq);
-    },
-  );
+  // Several servers on one database: every server's transitions, in the database's order.
+  backend.transitions?.((cmd, event, seq) => {
+    if (isFinal(cmd.state)) ctx.finalWaiters.wake(cmd.id);
+    ctx.events.publish(cmd, event, seq);
+  });
   const startClocks = (): void => {
     ctx.leases.start();
     ctx.due.start();

@@ -111,9 +111,18 @@ export async function getOne(ctx: ServerContext, _req: IncomingMessage, res: Ser
   let cmd = await ctx.store.read(id);
   if (!cmd) throw unknownCommand(ctx, id);
   if (waitMs > 0 && !isFinal(cmd.state)) {
-    await ctx.finalWaiters.wait(id, waitMs, whenGone(res));
-    // read() waits for durability: the wait may end while a transition is applied but not yet durable.
+    const looked = new AbortController();
+    const waited = ctx.finalWaiters.wait(id, waitMs, AbortSignal.any([whenGone(res), looked.signal]));
+    // It may have become final between the read and the wait (on another
+    // server on one database, its wake can come that early): look again.
     cmd = await ctx.store.read(id);
+    if (cmd && !isFinal(cmd.state)) {
+      await waited;
+      // read() waits for durability: the wait may end while a transition is applied but not yet durable.
+      cmd = await ctx.store.read(id);
+    } else {
+      looked.abort();
+    }
     if (!cmd) throw unknownCommand(ctx, id); // final, and already past --retain-max
   }
   sendJson(res, 200, commandView(cmd));

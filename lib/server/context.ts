@@ -97,11 +97,13 @@ export interface Backend {
   /** For /metrics: the file store's journal; undefined for a store without one. */
   journal(): MetricsJournal | undefined;
   /**
-   * Transitions made by other servers on the same store, for the commands
-   * `wanted` says this server waits on or streams. Undefined: a store only
-   * this server writes.
+   * Every transition of a store several servers write, whichever made it, in
+   * seq order: event streams and waiters are fed from here instead of the
+   * store's onChange. Undefined: a store only this server writes.
    */
-  foreignChanges?: (wanted: (id: string) => boolean, fn: ChangeListener) => void;
+  transitions?: (fn: ChangeListener) => void;
+  /** The highest seq committed to a store several servers write, which this server's feed may not have reached yet. */
+  committedSeq?: () => Promise<number>;
   /** Where the server's state lives, for log lines (never a password). */
   where: Record<string, unknown>;
   /** Start the timers this store needs besides leases, due and deadlines (retention, sweeps). */

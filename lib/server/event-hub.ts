@@ -145,11 +145,6 @@ export class EventHub {
     return this.ring.slice(lo);
   }
 
-  /** Whether a transition of this command would reach a stream now. */
-  interested(id: string): boolean {
-    return this.subscribers.size > 0 || this.byCommand.has(id);
-  }
-
   /** Every transition from now on; returns the unsubscribe. */
   subscribe(fn: Subscriber): () => void {
     this.subscribers.add(fn);

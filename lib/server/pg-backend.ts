@@ -4,10 +4,13 @@
 // and promotes due commands; a server losing a race to another changes
 // nothing. Parked claims wake on LISTEN/NOTIFY (a command became claimable on
 // some server), and look again every second in case a notification was lost
-// with a connection.
+// with a connection. Event streams and waiters are fed by the event feed
+// (state/pg/event-feed.ts): every server's transitions, in keel_events order,
+// so their ids are the same on every server.
 import type { Command } from '../../state/command-fsm.ts';
 import type { CommandType } from '../../state/command-types.ts';
 import { isConnectionLost } from '../../state/pg/connection.ts';
+import { PgEventFeed } from '../../state/pg/event-feed.ts';
 import { PgStore } from '../../state/pg/pg-store.ts';
 import { SchemaTooNewError, SCHEMA_VERSION } from '../../state/pg/schema.ts';
 import { DEFAULT_RETENTION } from '../../state/retention.ts';
@@ -29,7 +32,17 @@ export async function openPgBackend(config: ServerConfig, log: Logger & { error:
   log('recovered', { store: 'postgres', ...where, schemaVersion: SCHEMA_VERSION, seq: store.lastSeq });
   const sweeper = new Sweeper(store, config.leaseTimeoutMs, log);
   const claims = new PgClaimWaiters(store);
-  store.listen({ pending: () => claims.wake(), listening: () => claims.wake() });
+  const feed = new PgEventFeed(store.pool, store.lastSeq, (after, upTo) => {
+    log.error('event feed passed a gap a transaction held open too long; a transition in it, if it commits, is not streamed', { after, upTo });
+  });
+  store.listen({
+    pending: () => claims.wake(),
+    changed: (seq) => feed.wake(seq),
+    listening: () => {
+      claims.wake();
+      feed.wake();
+    },
+  });
   const leases: Leases = {
     start: () => sweeper.start(),
     stop: () => sweeper.stop(),
@@ -47,10 +60,17 @@ export async function openPgBackend(config: ServerConfig, log: Logger & { error:
     runDeadlines: { start() {}, stop() {}, started() {} },
     claimWaiters: claims,
     journal: () => undefined,
-    foreignChanges: (wanted, fn) => store.onForeignChange(wanted, fn),
+    transitions: (fn) => feed.onEvent(fn),
+    committedSeq: () => store.maxSeq(),
     where,
-    start: () => claims.start(),
-    stop: () => claims.stop(),
+    start: () => {
+      claims.start();
+      feed.start();
+    },
+    stop: () => {
+      claims.stop();
+      feed.stop();
+    },
     beforeClose: async () => {},
   };
 }
@@ -126,6 +146,8 @@ class Sweeper {
       for (const s of await this.store.timeoutRuns()) this.log('attempt timed out', { id: s.id, lease: s.lease, agentId: s.agentId, state: s.cmd.state });
       const due = await this.store.promoteDue();
       const forgotten = await this.store.forgetExpired();
+      await this.store.foldCounts();
+      await this.store.pruneFrames();
       if (due > 0) this.log('due', { commands: due });
       if (forgotten > 0) this.log('forgotten', { commands: forgotten });
       this.held = [...(await this.store.heldBy()).values()].reduce((n, s) => n + s.size, 0);

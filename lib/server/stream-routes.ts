@@ -22,6 +22,10 @@ export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: S
   const statuses = oneOf(q, 'status', COMMAND_STATUSES);
   const since = resumePoint(req, q);
   const wanted = (e: StreamedEvent): boolean => (!types || types.has(e.type)) && (!statuses || statuses.has(e.status));
+  // Several servers on one database: an id read on another server may be one
+  // this server's feed has not reached yet. It is committed, so follow from it.
+  const committed = since !== undefined && since > ctx.events.lastSeq ? await ctx.backend.committedSeq?.() : undefined;
+  let skipTo = 0;
 
   // From here to subscribe() is one tick: nothing published falls between
   // what is replayed and what follows.
@@ -30,12 +34,14 @@ export async function allEvents(ctx: ServerContext, req: IncomingMessage, res: S
     const held = ctx.events.after(since);
     if (held) {
       for (const e of held) if (wanted(e)) stream.send(e.frame, e.seq);
+    } else if (committed !== undefined && since > ctx.events.lastSeq && since <= committed) {
+      skipTo = since;
     } else {
       const why = since > ctx.events.lastSeq ? `seq ${since} is past this server's last (${ctx.events.lastSeq})` : `the transitions after seq ${since} are no longer held`;
       stream.reset('gone', `${why}; list again, then follow from this id`, ctx.events.lastSeq, false);
     }
   }
-  stream.onClose(ctx.events.subscribe((e) => wanted(e) && stream.send(e.frame, e.seq)));
+  stream.onClose(ctx.events.subscribe((e) => e.seq > skipTo && wanted(e) && stream.send(e.frame, e.seq)));
 }
 
 /** GET /commands/:id/events?follow=1, after the caller checked the id and that it exists. */

@@ -31,13 +31,20 @@ import { migrate } from './schema.ts';
 
 /** The channel a server NOTIFYs when a command becomes claimable; every server LISTENs. */
 export const PENDING_CHANNEL = 'keel_pending';
-/** Every transition, as `<server id> <command id> <event>`, sent by its statement (so on commit). */
+/** Every transition, its event's seq as the payload, sent by its statement (so on commit): the event feeds read on it. */
 export const CHANGES_CHANNEL = 'keel_changes';
 
 /** How many times a transition is tried again after losing a compare-and-swap. */
 const CAS_TRIES = 20;
 
 const HELD = "('ASSIGNED', 'RUNNING')";
+/** Event frames kept past the newest: a feed that falls further behind shows the command as it is now instead. */
+const FRAMES_KEPT = 100_000;
+const COUNTS = `SELECT state, type, sum(n)::float8 AS n FROM (
+    SELECT state, type, n FROM keel_counts
+    UNION ALL SELECT to_state, type, 1 FROM keel_count_deltas WHERE to_state IS NOT NULL
+    UNION ALL SELECT from_state, type, -1 FROM keel_count_deltas WHERE from_state IS NOT NULL) x
+  GROUP BY state, type`;
 const NOW_MS = 'floor(extract(epoch from clock_timestamp()) * 1000)::float8';
 
 export interface PgStoreOptions {
@@ -74,8 +81,8 @@ export class PgStore implements Store {
   private readonly leaseTimeoutMs: number;
   private readonly random: () => number;
   private readonly listeners = new Set<ChangeListener>();
-  /** Event-stream ids on this server: past the database's last event seq at start, one more per transition made here. */
-  private seq: number;
+  /** The last keel_events seq when this store opened. */
+  private readonly openedAt: number;
   private transitions = 0;
   private forgotten = 0;
   private readonly retention: RetentionPolicy | undefined;
@@ -83,10 +90,7 @@ export class PgStore implements Store {
   private offset = 0;
   /** The last connection failure, until a query succeeds again. */
   private lost: Error | undefined;
-  /** Tells this server's transitions from the others' in CHANGES_CHANNEL. */
-  private readonly serverId = randomUUID();
   private listener: PgListener | undefined;
-  private readonly foreign = new Set<{ wanted: (id: string) => boolean; fn: ChangeListener }>();
   /** Leases a claim here just set (id -> lease): the route's extension right after needs no statement. */
   private readonly fresh = new Map<string, number>();
 
@@ -98,7 +102,7 @@ export class PgStore implements Store {
     this.leaseTimeoutMs = opts.leaseTimeoutMs;
     this.random = opts.random ?? Math.random;
     this.retention = opts.retention;
-    this.seq = seq;
+    this.openedAt = seq;
   }
 
   /** Connect, migrate the schema (refusing one newer than this binary), and open. */
@@ -118,10 +122,12 @@ export class PgStore implements Store {
     }
   }
 
+  /** The last event seq when the store opened: the event feed (event-feed.ts) carries on from there. */
   get lastSeq(): number {
-    return this.seq;
+    return this.openedAt;
   }
 
+  /** Transitions this server made, as they commit; every server's, in seq order, come from the event feed. */
   onChange(fn: ChangeListener): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -149,39 +155,17 @@ export class PgStore implements Store {
   }
 
   /**
-   * Hear the other servers: `pending` when a command became claimable
-   * somewhere, `listening` on every (re)connection (what was sent meanwhile is
-   * lost: look), and transitions made elsewhere go to onForeignChange().
+   * Hear every server: `pending` when a command became claimable somewhere,
+   * `changed` when any server committed a transition (its seq), `listening`
+   * on every (re)connection (what was sent meanwhile is lost: look).
    */
-  listen(hooks: { pending(): void; listening(): void }): void {
+  listen(hooks: { pending(): void; changed(seq: number): void; listening(): void }): void {
     const l = new PgListener(this.url, [PENDING_CHANNEL, CHANGES_CHANNEL]);
     l.on(PENDING_CHANNEL, () => hooks.pending());
-    l.on(CHANGES_CHANNEL, (payload) => void this.heard(payload));
+    l.on(CHANGES_CHANNEL, (payload) => hooks.changed(Number(payload)));
     l.onListening(() => hooks.listening());
     this.listener = l;
     l.start();
-  }
-
-  /**
-   * Transitions made by other servers on commands `wanted` says someone here
-   * waits on or streams: `fn` gets the command as it is when read (after
-   * that transition, or a later one), numbered in this server's seq.
-   */
-  onForeignChange(wanted: (id: string) => boolean, fn: ChangeListener): () => void {
-    const entry = { wanted, fn };
-    this.foreign.add(entry);
-    return () => this.foreign.delete(entry);
-  }
-
-  private async heard(payload: string): Promise<void> {
-    const [server, id, event] = payload.split(' ');
-    if (server === this.serverId || !id || !event) return;
-    const want = [...this.foreign].filter((f) => f.wanted(id));
-    if (want.length === 0) return;
-    const cmd = await this.read(id).catch(() => undefined);
-    if (!cmd) return;
-    this.seq++;
-    for (const f of want) f.fn(cmd, event as CommandEvent['type'], this.seq);
   }
 
   // --- submits ---------------------------------------------------------------
@@ -190,11 +174,11 @@ export class PgStore implements Store {
   async submit(input: SubmitInput): Promise<SubmitResult> {
     const hash = input.bodyHash ?? null;
     for (let i = 0; i < CAS_TRIES; i++) {
-      const cmd = await this.insert(this.pool, input, this.clock());
-      if (cmd) {
+      const made = await this.insert(this.pool, input, this.clock());
+      if (made) {
         crashPoint('pg:submit-committed');
-        this.announce([{ cmd, event: 'submit' }]);
-        return { kind: 'created', id: cmd.id };
+        this.announce([{ ...made, event: 'submit' }]);
+        return { kind: 'created', id: made.cmd.id };
       }
       // The key is taken: by the same body, that command answers.
       const { rows } = await this.q<{ id: string; hash: string | null }>("SELECT id, cmd->>'bodyHash' AS hash FROM keel_commands WHERE idem_key = $1", [input.idemKey]);
@@ -219,7 +203,7 @@ export class PgStore implements Store {
   }
 
   /** Insert a new command from `input`; undefined if its idempotency key is taken. */
-  private async insert(c: Queryable, input: SubmitInput, now: number): Promise<Command | undefined> {
+  private async insert(c: Queryable, input: SubmitInput, now: number): Promise<{ cmd: Command; seq: number } | undefined> {
     const id = randomUUID();
     const ev: CommandEvent = { type: 'submit', id, cmdType: input.type, payload: input.payload, at: now };
     if (input.idemKey !== undefined) {
@@ -234,15 +218,17 @@ export class PgStore implements Store {
       `WITH ins AS (
          INSERT INTO keel_commands (id, state, version, type, priority, agent_id, attempt, due_at, idem_key, cmd)
          VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING id)
-       INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins
-       RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $10 || ' ' || command_id || ' submit')`,
-      [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, input.idemKey ?? null, cmd, now, this.serverId],
+       , ev AS (INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins RETURNING seq)
+       , frame AS (INSERT INTO keel_event_frames SELECT seq, $8::json FROM ev)
+       SELECT seq::float8 AS seq, pg_notify('${CHANGES_CHANNEL}', seq::text) FROM ev`,
+      [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, input.idemKey ?? null, cmd, now],
     );
-    return inserted.rowCount === 0 ? undefined : cmd;
+    const row = inserted.rows[0] as { seq: number } | undefined;
+    return row === undefined ? undefined : { cmd, seq: row.seq };
   }
 
   async submitMany(inputs: readonly SubmitInput[]): Promise<BatchSubmitResult> {
-    const made: Command[] = [];
+    const made: Array<{ cmd: Command; seq: number }> = [];
     const r = await this.tx('submit', async (c) => {
       const now = await dbNow(c);
       const ids: string[] = [];
@@ -259,17 +245,17 @@ export class PgStore implements Store {
             continue;
           }
         }
-        const cmd = await this.insert(c, input, now);
-        if (cmd === undefined) {
+        const inserted = await this.insert(c, input, now);
+        if (inserted === undefined) {
           // Another server committed this key since we looked: that command answers.
           const holder = (await holderOf(c, key!))!;
           if (holder.bodyHash !== hash) throw new Refused({ kind: 'conflict', index: i, id: holder.id, reason: KEY_CONFLICT });
           ids.push(holder.id);
           continue;
         }
-        if (key !== undefined) keyed.set(key, { id: cmd.id, bodyHash: hash });
-        made.push(cmd);
-        ids.push(cmd.id);
+        if (key !== undefined) keyed.set(key, { id: inserted.cmd.id, bodyHash: hash });
+        made.push(inserted);
+        ids.push(inserted.cmd.id);
       }
       return { kind: 'done' as const, ids, created: made.length };
     }).catch((err: unknown) => {
@@ -277,7 +263,7 @@ export class PgStore implements Store {
       throw err;
     });
     if (r.kind === 'conflict') return r;
-    this.announce(made.map((cmd) => ({ cmd, event: 'submit' as const })));
+    this.announce(made.map((m) => ({ ...m, event: 'submit' as const })));
     return r;
   }
 
@@ -339,8 +325,9 @@ export class PgStore implements Store {
     return held;
   }
 
+  /** keel_counts plus the deltas not folded into it yet (schema.ts, migration 3), in one snapshot: as cheap at a million commands as at ten. */
   async counts(): Promise<StoreCounts> {
-    const { rows } = await this.q<{ state: CommandState; type: CommandType; n: number }>('SELECT state, type, count(*)::int AS n FROM keel_commands GROUP BY state, type');
+    const { rows } = await this.q<{ state: CommandState; type: CommandType; n: number }>(COUNTS);
     const byState = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>;
     const pendingByType = Object.fromEntries(COMMAND_TYPES.map((t) => [t, 0])) as Record<CommandType, number>;
     for (const r of rows) {
@@ -358,7 +345,7 @@ export class PgStore implements Store {
    * another server at the same moment takes others.
    */
   async claim(agentId: string, max: number, opts: ClaimOptions = {}): Promise<Command[]> {
-    const changed: Array<{ cmd: Command; event: 'claim-start' }> = [];
+    const changed: Array<{ cmd: Command; event: 'claim-start'; seq: number }> = [];
     const out = await this.tx('claim', async (c) => {
       const out: Command[] = [];
       const { rows } = await c.query<{ cmd: Command; now: number }>(
@@ -373,9 +360,10 @@ export class PgStore implements Store {
         if (r.kind !== 'next') continue;
         const next = { ...r.cmd, trail: appendTrail(r.cmd, ev) };
         // The row is locked: the version cannot have moved.
-        if ((await this.write(c, cmd, next, ev, 'extend')) === undefined) throw new Error(`claim of ${cmd.id} lost its locked row`);
+        const seq = await this.write(c, cmd, next, ev, 'extend');
+        if (seq === undefined) throw new Error(`claim of ${cmd.id} lost its locked row`);
         out.push(next);
-        changed.push({ cmd: next, event: 'claim-start' });
+        changed.push({ cmd: next, event: 'claim-start', seq });
         this.fresh.set(next.id, next.attempt);
       }
       return out;
@@ -463,8 +451,8 @@ export class PgStore implements Store {
   async forgetExpired(limit = 1000): Promise<number> {
     const r = this.retention;
     if (r === undefined) return 0;
-    const { rows: [count] } = await this.q<{ n: number }>('SELECT count(*)::int AS n FROM keel_commands WHERE final_at IS NOT NULL');
-    const over = Math.max(0, Math.min(limit, count!.n - r.max));
+    const { byState } = await this.counts();
+    const over = Math.max(0, Math.min(limit, byState.COMPLETED + byState.FAILED - r.max));
     const { rows } = await this.q<{ n: number }>(
       `WITH doomed AS (
          (SELECT id FROM keel_commands WHERE final_at IS NOT NULL ORDER BY final_at, ord LIMIT $1)
@@ -478,6 +466,30 @@ export class PgStore implements Store {
     const n = rows[0]!.n;
     this.forgotten += n;
     return n;
+  }
+
+  /**
+   * Fold the count deltas into keel_counts, in one statement (a reader sees
+   * them before or after, never both). Two servers folding at once fold each
+   * delta once: the second's DELETE skips the rows the first deleted.
+   */
+  async foldCounts(): Promise<void> {
+    await this.q(`WITH d AS (DELETE FROM keel_count_deltas RETURNING type, from_state, to_state),
+      s AS (SELECT state, type, sum(n) AS n FROM (
+        SELECT to_state AS state, type, 1 AS n FROM d WHERE to_state IS NOT NULL
+        UNION ALL SELECT from_state, type, -1 FROM d WHERE from_state IS NOT NULL) x GROUP BY state, type)
+      INSERT INTO keel_counts AS c SELECT state, type, n FROM s ON CONFLICT (state, type) DO UPDATE SET n = c.n + EXCLUDED.n`);
+  }
+
+  /** Drop the event frames all but the last `keep` (every server's feed read them moments after they were written). */
+  async pruneFrames(keep = FRAMES_KEPT): Promise<void> {
+    await this.q('DELETE FROM keel_event_frames WHERE seq <= (SELECT max(seq) FROM keel_event_frames) - $1', [keep]);
+  }
+
+  /** The highest event seq committed (0: none). */
+  async maxSeq(): Promise<number> {
+    const { rows } = await this.q<{ seq: number }>('SELECT coalesce(max(seq), 0)::float8 AS seq FROM keel_events');
+    return rows[0]!.seq;
   }
 
   /** The earliest due time of a waiting command (epoch ms), if any. */
@@ -507,7 +519,7 @@ export class PgStore implements Store {
       const seq = await this.write(this.pool, cmd, next, ev, leaseMode(cmd, next, ev), guard);
       if (seq === undefined) continue; // another server moved it first (or the guard no longer holds): look again
       crashPoint(`pg:${ev.type}-committed`);
-      this.announce([{ cmd: next, event: ev.type }]);
+      this.announce([{ cmd: next, event: ev.type, seq }]);
       return { kind: 'next', cmd: next };
     }
     throw new StoreUnavailableError(`command ${id} kept changing under ${CAS_TRIES} tries; retry`);
@@ -528,13 +540,14 @@ export class PgStore implements Store {
            lease_until = CASE $9::text WHEN 'extend' THEN now() + $10 * interval '1 millisecond' WHEN 'keep' THEN lease_until END,
            run_deadline = CASE WHEN $3 <> 'RUNNING' THEN NULL WHEN $11::float8 IS NOT NULL THEN now() + $11 * interval '1 millisecond' ELSE run_deadline END
          WHERE id = $1 AND version = $2 ${guard ? `AND ${guard}` : ''} RETURNING id)
-       INSERT INTO keel_events (command_id, event, to_state, at, agent_id, lease, error)
-       SELECT id, $12, $3, $13, $14, $15, $16 FROM u
-       RETURNING seq, pg_notify('${CHANGES_CHANNEL}', $17 || ' ' || command_id || ' ' || event)`,
+       , ev AS (INSERT INTO keel_events (command_id, event, to_state, at, agent_id, lease, error)
+         SELECT id, $12, $3, $13, $14, $15, $16 FROM u RETURNING seq)
+       , frame AS (INSERT INTO keel_event_frames SELECT seq, $8::json FROM ev)
+       SELECT seq::float8 AS seq, pg_notify('${CHANGES_CHANNEL}', seq::text) FROM ev`,
       [cur.id, cur.version, next.state, next.version, next.agentId, next.attempt, dueAt(next) ?? null, next, lease, this.leaseTimeoutMs, runDeadlineMs,
-        ev.type, ev.at, agentId, lease_, error, this.serverId],
+        ev.type, ev.at, agentId, lease_, error],
     );
-    return rows.length === 0 ? undefined : Number((rows[0] as { seq: string }).seq);
+    return rows.length === 0 ? undefined : (rows[0] as { seq: number }).seq;
   }
 
   /** A failure of a command that may be retried carries when the retry is due. */
@@ -544,14 +557,13 @@ export class PgStore implements Store {
   }
 
   /** Committed transitions made here: to this server's listeners; a newly claimable command to every server. */
-  private announce(changes: ReadonlyArray<{ cmd: Command; event: CommandEvent['type'] }>): void {
+  private announce(changes: ReadonlyArray<{ cmd: Command; event: CommandEvent['type']; seq: number }>): void {
     let pending = false;
-    for (const { cmd, event } of changes) {
+    for (const { cmd, event, seq } of changes) {
       if (event !== 'claim-start') this.fresh.delete(cmd.id);
       this.transitions++;
-      this.seq++;
       if (cmd.state === 'PENDING') pending = true;
-      for (const fn of this.listeners) fn(cmd, event, this.seq);
+      for (const fn of this.listeners) fn(cmd, event, seq);
     }
     // After the commit, so a woken claim finds the row. A NOTIFY lost with a
     // connection is made up for by the parked claims' periodic look.

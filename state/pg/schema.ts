@@ -79,6 +79,49 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX keel_commands_claimable ON keel_commands (priority DESC, (coalesce(queued, ord))) WHERE state = 'PENDING';
     `,
   },
+  {
+    version: 4,
+    what: 'commands counted by state and type, kept by a trigger',
+    // A GROUP BY over the table on every /metrics and --max-pending check
+    // reads every row (seconds at a million). Instead every insert, state
+    // change and delete appends one row to keel_count_deltas (no row is
+    // updated in place, so concurrent transitions never wait on each other),
+    // and the sweeps fold the deltas into keel_counts. A count is then
+    // keel_counts plus the deltas not folded yet, read in one snapshot. The
+    // trigger, not the store's code, keeps it: every statement that writes
+    // keel_commands is counted, whoever wrote it. CREATE TRIGGER locks out
+    // writers, so the first counts and the trigger start at the same point.
+    sql: `
+      CREATE TABLE keel_counts (state text NOT NULL, type text NOT NULL, n bigint NOT NULL, PRIMARY KEY (state, type));
+      CREATE TABLE keel_count_deltas (type text NOT NULL, from_state text, to_state text);
+      CREATE FUNCTION keel_count_delta() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          INSERT INTO keel_count_deltas VALUES (NEW.type, NULL, NEW.state);
+        ELSIF TG_OP = 'DELETE' THEN
+          INSERT INTO keel_count_deltas VALUES (OLD.type, OLD.state, NULL);
+        ELSE
+          INSERT INTO keel_count_deltas VALUES (NEW.type, OLD.state, NEW.state);
+        END IF;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER keel_count_insert_delete AFTER INSERT OR DELETE ON keel_commands FOR EACH ROW EXECUTE FUNCTION keel_count_delta();
+      CREATE TRIGGER keel_count_update AFTER UPDATE OF state ON keel_commands FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION keel_count_delta();
+      INSERT INTO keel_counts SELECT state, type, count(*) FROM keel_commands GROUP BY state, type;
+    `,
+  },
+  {
+    version: 5,
+    what: 'each event\'s command as it was after it, for the event streams of every server',
+    // Written by the transition's own statement; read by every server's event
+    // feed (state/pg/event-feed.ts) within moments, then pruned by the sweeps.
+    // UNLOGGED: no WAL, emptied if PostgreSQL crashes and absent on a
+    // promoted standby; a feed that finds no frame shows the command as it
+    // is now instead.
+    sql: `
+      CREATE UNLOGGED TABLE keel_event_frames (seq bigint PRIMARY KEY, cmd json NOT NULL);
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
