@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { KeelClient } from '../lib/cli/client.ts';
 import { SUBCOMMANDS } from '../lib/cli/commands.ts';
 import { KEEL_USAGE } from '../lib/cli/usage.ts';
 import { parseAgentConfig } from '../lib/agent/config.ts';
@@ -107,6 +108,14 @@ test('"Scaling out": the agent given two servers is a command line the agent tak
   // The token file is the reader's; the rest parses as written.
   const args = line.split(/\s+/).slice(4).filter((a, i, all) => a !== '--token-file' && all[i - 1] !== '--token-file');
   assert.equal(parseAgentConfig(args, {}).servers, ['https://keel-a.internal:3000', 'https://keel-b.internal:3000']);
+});
+
+test('"Scaling out": the CLI given two servers is a command line the CLI takes, and lists both', () => {
+  const line = shBlocks(section('Scaling out')).flatMap((b) => b.split('\n')).find((l) => l.startsWith('npx keel --server '));
+  assert.ok(line, 'no CLI command line under "Scaling out"');
+  const [, , , servers, sub] = line.split(/\s+/);
+  assert.ok(sub !== undefined && sub in SUBCOMMANDS, `keel has no subcommand ${sub}`);
+  assert.equal(new KeelClient({ server: servers!, token: undefined, caFile: undefined }).servers, ['https://keel-a.internal:3000', 'https://keel-b.internal:3000']);
 });
 
 /** A `### title` part of a section. */

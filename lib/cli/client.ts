@@ -158,8 +158,9 @@ export class KeelClient {
       try {
         return await fetch(server + path, init);
       } catch (err) {
-        const next = tried < this.servers.length && !callerSignal?.aborted && (again || NOT_SENT_CODES.has(errorCode(err) ?? ''));
-        if (!next || !(this.failure(err, callerSignal) instanceof ServerUnreachable)) throw this.failure(err, callerSignal);
+        const safe = again || NOT_SENT_CODES.has(errorCode(err) ?? '');
+        const failure = this.failure(err, callerSignal, tried === this.servers.length ? 'all' : safe ? 'none' : 'unsafe');
+        if (tried === this.servers.length || !safe || !(failure instanceof ServerUnreachable)) throw failure;
         this.at = (this.at + 1) % this.servers.length;
       } finally {
         answered();
@@ -169,22 +170,26 @@ export class KeelClient {
 
   /** A request that got no (whole) answer. An abort the caller asked for passes through as is. */
   private lost(err: unknown, callerSignal: AbortSignal | undefined): never {
-    throw this.failure(err, callerSignal);
+    throw this.failure(err, callerSignal, 'none');
   }
 
-  private failure(err: unknown, callerSignal: AbortSignal | undefined): unknown {
+  /** What a call that got no answer ends with; `others` says what became of the other servers in --server. */
+  private failure(err: unknown, callerSignal: AbortSignal | undefined, others: 'all' | 'none' | 'unsafe'): unknown {
     if (callerSignal?.aborted) return callerSignal.reason;
     const e = err as Error & { code?: string; type?: string; erroredSysCall?: string };
-    const others = this.servers.length > 1 ? ` (and the other ${this.servers.length - 1} in --server did not answer either)` : '';
+    const n = this.servers.length - 1;
+    const also = n === 0 || others === 'none' ? ''
+      : others === 'all' ? ` (and the other ${n} in --server did not answer either)`
+      : ` (not sent to the other ${n} in --server: it may have been served; an Idempotency-Key makes it safe to resend)`;
     if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
-      return new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s${others}`);
+      return new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s${also}`);
     }
     const code = errorCode(err);
     if (code && TLS_TRUST_CODES.has(code)) {
       return new CliError(EXIT.UNREACHABLE, `${this.server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
     }
     const reason = (e?.message ?? String(err)).replace(/^request to \S+ failed, reason: /, '');
-    return new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason}${others} (set --server or KEEL_SERVER)`);
+    return new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason}${also} (set --server or KEEL_SERVER)`);
   }
 
   private refusal(status: number, text: string): CliError {
