@@ -13,7 +13,7 @@
 // Lease deadlines and attempt deadlines are columns on the database's clock
 // (now()); every server sweeps them, and a sweep that loses the race to
 // another changes nothing (the guard in the UPDATE fails).
-import pg, { type Pool, type PoolClient, type Queryable, type QueryResult } from 'pg';
+import pg, { type Pool, type PoolClient, type PoolConfig, type Queryable, type QueryResult } from 'pg';
 import { randomUUID } from 'node:crypto';
 import { dueAt, step, type Command, type CommandEvent, type StepResult } from '../command-fsm.ts';
 import { appendTrail, type TrailEntry } from '../command-line.ts';
@@ -107,7 +107,12 @@ export class PgStore implements Store {
 
   /** Connect, migrate the schema (refusing one newer than this binary), and open. */
   static async open(opts: PgStoreOptions): Promise<PgStore> {
-    const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000, application_name: 'keel' });
+    // keel.counted: these sessions append their own count deltas (schema.ts, migration 3).
+    // `options` (startup parameters) is passed on by node-postgres, though its types omit it.
+    const config: PoolConfig & { options: string } = {
+      connectionString: opts.url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000, application_name: 'keel', options: '-c keel.counted=on',
+    };
+    const pool = new pg.Pool(config);
     // An idle connection that breaks is reported here; the next query notices too.
     pool.on('error', () => {});
     try {
@@ -220,6 +225,7 @@ export class PgStore implements Store {
          VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, $7, $8) ON CONFLICT (idem_key) DO NOTHING RETURNING id)
        , ev AS (INSERT INTO keel_events (command_id, event, to_state, at) SELECT id, 'submit', $2, $9 FROM ins RETURNING seq)
        , frame AS (INSERT INTO keel_event_frames SELECT seq, $8::json FROM ev)
+       , counted AS (INSERT INTO keel_count_deltas SELECT $4, NULL, $2 FROM ins)
        SELECT seq::float8 AS seq, pg_notify('${CHANGES_CHANNEL}', seq::text) FROM ev`,
       [id, cmd.state, cmd.version, cmd.type, cmd.priority, dueAt(cmd) ?? null, input.idemKey ?? null, cmd, now],
     );
@@ -458,8 +464,9 @@ export class PgStore implements Store {
          (SELECT id FROM keel_commands WHERE final_at IS NOT NULL ORDER BY final_at, ord LIMIT $1)
          UNION
          (SELECT id FROM keel_commands WHERE final_at IS NOT NULL AND final_at < ${NOW_MS} - $2 ORDER BY final_at LIMIT $3)),
-       gone AS (DELETE FROM keel_commands c USING doomed d WHERE c.id = d.id RETURNING c.id),
-       events AS (DELETE FROM keel_events e USING gone g WHERE e.command_id = g.id)
+       gone AS (DELETE FROM keel_commands c USING doomed d WHERE c.id = d.id RETURNING c.id, c.type, c.state),
+       events AS (DELETE FROM keel_events e USING gone g WHERE e.command_id = g.id),
+       counted AS (INSERT INTO keel_count_deltas SELECT type, state, NULL FROM gone)
        SELECT count(*)::int AS n FROM gone`,
       [over, r.ms, limit],
     );
@@ -543,9 +550,10 @@ export class PgStore implements Store {
        , ev AS (INSERT INTO keel_events (command_id, event, to_state, at, agent_id, lease, error)
          SELECT id, $12, $3, $13, $14, $15, $16 FROM u RETURNING seq)
        , frame AS (INSERT INTO keel_event_frames SELECT seq, $8::json FROM ev)
+       , counted AS (INSERT INTO keel_count_deltas SELECT $17, $18, $3 FROM u WHERE $18 <> $3)
        SELECT seq::float8 AS seq, pg_notify('${CHANGES_CHANNEL}', seq::text) FROM ev`,
       [cur.id, cur.version, next.state, next.version, next.agentId, next.attempt, dueAt(next) ?? null, next, lease, this.leaseTimeoutMs, runDeadlineMs,
-        ev.type, ev.at, agentId, lease_, error],
+        ev.type, ev.at, agentId, lease_, error, next.type, cur.state],
     );
     return rows.length === 0 ? undefined : (rows[0] as { seq: number }).seq;
   }
