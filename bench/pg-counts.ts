@@ -1,7 +1,7 @@
 // What counting commands costs on the PostgreSQL store with many rows: the
 // GROUP BY over keel_commands that /metrics and every --max-pending check
 // used to run, against counts() as it is now (keel_counts plus the deltas not
-// folded yet, state/pg/schema.ts migration 3). Fills a fresh database with
+// folded yet, state/pg/schema.ts migration 4). Fills a fresh database with
 // --rows commands (most final, as retention keeps them), then times each
 // --runs times, alternating, and prints the medians.
 //   node --import tsx bench/pg-counts.ts [--rows 1000000] [--runs 9]

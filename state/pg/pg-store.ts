@@ -107,7 +107,7 @@ export class PgStore implements Store {
 
   /** Connect, migrate the schema (refusing one newer than this binary), and open. */
   static async open(opts: PgStoreOptions): Promise<PgStore> {
-    // keel.counted: these sessions append their own count deltas (schema.ts, migration 3).
+    // keel.counted: these sessions append their own count deltas (schema.ts, migration 4).
     // `options` (startup parameters) is passed on by node-postgres, though its types omit it.
     const config: PoolConfig & { options: string } = {
       connectionString: opts.url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000, application_name: 'keel', options: '-c keel.counted=on',
@@ -331,7 +331,7 @@ export class PgStore implements Store {
     return held;
   }
 
-  /** keel_counts plus the deltas not folded into it yet (schema.ts, migration 3), in one snapshot: as cheap at a million commands as at ten. */
+  /** keel_counts plus the deltas not folded into it yet (schema.ts, migration 4), in one snapshot: as cheap at a million commands as at ten. */
   async counts(): Promise<StoreCounts> {
     const { rows } = await this.q<{ state: CommandState; type: CommandType; n: number }>(COUNTS);
     const byState = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>;
