@@ -81,8 +81,8 @@ export class PgStore implements Store {
   private readonly leaseTimeoutMs: number;
   private readonly random: () => number;
   private readonly listeners = new Set<ChangeListener>();
-  /** The last keel_events seq when this store opened. */
-  private readonly openedAt: number;
+  /** The database's last keel_events seq when this store opened, then that of each transition made here. */
+  private last: number;
   private transitions = 0;
   private forgotten = 0;
   private readonly retention: RetentionPolicy | undefined;
@@ -102,7 +102,7 @@ export class PgStore implements Store {
     this.leaseTimeoutMs = opts.leaseTimeoutMs;
     this.random = opts.random ?? Math.random;
     this.retention = opts.retention;
-    this.openedAt = seq;
+    this.last = seq;
   }
 
   /** Connect, migrate the schema (refusing one newer than this binary), and open. */
@@ -127,9 +127,13 @@ export class PgStore implements Store {
     }
   }
 
-  /** The last event seq when the store opened: the event feed (event-feed.ts) carries on from there. */
+  /**
+   * The seq of the last transition made here (the database's last when the
+   * store opened, until then). Other servers' come through the event feed
+   * (event-feed.ts), which starts from this at open.
+   */
   get lastSeq(): number {
-    return this.openedAt;
+    return this.last;
   }
 
   /** Transitions this server made, as they commit; every server's, in seq order, come from the event feed. */
@@ -569,6 +573,7 @@ export class PgStore implements Store {
     let pending = false;
     for (const { cmd, event, seq } of changes) {
       if (event !== 'claim-start') this.fresh.delete(cmd.id);
+      this.last = Math.max(this.last, seq);
       this.transitions++;
       if (cmd.state === 'PENDING') pending = true;
       for (const fn of this.listeners) fn(cmd, event, seq);
