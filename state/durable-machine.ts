@@ -144,6 +144,20 @@ export class DurableMachine<R> {
    * and the promise rejects with that record's error once they are durable.
    */
   commit(recs: readonly R[]): Promise<void> {
+    return this.applyAndAppend(recs, (applied) => this.journal.append(applied));
+  }
+
+  /**
+   * As commit(), but the records get no fdatasync of their own: the promise
+   * resolves once they are written to the file (a SIGKILL keeps them, an OS
+   * crash may not), and the next fdatasync, anyone's or sync()'s, makes them
+   * durable (Journal.appendUnsynced).
+   */
+  commitUnsynced(recs: readonly R[]): Promise<void> {
+    return this.applyAndAppend(recs, (applied) => this.journal.appendUnsynced(applied));
+  }
+
+  private applyAndAppend(recs: readonly R[], append: (applied: readonly R[]) => Promise<void>): Promise<void> {
     const full = this.journal.diskFull;
     if (full && this.refuseWhenDiskFull) return Promise.reject(new DiskFullError(this.dir, full));
     let applied = 0;
@@ -157,7 +171,7 @@ export class DurableMachine<R> {
       refused = { err };
     }
     if (refused && applied === 0) return Promise.reject(refused.err);
-    const done = this.journal.append(refused ? recs.slice(0, applied) : recs);
+    const done = append(refused ? recs.slice(0, applied) : recs);
     if (this.compacting === undefined && !full && this.journal.currentSegmentBytes >= this.compactAt) void this.compact();
     return refused ? done.then(() => Promise.reject(refused.err)) : done;
   }

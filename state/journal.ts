@@ -21,6 +21,11 @@
  * one write and one fdatasync for the whole batch. Records the owner marks
  * `deferrable` start no flush of their own: they go with the next one, or
  * deferMs later, and their append still resolves only once they are durable.
+ * appendUnsynced() records are written at once with no fdatasync of their
+ * own: in the file (the kernel's page cache), a SIGKILL keeps them and an OS
+ * crash may not. The next fdatasync covers them, whoever asks for it: it
+ * syncs every line written before it. So what an OS crash can damage is
+ * still only what follows the last fdatasync.
  *
  * A write refused with ENOSPC is cut back off the file and its batch kept
  * queued; the journal is then `diskFull` and writes it again every
@@ -94,14 +99,24 @@ export interface JournalStats {
   diskFullEpisodes: number;
 }
 
+interface Waiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
 interface Batch {
   lines: string[];
   /** The seq of its first record, once it has one. */
   firstSeq?: number;
-  waiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
+  /** Resolved once the batch is durable. */
+  waiters: Waiter[];
+  /** Resolved once the batch is written, durable or not (appendUnsynced). */
+  written: Waiter[];
   rotate?: { firstSeq: number; resolve: () => void; reject: (e: Error) => void };
-  /** Something in it wants a flush now (not only deferrable records). */
+  /** Something in it wants a flush now, write and fdatasync (not only deferrable records). */
   urgent: boolean;
+  /** Something in it wants writing now, with no fdatasync of its own (appendUnsynced). */
+  writeNow: boolean;
 }
 
 /** How long deferrable records wait for a flush to ride along with, by default. */
@@ -116,6 +131,11 @@ export class Journal {
   private segmentFirst: number;
   private segmentBytes: number;
   private batches: Batch[] = [];
+  /** The last seq written to the file, and the last one an fdatasync covered. */
+  private writtenSeq: number;
+  private syncedSeq: number;
+  /** Waiters of records written but not yet covered by an fdatasync. */
+  private unsynced: Waiter[] = [];
   private flushing = false;
   private failed: Error | undefined;
   private deferTimer: NodeJS.Timeout | undefined;
@@ -137,6 +157,8 @@ export class Journal {
   constructor(dir: string, lastSeq: number, segmentFirst: number, segmentBytes: number) {
     this.dir = dir;
     this.seq = lastSeq;
+    this.writtenSeq = lastSeq;
+    this.syncedSeq = lastSeq;
     this.segmentFirst = segmentFirst;
     this.segmentBytes = segmentBytes;
     this.fd = fs.openSync(path.join(dir, segmentName(segmentFirst)), 'a');
@@ -198,6 +220,42 @@ export class Journal {
   /** Queue records; resolves when they are written and fdatasynced. */
   append(recs: readonly unknown[]): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
+    const batch = this.queue(recs);
+    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    if (recs.length > 0 && this.deferrable !== undefined && recs.every(this.deferrable)) this.deferFlush();
+    else this.kick(batch);
+    return done;
+  }
+
+  /**
+   * Queue records to be written at once, with no fdatasync of their own;
+   * resolves once they are in the file. They are durable after the next
+   * fdatasync: another append's, a rotation's, or sync()'s.
+   */
+  appendUnsynced(recs: readonly unknown[]): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    const batch = this.queue(recs);
+    const written = new Promise<void>((resolve, reject) => batch.written.push({ resolve, reject }));
+    this.kick(batch, false);
+    return written;
+  }
+
+  /** The last seq known to be durable (covered by an fdatasync). */
+  get durableSeq(): number {
+    return this.syncedSeq;
+  }
+
+  /**
+   * At open, for an owner whose records may have been written by a process
+   * killed before their fdatasync: the current segment's records count as
+   * written, not durable, and the next sync() covers them.
+   */
+  distrustTail(): void {
+    this.syncedSeq = Math.min(this.syncedSeq, this.segmentFirst - 1);
+  }
+
+  /** Add records to the open batch, numbered. */
+  private queue(recs: readonly unknown[]): Batch {
     const batch = this.openBatch();
     if (recs.length > 0) batch.firstSeq ??= this.seq + 1;
     for (const rec of recs) {
@@ -205,10 +263,7 @@ export class Journal {
       batch.lines.push(line);
       this.segmentBytes += line.length;
     }
-    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
-    if (recs.length > 0 && this.deferrable !== undefined && recs.every(this.deferrable)) this.deferFlush();
-    else this.kick(batch);
-    return done;
+    return batch;
   }
 
   /**
@@ -220,10 +275,10 @@ export class Journal {
     return batch !== undefined && !batch.rotate && batch.firstSeq !== undefined && batch.firstSeq <= seq;
   }
 
-  /** Resolves once everything appended so far is durable. */
+  /** Resolves once everything appended so far is durable; an fdatasync only if something is not. */
   sync(): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    if (!this.flushing && this.batches.length === 0) return Promise.resolve();
+    if (!this.flushing && this.batches.length === 0 && this.syncedSeq === this.writtenSeq) return Promise.resolve();
     return this.append([]).then(() => undefined);
   }
 
@@ -268,23 +323,27 @@ export class Journal {
     // Only a full disk leaves records queued at close: they were never written.
     const unwritten = new DiskFullError(this.dir, this.full ?? new Error('closed before the disk had space'));
     for (const b of this.batches.splice(0)) {
-      for (const w of b.waiters) w.reject(unwritten);
+      for (const w of [...b.waiters, ...b.written]) w.reject(unwritten);
       b.rotate?.reject(this.failed);
     }
+    // Written, never synced (close() follows a sync unless the disk is full).
+    for (const w of this.unsynced.splice(0)) w.reject(this.failed);
   }
 
   /** The batch new records join: the last one, unless a rotation closes it. */
   private openBatch(): Batch {
     let batch = this.batches[this.batches.length - 1];
     if (!batch || batch.rotate) {
-      batch = { lines: [], waiters: [], urgent: false };
+      batch = { lines: [], waiters: [], written: [], urgent: false, writeNow: false };
       this.batches.push(batch);
     }
     return batch;
   }
 
-  private kick(batch: Batch): void {
-    batch.urgent = true;
+  /** Start a flush for `batch`: written and fdatasynced, or (`sync` false) only written. */
+  private kick(batch: Batch, sync = true): void {
+    if (sync) batch.urgent = true;
+    else batch.writeNow = true;
     // On a full disk the retry timer flushes, not each append.
     if (!this.flushing && !this.full) {
       this.flushing = true;
@@ -297,14 +356,15 @@ export class Journal {
   private deferFlush(): void {
     this.deferTimer ??= setTimeout(() => {
       this.deferTimer = undefined;
-      if (this.batches.length > 0 && !this.failed) this.kick(this.batches[this.batches.length - 1]!);
+      // Still queued, or written (along with unsynced records) and waiting for an fdatasync.
+      if ((this.batches.length > 0 || this.unsynced.length > 0) && !this.failed) this.kick(this.openBatch());
     }, this.deferMs);
   }
 
   private async flush(): Promise<void> {
     // Deferrable-only batches are left for a later flush (deferFlush's timer
-    // is armed); anything urgent behind them takes them along, in order.
-    while (this.batches.some((b) => b.urgent)) {
+    // is armed); anything urgent or to be written behind them takes them along, in order.
+    while (this.batches.some((b) => b.urgent || b.writeNow)) {
       // Out of the queue while it is written, so nothing joins it meanwhile;
       // a full disk puts it back at the front for the retry.
       const batch = this.batches.shift()!;
@@ -314,19 +374,32 @@ export class Journal {
           const buf = Buffer.from(batch.lines.join(''));
           this.writeOrCutBack(buf);
           crashPoint('journal:written');
-          const t0 = process.hrtime.bigint();
-          syncing = true;
-          await datasync(this.fd);
-          syncing = false;
-          this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
-          this.stats.fsyncs++;
+          this.writtenSeq = batch.firstSeq! + batch.lines.length - 1;
           this.stats.bytes += buf.length;
           this.stats.records += batch.lines.length;
-          crashPoint('journal:synced');
-          // Durable: a rotation that then meets a full disk must not write them twice.
-          for (const w of batch.waiters) w.resolve();
-          batch.waiters = [];
+          // Written: a rotation that then meets a full disk must not write them twice.
+          for (const w of batch.written) w.resolve();
+          batch.written = [];
           batch.lines = [];
+        }
+        this.awaitSync(batch.waiters);
+        batch.waiters = [];
+        if (batch.urgent || batch.rotate) {
+          // One fdatasync covers every line written before it, this batch's and earlier unsynced ones.
+          if (this.syncedSeq < this.writtenSeq) {
+            const through = this.writtenSeq;
+            const t0 = process.hrtime.bigint();
+            syncing = true;
+            await datasync(this.fd);
+            syncing = false;
+            this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
+            this.stats.fsyncs++;
+            this.syncedSeq = through;
+            crashPoint('journal:synced');
+          }
+          const durable = this.unsynced;
+          this.unsynced = [];
+          for (const w of durable) w.resolve();
         }
         if (batch.rotate) {
           Journal.createSegment(this.dir, batch.rotate.firstSeq);
@@ -344,8 +417,9 @@ export class Journal {
         // After a failed fsync (or EIO) the file's tail is unknown: refuse all
         // further appends. The process must restart and recover from disk.
         this.failed = err instanceof Error ? err : new Error(String(err));
+        for (const w of this.unsynced.splice(0)) w.reject(this.failed);
         for (const b of [batch, ...this.batches]) {
-          for (const w of b.waiters) w.reject(this.failed);
+          for (const w of [...b.waiters, ...b.written]) w.reject(this.failed);
           b.rotate?.reject(this.failed);
         }
         this.batches = [];
@@ -354,15 +428,21 @@ export class Journal {
         clearTimeout(this.retryTimer);
         return;
       }
-      for (const w of batch.waiters) w.resolve();
       batch.rotate?.resolve();
     }
     this.flushing = false;
     if (this.full) this.leaveDiskFull();
-    if (this.batches.length === 0) {
+    if (this.batches.length === 0 && this.unsynced.length === 0) {
       clearTimeout(this.deferTimer);
       this.deferTimer = undefined;
     }
+  }
+
+  /** Waiters whose records are written (or need nothing written): the next fdatasync resolves them. */
+  private awaitSync(waiters: Waiter[]): void {
+    // A group commit may hold thousands: no spread into push().
+    if (this.unsynced.length === 0) this.unsynced = waiters;
+    else for (const w of waiters) this.unsynced.push(w);
   }
 
   /**

@@ -1,7 +1,9 @@
 // The agent's ledger: what this agent has claimed, begun, finished and
 // reported, journaled with fsync before each step that matters (docs/design.md,
-// "Recovery: the agent"). Settled entries (reported or dropped) leave the
-// state, so snapshots compact them away.
+// "Recovery: the agent"). `done` is written at once but synced only when the
+// server does not take the finish in time (lib/agent/command-steps.ts).
+// Settled entries (reported or dropped) leave the state, so snapshots compact
+// them away.
 import type { CommandType, Outcome, Payload } from './command-types.ts';
 import { DurableMachine, type DurableOptions, type Machine } from './durable-machine.ts';
 
@@ -127,6 +129,11 @@ export class Ledger {
     const state = new LedgerState();
     const durable = await DurableMachine.open(dir, state, { role: 'agent', snapshotBytes: DEFAULT_LEDGER_SNAPSHOT_BYTES, ...opts });
     durable.journal.deferrable = (rec) => SETTLING.has((rec as LedgerRecord).t);
+    // The last run may have been killed with a `done` written and not yet
+    // synced: the page cache kept it, a power cut would not. Its result is
+    // this run's to keep now, so it is made durable before anything acts on it.
+    durable.journal.distrustTail();
+    if (!durable.journal.diskFull) await durable.sync();
     return new Ledger(state, durable);
   }
 
@@ -159,6 +166,32 @@ export class Ledger {
    */
   write(...recs: LedgerRecord[]): Promise<void> {
     return this.durable.commit(recs);
+  }
+
+  /**
+   * Journal records without an fdatasync of their own: resolves `written`
+   * once they are in the file (a SIGKILL keeps them; an OS crash may not),
+   * or `queued` at once if the disk is full (they are written when space
+   * returns). The next fsync of the ledger covers them: any write()'s, or sync().
+   */
+  writeUnsynced(...recs: LedgerRecord[]): Promise<'written' | 'queued'> {
+    const written = this.durable.commitUnsynced(recs);
+    const journal = this.durable.journal;
+    if (journal.diskFull) {
+      written.catch(() => {}); // a failure reaches the next write() or sync() too
+      return Promise.resolve('queued');
+    }
+    return new Promise((resolve, reject) => {
+      const off = journal.onDiskFull((full) => {
+        if (full) resolve('queued');
+      });
+      written.then(() => resolve('written'), reject).finally(off);
+    });
+  }
+
+  /** Resolves once every record written so far is durable; an fdatasync only if one is not. */
+  sync(): Promise<void> {
+    return this.durable.sync();
   }
 
   close(): Promise<void> {

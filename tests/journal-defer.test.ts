@@ -1,7 +1,10 @@
 // Deferrable journal records (the agent ledger's `reported` and `dropped`):
 // they start no flush of their own but go with the next one, in order, or
 // with a timer's when none comes; their append resolves only once they are
-// durable; sync() and a rotation take them along.
+// durable; sync() and a rotation take them along. And unsynced records (the
+// ledger's `done`): written at once with no fdatasync of their own, durable
+// with the next one, whoever makes it.
+import fs from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Journal, listSegments } from '../state/journal.ts';
@@ -116,6 +119,79 @@ test('the ledger defers `reported` and `dropped`, never the steps the agent acts
   const reopened = await Ledger.open(dir);
   assert.equal(reopened.open(), [], 'both settled entries are gone after a reopen');
   await reopened.close();
+});
+
+const fileText = (dir: string): string => listSegments(dir).map((s) => fs.readFileSync(s.file, 'utf8')).join('');
+
+test('an unsynced record is written at once with no fdatasync; the next fdatasync covers it', async () => {
+  const dir = tempDir();
+  const { journal, replayed } = open(dir);
+  await journal.appendUnsynced([{ kind: 'now', n: 1 }]);
+  assert.is(journal.stats.fsyncs, 0);
+  assert.ok(fileText(dir).includes('"n":1'), 'in the file (a SIGKILL keeps it)');
+  assert.is(journal.durableSeq, 0, 'not durable');
+  await journal.append([{ kind: 'now', n: 2 }]);
+  assert.is(journal.stats.fsyncs, 1, 'one fdatasync for both');
+  assert.is(journal.durableSeq, 2);
+  await journal.sync();
+  assert.is(journal.stats.fsyncs, 1, 'sync() with nothing unsynced makes none');
+  journal.close();
+  assert.equal(replayed().map((r) => r.n), [1, 2]);
+});
+
+test('sync() makes written records durable with one fdatasync', async () => {
+  const dir = tempDir();
+  const { journal } = open(dir);
+  await Promise.all([journal.appendUnsynced([{ kind: 'now', n: 1 }]), journal.appendUnsynced([{ kind: 'now', n: 2 }])]);
+  assert.is(journal.stats.fsyncs, 0);
+  await journal.sync();
+  assert.is(journal.stats.fsyncs, 1);
+  assert.is(journal.durableSeq, 2);
+  journal.close();
+});
+
+test('a deferrable record written along with an unsynced one still resolves only once an fdatasync covers it', async () => {
+  const dir = tempDir();
+  const { journal } = open(dir, 10);
+  const deferred = journal.append([{ kind: 'later', n: 1 }]);
+  const later = watch(deferred);
+  await journal.appendUnsynced([{ kind: 'now', n: 2 }]);
+  assert.ok(fileText(dir).includes('"n":1'), 'written with the unsynced one, in order');
+  assert.not.ok(later.done);
+  assert.is(journal.stats.fsyncs, 0);
+  await deferred;
+  assert.is(journal.stats.fsyncs, 1, "the deferral timer's fdatasync");
+  assert.is(journal.durableSeq, 2);
+  journal.close();
+});
+
+test('rotate() syncs unsynced records before it closes their segment', async () => {
+  const dir = tempDir();
+  const { journal, replayed } = open(dir);
+  await journal.appendUnsynced([{ kind: 'now', n: 1 }]);
+  await journal.rotate();
+  assert.is(journal.stats.fsyncs, 1);
+  assert.is(journal.durableSeq, 1);
+  journal.close();
+  assert.equal(replayed().map((r) => r.n), [1]);
+});
+
+test('the ledger writes `done` unsynced on request; reopened (as after a SIGKILL), it fsyncs what the last run left written', async () => {
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  const journal = ledger.durable.journal;
+  await ledger.write({ t: 'executing', id: 'c1', lease: 1, type: 'DELAY', payload: { ms: 0 }, startedAt: 1 });
+  const fsyncs = journal.stats.fsyncs;
+  assert.is(await ledger.writeUnsynced({ t: 'done', id: 'c1', lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 0 }, error: null }), 'written');
+  assert.is(journal.stats.fsyncs, fsyncs);
+  assert.ok(journal.durableSeq < journal.lastSeq);
+  // Not closed: a second process finds what the first wrote, unsynced.
+  const reopened = await Ledger.open(dir, { noLock: true });
+  assert.is(reopened.get('c1')?.step, 'done');
+  assert.is(reopened.durable.journal.stats.fsyncs, 1, 'one fdatasync at open');
+  assert.is(reopened.durable.journal.durableSeq, reopened.durable.journal.lastSeq);
+  await reopened.close();
+  await ledger.close();
 });
 
 test.run();
