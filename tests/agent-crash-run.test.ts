@@ -3,15 +3,18 @@
 // documented state with the remote reached at most once.
 //   mid-http      `executing` HTTP: FAILED, never sent again
 //   mid-delay     `executing` DELAY: resumed to its original deadline
-//   after-done    `done` durable, the finish maybe through: reported (again) after the restart
-//   after-finish  the server has it, `done` maybe durable: reported again if so, settled
+//   after-done    `done` written (not synced), the finish not yet out: reported after the restart
+//   after-finish  the server has it, `done` written: reported again, settled
+//   done-synced   the finish fails (the server is gone): `done` is fsynced while it
+//                 is retried; killed then, the restart reports the real result
 // Against a server on the file store and on PostgreSQL (support/stores.ts).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { DelayResult, HttpGetJsonResult } from '../lib/protocol.ts';
-import { about, crashAndRestart, thenStop, waitFinal } from './fixtures/agent-harness.ts';
+import { about, crashAndRestart, submit, thenStop, waitFinal } from './fixtures/agent-harness.ts';
 import { startTarget, type Target } from './fixtures/agent-target.ts';
-import { cleanup, startServer, tempDir, type ServerHandle } from './support/processes.ts';
+import { cleanup, startAgent, startServer, tempDir, type Proc, type ServerHandle } from './support/processes.ts';
 import { runSuites, STORES } from './support/stores.ts';
 
 let target: Target;
@@ -72,9 +75,9 @@ for (const store of STORES) {
     });
   }
 
-  // `done` and the finish go out together, so at either point the other may or
-  // may not have got through: the ledger holds `done` (the restart reports it
-  // again, which the server takes as a retry) or the entry settled already.
+  // `done` is written before the finish goes out, and a SIGKILL keeps what was
+  // written: the ledger holds `done` (the restart reports it, which the server
+  // takes as new or as a retry) or the entry settled already.
   for (const point of ['agent:after-done', 'agent:after-finish']) {
     test(`${point}: the result reaches the server once, and the request ran once`, async () => {
       const path = `/json?${point}`;
@@ -94,6 +97,41 @@ for (const store of STORES) {
       });
     });
   }
+
+  test('agent:done-synced: a finish that fails (its server SIGKILLed) makes the agent fsync `done` while it retries; the restart reports the real result', async () => {
+    const serverDir = tempDir();
+    const agentDir = tempDir();
+    const args = ['--lease-timeout', LEASE, ...(await store.serverArgs())];
+    let own = await startServer(serverDir, args);
+    const crashed = startAgent(own.url, agentDir, [], { KEEL_CRASH_AT: 'agent:done-synced' });
+    let restarted: Proc | undefined;
+    try {
+      await crashed.waitForMsg('agent ready');
+      const path = `/pause/1500?done-synced-${store.name}`;
+      const id = await submit(own.url, 'HTTP_GET_JSON', { url: target.url + path });
+      await crashed.waitFor(about('executing', id), 20_000);
+      // Gone before the request ends: its finish meets a refused connection, again and again.
+      await own.proc.kill('SIGKILL');
+      const giveUp = new AbortController();
+      const exit = await Promise.race([crashed.exited, sleep(20_000, undefined, { signal: giveUp.signal }).catch(() => undefined)]);
+      giveUp.abort();
+      assert.is(exit?.signal, 'SIGKILL', `the agent should have died at agent:done-synced; stdout: ${crashed.stdout.slice(-2000)}`);
+      assert.ok(crashed.stderr.includes('"point":"agent:done-synced"'), crashed.stderr);
+      assert.not.ok(crashed.lines.some(about('reported', id)), 'the server never answered');
+
+      own = await startServer(serverDir, args, {}, own.port);
+      restarted = startAgent(own.url, agentDir);
+      assert.is((await restarted.waitFor(about('reconcile', id), 10_000)).step, 'done');
+      const v = await waitFinal(own.url, id);
+      assert.is(v.status, 'COMPLETED', 'the result, not INTERRUPTED: `done` was kept');
+      assert.equal((v.result as HttpGetJsonResult).body, { hello: 'world', paused: 1500 });
+      assert.is(target.hits(path), 1);
+    } finally {
+      await crashed.kill();
+      await restarted?.kill('SIGTERM');
+      await own.proc.kill('SIGTERM');
+    }
+  });
 
   suites.push(test);
 }

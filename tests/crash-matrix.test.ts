@@ -43,6 +43,8 @@ interface Row {
   ghost?: 'claim' | 'wedged';
   /** The crashed agent never comes back (another one, on its own ledger, runs the rest). */
   agentGone?: boolean;
+  /** The server is paused (SIGSTOP) once the agent logs `executing`, and resumed once the agent died: the finish goes unanswered. */
+  pauseServer?: boolean;
 }
 
 const DELAY_MS = 300;
@@ -79,8 +81,8 @@ const ROWS: Row[] = [
   //                    and it runs once, under the next lease
   //   after-executing  `executing` durable, nothing run: it may have run, as far as a
   //                    restart can tell (a DELAY resumes; an HTTP_GET_JSON is INTERRUPTED)
-  //   after-done       `done` durable; the finish may or may not have reached the server
-  //   after-finish     the server answered the finish; `done` may not be durable yet
+  //   after-done       `done` written (not synced: a SIGKILL keeps it), the finish not yet sent
+  //   after-finish     the server answered the finish; `done` written and maybe not synced
   ...(['DELAY', 'HTTP'] as const).flatMap((kind) =>
     ['agent:after-claim', 'agent:after-executing', 'agent:after-done', 'agent:after-finish'].map(
       (point): Row => ({
@@ -92,6 +94,10 @@ const ROWS: Row[] = [
   // The price of claim-and-start: killed after the claim answer, before `executing`,
   // and never back: the command expires like any RUNNING one, FAILED AGENT_LOST.
   { side: 'agent', point: 'agent:after-claim', kind: 'HTTP', agentGone: true, expect: { status: 'FAILED', error: /^AGENT_LOST$/, executions: 1 } },
+  // The finish goes out and the server (paused) does not answer: the agent fsyncs
+  // `done` while it retries, and is killed right after; the restart reports it.
+  { side: 'agent', point: 'agent:done-synced', kind: 'DELAY', delayMs: 1500, pauseServer: true, expect: done },
+  { side: 'agent', point: 'agent:done-synced', kind: 'HTTP', http: { path: '/pause/1500', maxHits: 1 }, pauseServer: true, expect: done },
   { side: 'agent', point: 'agent:mid-delay', kind: 'DELAY', expect: done },
   // A DELAY with a timeout, killed halfway: the restarted agent keeps the deadline
   // its ledger journaled (claimed.timeoutMs, executing.startedAt) and times it out.
@@ -181,6 +187,11 @@ async function runRow(row: Row, store: StoreUnderTest): Promise<void> {
   let agent = startAgent(url, agentDir, ['--id', `matrix-${tag}`], row.side === 'agent' ? crashEnv : {});
   if (row.side === 'agent') {
     crashed = agent;
+    if (row.pauseServer) {
+      await agent.waitFor((l) => l.msg === 'executing' && l.id === id, 30_000, 'the command begun');
+      server.proc.child.kill('SIGSTOP');
+      void agent.exited.then(() => server.proc.child.kill('SIGCONT'));
+    }
     const { signal } = await agent.exited;
     assert.is(signal, 'SIGKILL', `agent did not die at ${row.point}:\n${agent.stdout.slice(-2000)}\n${agent.stderr}`);
     agent = row.agentGone ? startAgent(url, tempDir(), ['--id', `matrix-${tag}-other`]) : startAgent(url, agentDir, []);
@@ -205,7 +216,7 @@ async function runRow(row: Row, store: StoreUnderTest): Promise<void> {
   assert.is(main.status, row.expect.status, `${row.point}: ${JSON.stringify(main)}`);
   if (row.expect.error) assert.match(main.error ?? '', row.expect.error);
   if (row.expect.executions) assert.is(main.attempts.length, row.expect.executions, JSON.stringify(main.attempts));
-  if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= DELAY_MS);
+  if (row.kind === 'DELAY' && main.status === 'COMPLETED') assert.ok((main.result as DelayResult).tookMs >= (row.delayMs ?? DELAY_MS));
   if (row.kind === 'HTTP') {
     assert.ok(target.hits(path) <= (row.http?.maxHits ?? 1), `${path} requested ${target.hits(path)} times`);
     if (main.status === 'COMPLETED') assert.is((main.result as HttpGetJsonResult).status, 200);

@@ -7,6 +7,7 @@
 // every ledger step of each command still comes in order. And the lease
 // keeper's first heartbeat: at once when reconciling (the server has not
 // said its lease timeout), at a third of the timeout after a fresh claim.
+import fs from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LeaseKeeper } from '../lib/agent/leases.ts';
@@ -15,6 +16,7 @@ import type { AgentContext } from '../lib/agent/command-steps.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Assignment, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult, LeaseRef } from '../lib/protocol.ts';
 import type { ServerClient } from '../lib/agent/server-client.ts';
+import { listSegments } from '../state/journal.ts';
 import { Ledger, type LedgerRecord } from '../state/ledger.ts';
 import { LogBuffer } from './support/server-harness.ts';
 import { cleanup, tempDir } from './support/processes.ts';
@@ -38,6 +40,10 @@ class ScriptedClient {
   /** One server: the list never moves. */
   readonly servers = { onMove: (): (() => void) => () => {} };
   readonly finishes = new Map<string, Deferred<ItemResult[]>>();
+  /** Answer every finish as it is made (else only when the test says). */
+  answerAtOnce = false;
+  /** Called as each finish is made, before anything else runs. */
+  onFinish: (id: string) => void = () => {};
   readonly released: LeaseRef[] = [];
   /** Every claim is answered here: none to resume at shutdown. */
   readonly resuming = false;
@@ -79,6 +85,8 @@ class ScriptedClient {
   finish(items: FinishItem[]): Promise<ItemResult[]> {
     const d = deferred<ItemResult[]>();
     this.finishes.set(items[0]!.id, d);
+    this.onFinish(items[0]!.id);
+    if (this.answerAtOnce) d.resolve(items.map((it) => ({ id: it.id, ok: true })));
     this.changed();
     return d.promise;
   }
@@ -98,6 +106,16 @@ class ScriptedClient {
   }
 }
 
+/** Every record written to the ledger, synced or not, in order. */
+function recordWrites(ledger: Ledger): LedgerRecord[] {
+  const written: LedgerRecord[] = [];
+  const write = ledger.write.bind(ledger);
+  const writeUnsynced = ledger.writeUnsynced.bind(ledger);
+  ledger.write = (...recs: LedgerRecord[]) => (written.push(...recs), write(...recs));
+  ledger.writeUnsynced = (...recs: LedgerRecord[]) => (written.push(...recs), writeUnsynced(...recs));
+  return written;
+}
+
 const assignment = (n: number): Assignment => ({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, type: 'DELAY', payload: { ms: 0 }, lease: 1 });
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -107,9 +125,7 @@ test.after(cleanup);
 test('concurrency 1: the next claim goes out while the last finish is unanswered; at most one reports behind', async () => {
   const dir = tempDir();
   const ledger = await Ledger.open(dir);
-  const written: LedgerRecord[] = [];
-  const write = ledger.write.bind(ledger);
-  ledger.write = (...recs: LedgerRecord[]) => (written.push(...recs), write(...recs));
+  const written = recordWrites(ledger);
   const client = new ScriptedClient();
   const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
   const stopping = new AbortController();
@@ -209,6 +225,91 @@ test('a claim answered once shutdown began: its commands are given back, nothing
   assert.is(client.finishes.size, 0);
   leases.stop();
   await ledger.close();
+});
+
+
+/** The seq of the ledger record `t` of command `id`, read from the journal file as written. */
+function seqInFile(dir: string, t: string, id: string): number | undefined {
+  for (const { file } of listSegments(dir)) {
+    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
+      if (line === '') continue;
+      const { seq, rec } = JSON.parse(line) as { seq: number; rec: LedgerRecord };
+      if (rec.t === t && 'id' in rec && rec.id === id) return seq;
+    }
+  }
+  return undefined;
+}
+
+/** A work loop at concurrency 1 on a fresh ledger and a scripted server, its log kept. */
+async function loopOnLedger(): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController }> {
+  const dir = tempDir();
+  const ledger = await Ledger.open(dir);
+  const client = new ScriptedClient();
+  const logs = new LogBuffer();
+  const log = createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream);
+  const stopping = new AbortController();
+  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
+  const ctx: AgentContext = {
+    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
+  };
+  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 }), ctx, stopping };
+}
+
+test('a finish answered at once: `done` is written, never fsynced on its own; the next `executing` fdatasync covers it', async () => {
+  const { dir, ledger, client, logs, loop, ctx, stopping } = await loopOnLedger();
+  const journal = ledger.durable.journal;
+  journal.deferMs = 10 * 60_000; // `reported` goes only with the next flush: no timer's fdatasync in the count
+  let syncs = 0;
+  const sync = ledger.sync.bind(ledger);
+  ledger.sync = () => (syncs++, sync());
+  client.answerAtOnce = true;
+  const cs = [1, 2, 3].map(assignment);
+  client.give(...cs);
+  const start = journal.stats.fsyncs;
+  const running = loop.run();
+  await client.until(() => client.claims.length === 4);
+
+  assert.is(journal.stats.fsyncs - start, 3, 'one fdatasync per command: its `executing`');
+  assert.is(syncs, 0, 'no `done` synced on its own');
+  assert.ok(!logs.lines.some((l) => l.msg === 'done synced'));
+  for (const c of cs.slice(0, 2)) assert.ok(seqInFile(dir, 'done', c.id)! <= journal.durableSeq, `${c.id}: \`done\` durable with the next \`executing\``);
+  const last = seqInFile(dir, 'done', cs[2]!.id);
+  assert.ok(last !== undefined && last > journal.durableSeq, 'the last `done` is written to the file and not yet synced');
+
+  await sync();
+  stopping.abort();
+  await running;
+  await loop.drain(5000);
+  ctx.leases.stop();
+  await ledger.close();
+});
+
+test('a finish not answered in time: `done` is fsynced while the finish waits, before the agent could forget the result', async () => {
+  const { dir, ledger, client, logs, loop, ctx, stopping } = await loopOnLedger();
+  const journal = ledger.durable.journal;
+  const c1 = assignment(1);
+  let atFinish: { durableSeq: number; fsyncs: number } | undefined;
+  client.onFinish = () => (atFinish = { durableSeq: journal.durableSeq, fsyncs: journal.stats.fsyncs });
+  client.give(c1);
+  const running = loop.run();
+  await client.until(() => client.finishes.has(c1.id));
+  const doneSeq = seqInFile(dir, 'done', c1.id)!;
+  assert.ok(doneSeq > atFinish!.durableSeq, '`done` is written, not synced, when the finish goes out');
+
+  const synced = await logs.waitFor((l) => l.msg === 'done synced' && l.id === c1.id, 10_000, 'the done synced line');
+  assert.match(String(synced.why), /not answered within/);
+  assert.ok(journal.durableSeq >= doneSeq, '`done` is durable');
+  assert.is(journal.stats.fsyncs, atFinish!.fsyncs + 1, 'one fdatasync for it');
+  assert.is(ledger.get(c1.id)?.step, 'done', 'the entry stays open until the server answers');
+
+  client.answerFinish(c1.id);
+  await logs.waitFor((l) => l.msg === 'reported' && l.id === c1.id, 10_000);
+  stopping.abort();
+  await running;
+  await loop.drain(5000);
+  ctx.leases.stop();
+  await ledger.close();
+  assert.equal(ledger.open(), []);
 });
 
 test.run();

@@ -1,12 +1,12 @@
 // One command's way through the ledger (docs/design.md, "Recovery: the agent"):
 //   claim answer (the server has it RUNNING) -> executing(startedAt) -> execute
-//   -> done, journaled while the finish goes out -> reported
+//   -> done, written (not synced) before the finish goes out -> reported
 // `executing` is durable before the work runs: on restart, no entry proves the
 // command never began, and an `executing` one that it may have. The outcome's
-// `done` record and its finish request start together; the command is settled
-// by whichever is durable first, the server's record or the ledger's, and the
-// outcome is held in memory until both are through. Crash points name the
-// gaps between these steps.
+// `done` record is written, then its finish sent; an answer settles the
+// command (the server's record is the durable one), and `done` is fsynced
+// only if the answer is slow to come. The outcome is held in memory until
+// the server answered. Crash points name the gaps between these steps.
 // The way splits in two where execution ends: up to there the command holds
 // one of the agent's execution slots (beginAll, runExecuting); journaling its
 // outcome and reporting it (settle) need no slot, so the work loop claims the
@@ -17,7 +17,7 @@ import type { Ledger, LedgerEntry, LedgerRecord } from '../../state/ledger.ts';
 import { execute, type Execution, type HttpGetOptions } from './executors/index.ts';
 import { noResponse } from './executors/http-get-json.ts';
 import type { Logger } from '../log.ts';
-import type { Assignment, ItemResult, LeaseRef } from '../protocol.ts';
+import type { Assignment, FinishItem, ItemResult, LeaseRef } from '../protocol.ts';
 import { RequestRejectedError, type ServerClient } from './server-client.ts';
 import { WorkAborted, type LeaseKeeper } from './leases.ts';
 
@@ -112,45 +112,84 @@ export function failInterrupted(entry: LedgerEntry): Executed {
 }
 
 /**
- * Journal an execution's outcome (`done`) and report it, at once: the finish
- * does not wait for the fdatasync. Resolves once both are through. `ride`:
- * the finish may wait for the work loop's next claim and go in it.
+ * How long a finish may go unanswered before its `done` record is fsynced.
+ * Answered, the server's record is the durable one and `done` never needs
+ * its own fdatasync (the next one covers it anyway); unanswered, the result
+ * must not depend on the page cache for longer than this.
+ */
+export const DONE_SYNC_AFTER_MS = 50;
+
+/**
+ * Journal an execution's outcome (`done`) and report it. `done` is written
+ * (not synced) before the finish goes out, so a SIGKILL from then on keeps
+ * the result; it is fsynced only if the server has not answered the finish
+ * within DONE_SYNC_AFTER_MS. Resolves once the server answered (and `done`
+ * is durable, if it had to be). `ride`: the finish may wait for the work
+ * loop's next claim and go in it.
  */
 export async function settle(ctx: AgentContext, { entry, exec }: Executed, ride = false): Promise<void> {
   const { id, lease } = entry;
-  const durable = ctx.ledger.write({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
+  // On a full disk `done` waits for space: the finish goes at once, and the result lives in memory meanwhile.
+  await ctx.ledger.writeUnsynced({ t: 'done', id, lease, outcome: exec.outcome, result: exec.result, error: exec.error });
   ctx.log('done', { id, lease, outcome: exec.outcome, error: exec.error });
+  crashPoint('agent:after-done');
   const done: LedgerEntry = { ...entry, step: 'done', outcome: exec.outcome, result: exec.result, error: exec.error };
-  await Promise.all([durable.then(() => crashPoint('agent:after-done')), report(ctx, done, ride)]);
+  await report(ctx, done, ride, true);
 }
 
 /**
  * A `done` entry: send finish until the server answers. Accepted or refused
  * (409: already final, lease lost), the server has the last word, so the
- * entry is settled either way.
+ * entry is settled either way. `unsynced`: `done` may not be durable yet;
+ * it is fsynced if the answer takes longer than DONE_SYNC_AFTER_MS.
  */
-export async function report(ctx: AgentContext, entry: LedgerEntry, ride = false): Promise<void> {
+export async function report(ctx: AgentContext, entry: LedgerEntry, ride = false, unsynced = false): Promise<void> {
   const { id, lease } = entry;
   const item = { id, lease, outcome: entry.outcome!, result: entry.result, error: entry.error ?? null };
-  let results;
-  try {
-    results = await ctx.client.finish([item], ctx.halt, ride);
-  } catch (err) {
-    if (!(err instanceof RequestRejectedError)) throw err;
-    // The server will not take this result (too large, say); report that instead.
-    const error = `RESULT_REJECTED: ${err.message}`;
-    ctx.log.error('finish rejected; reporting the rejection instead', { id, lease, error });
-    results = await ctx.client.finish([{ id, lease, outcome: 'FAILED', result: { error }, error }], ctx.halt).catch((e2: unknown) => {
-      if (e2 instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: e2.message }];
-      throw e2;
-    });
+  const answered = finish(ctx, item, ride);
+  if (unsynced && !(await settlesWithin(answered, DONE_SYNC_AFTER_MS))) {
+    // Synced while the finish is still being retried: the agent forgets the
+    // result only once the server answered, and from here on not even a
+    // power cut makes it forget.
+    await ctx.ledger.sync();
+    ctx.log('done synced', { id, lease, why: `finish not answered within ${DONE_SYNC_AFTER_MS} ms` });
+    crashPoint('agent:done-synced');
   }
+  const results = await answered;
   crashPoint('agent:after-finish');
   await ctx.ledger.write({ t: 'reported', id, lease });
   ctx.leases.forget(id);
   const r = results[0];
   if (r?.ok) ctx.log('reported', { id, lease, outcome: item.outcome });
   else ctx.log('reported', { id, lease, outcome: item.outcome, refused: r?.error ?? 'NO_ANSWER', reason: r?.reason });
+}
+
+/** Send one finish until answered; a result the server will not take (400) is reported as FAILED `RESULT_REJECTED`. */
+async function finish(ctx: AgentContext, item: FinishItem, ride: boolean): Promise<ItemResult[]> {
+  const { id, lease } = item;
+  try {
+    return await ctx.client.finish([item], ctx.halt, ride);
+  } catch (err) {
+    if (!(err instanceof RequestRejectedError)) throw err;
+    // The server will not take this result (too large, say); report that instead.
+    const error = `RESULT_REJECTED: ${err.message}`;
+    ctx.log.error('finish rejected; reporting the rejection instead', { id, lease, error });
+    return ctx.client.finish([{ id, lease, outcome: 'FAILED', result: { error }, error }], ctx.halt).catch((e2: unknown) => {
+      if (e2 instanceof RequestRejectedError) return [{ id, ok: false, error: 'REJECTED', reason: e2.message }];
+      throw e2;
+    });
+  }
+}
+
+/** Whether `p` settles (either way) within ms. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  try {
+    return await Promise.race([p.then(() => true as const, () => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
