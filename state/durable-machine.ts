@@ -150,14 +150,14 @@ export class DurableMachine<R> {
   /**
    * As commit(), but the records get no fdatasync of their own: the promise
    * resolves once they are written to the file (a SIGKILL keeps them, an OS
-   * crash may not), and the next fdatasync, anyone's or sync()'s, makes them
-   * durable (Journal.appendUnsynced).
+   * crash may not), or are queued on a full disk, and the next fdatasync,
+   * anyone's or sync()'s, makes them durable (Journal.appendUnsynced).
    */
-  commitUnsynced(recs: readonly R[]): Promise<void> {
+  commitUnsynced(recs: readonly R[]): Promise<'written' | 'queued'> {
     return this.applyAndAppend(recs, (applied) => this.journal.appendUnsynced(applied));
   }
 
-  private applyAndAppend(recs: readonly R[], append: (applied: readonly R[]) => Promise<void>): Promise<void> {
+  private applyAndAppend<T>(recs: readonly R[], append: (applied: readonly R[]) => Promise<T>): Promise<T> {
     const full = this.journal.diskFull;
     if (full && this.refuseWhenDiskFull) return Promise.reject(new DiskFullError(this.dir, full));
     let applied = 0;

@@ -24,8 +24,9 @@
  * appendUnsynced() records are written at once with no fdatasync of their
  * own: in the file (the kernel's page cache), a SIGKILL keeps them and an OS
  * crash may not. The next fdatasync covers them, whoever asks for it: it
- * syncs every line written before it. So what an OS crash can damage is
- * still only what follows the last fdatasync.
+ * syncs every line written before it. They do not wait for an fdatasync in
+ * flight: what is queued is written ahead of it, and synced by the next one.
+ * What an OS crash can damage is still only what follows the last fdatasync.
  *
  * A write refused with ENOSPC is cut back off the file and its batch kept
  * queued; the journal is then `diskFull` and writes it again every
@@ -105,13 +106,16 @@ interface Waiter {
 }
 
 interface Batch {
+  /** Lines not yet written. */
   lines: string[];
-  /** The seq of its first record, once it has one. */
+  /** The seq of the first of `lines`, once there is one. */
   firstSeq?: number;
+  /** The journal's last seq when the batch last took an append: what its waiters need durable. */
+  lastSeq: number;
   /** Resolved once the batch is durable. */
   waiters: Waiter[];
-  /** Resolved once the batch is written, durable or not (appendUnsynced). */
-  written: Waiter[];
+  /** Resolved once the batch is written, durable or not, or the disk is found full (appendUnsynced). */
+  written: Array<{ resolve: (how: 'written' | 'queued') => void; reject: (e: Error) => void }>;
   rotate?: { firstSeq: number; resolve: () => void; reject: (e: Error) => void };
   /** Something in it wants a flush now, write and fdatasync (not only deferrable records). */
   urgent: boolean;
@@ -134,9 +138,12 @@ export class Journal {
   /** The last seq written to the file, and the last one an fdatasync covered. */
   private writtenSeq: number;
   private syncedSeq: number;
-  /** Waiters of records written but not yet covered by an fdatasync. */
-  private unsynced: Waiter[] = [];
+  /** Waiters whose records are written, in seq order, each group waiting for an fdatasync through `through`. */
+  private unsynced: Array<{ through: number; waiters: Waiter[] }> = [];
   private flushing = false;
+  /** The batch the flush loop is writing or syncing. */
+  private inFlight: Batch | undefined;
+  private writeAheadQueued = false;
   private failed: Error | undefined;
   private deferTimer: NodeJS.Timeout | undefined;
   /** Bytes written to the current segment file: where a refused write is cut back to. */
@@ -229,13 +236,18 @@ export class Journal {
 
   /**
    * Queue records to be written at once, with no fdatasync of their own;
-   * resolves once they are in the file. They are durable after the next
-   * fdatasync: another append's, a rotation's, or sync()'s.
+   * resolves `written` once they are in the file, or `queued` as soon as the
+   * disk is found full (they are written once there is space). They are
+   * durable after the next fdatasync: another append's, a rotation's, or sync()'s.
    */
-  appendUnsynced(recs: readonly unknown[]): Promise<void> {
+  appendUnsynced(recs: readonly unknown[]): Promise<'written' | 'queued'> {
     if (this.failed) return Promise.reject(this.failed);
+    if (this.full) {
+      this.queue(recs);
+      return Promise.resolve('queued');
+    }
     const batch = this.queue(recs);
-    const written = new Promise<void>((resolve, reject) => batch.written.push({ resolve, reject }));
+    const written = new Promise<'written' | 'queued'>((resolve, reject) => batch.written.push({ resolve, reject }));
     this.kick(batch, false);
     return written;
   }
@@ -263,6 +275,7 @@ export class Journal {
       batch.lines.push(line);
       this.segmentBytes += line.length;
     }
+    batch.lastSeq = this.seq;
     return batch;
   }
 
@@ -291,6 +304,7 @@ export class Journal {
     if (this.failed) return Promise.reject(this.failed);
     const cut = this.seq;
     const b = this.openBatch();
+    b.lastSeq = cut;
     const done = new Promise<void>((resolve, reject) => (b.rotate = { firstSeq: cut + 1, resolve, reject }));
     this.segmentFirst = cut + 1;
     this.segmentBytes = 0;
@@ -327,14 +341,14 @@ export class Journal {
       b.rotate?.reject(this.failed);
     }
     // Written, never synced (close() follows a sync unless the disk is full).
-    for (const w of this.unsynced.splice(0)) w.reject(this.failed);
+    for (const g of this.unsynced.splice(0)) for (const w of g.waiters) w.reject(this.failed);
   }
 
   /** The batch new records join: the last one, unless a rotation closes it. */
   private openBatch(): Batch {
     let batch = this.batches[this.batches.length - 1];
     if (!batch || batch.rotate) {
-      batch = { lines: [], waiters: [], written: [], urgent: false, writeNow: false };
+      batch = { lines: [], lastSeq: this.seq, waiters: [], written: [], urgent: false, writeNow: false };
       this.batches.push(batch);
     }
     return batch;
@@ -345,10 +359,35 @@ export class Journal {
     if (sync) batch.urgent = true;
     else batch.writeNow = true;
     // On a full disk the retry timer flushes, not each append.
-    if (!this.flushing && !this.full) {
+    if (this.full) return;
+    if (!this.flushing) {
       this.flushing = true;
       // Let the rest of this tick's appends join the batch.
       process.nextTick(() => void this.flush());
+    } else if (!sync && !this.writeAheadQueued) {
+      // Written now, not after the fdatasync in flight: its caller waits for the write alone.
+      this.writeAheadQueued = true;
+      process.nextTick(() => this.writeAhead());
+    }
+  }
+
+  /**
+   * Write every queued batch now, in order, while the flush loop waits for
+   * an fdatasync; the loop then syncs those that need it. Not past a
+   * rotation: what follows one belongs to a segment not yet created.
+   */
+  private writeAhead(): void {
+    this.writeAheadQueued = false;
+    if (this.failed || this.full || this.inFlight?.rotate) return;
+    for (const batch of this.batches) {
+      try {
+        this.writeLines(batch);
+      } catch (err) {
+        // A full disk: left for the flush loop, which meets it again and waits for space.
+        if (!isDiskFull(err)) this.fail(err);
+        return;
+      }
+      if (batch.rotate) return;
     }
   }
 
@@ -368,39 +407,26 @@ export class Journal {
       // Out of the queue while it is written, so nothing joins it meanwhile;
       // a full disk puts it back at the front for the retry.
       const batch = this.batches.shift()!;
+      this.inFlight = batch;
       let syncing = false;
       try {
-        if (batch.lines.length > 0) {
-          const buf = Buffer.from(batch.lines.join(''));
-          this.writeOrCutBack(buf);
-          crashPoint('journal:written');
-          this.writtenSeq = batch.firstSeq! + batch.lines.length - 1;
-          this.stats.bytes += buf.length;
-          this.stats.records += batch.lines.length;
-          // Written: a rotation that then meets a full disk must not write them twice.
-          for (const w of batch.written) w.resolve();
-          batch.written = [];
-          batch.lines = [];
+        this.writeLines(batch);
+        // One fdatasync covers every line written before it: this batch's,
+        // earlier unsynced ones, and any written ahead meanwhile.
+        if ((batch.urgent || batch.rotate) && this.syncedSeq < batch.lastSeq) {
+          const through = this.writtenSeq;
+          const t0 = process.hrtime.bigint();
+          syncing = true;
+          await datasync(this.fd);
+          syncing = false;
+          this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
+          this.stats.fsyncs++;
+          this.syncedSeq = through;
+          crashPoint('journal:synced');
+          // A write ahead failed meanwhile: everything waiting was refused.
+          if (this.failed) break;
         }
-        this.awaitSync(batch.waiters);
-        batch.waiters = [];
-        if (batch.urgent || batch.rotate) {
-          // One fdatasync covers every line written before it, this batch's and earlier unsynced ones.
-          if (this.syncedSeq < this.writtenSeq) {
-            const through = this.writtenSeq;
-            const t0 = process.hrtime.bigint();
-            syncing = true;
-            await datasync(this.fd);
-            syncing = false;
-            this.stats.fsyncMicros += Number(process.hrtime.bigint() - t0) / 1000;
-            this.stats.fsyncs++;
-            this.syncedSeq = through;
-            crashPoint('journal:synced');
-          }
-          const durable = this.unsynced;
-          this.unsynced = [];
-          for (const w of durable) w.resolve();
-        }
+        this.resolveDurable();
         if (batch.rotate) {
           Journal.createSegment(this.dir, batch.rotate.firstSeq);
           fs.closeSync(this.fd);
@@ -408,28 +434,20 @@ export class Journal {
           this.fileBytes = fs.fstatSync(this.fd).size;
         }
       } catch (err) {
+        this.inFlight = undefined;
         // ENOSPC from fsync is a failed fsync, not a refused write: fatal.
         if (isDiskFull(err) && !syncing && !this.failed) {
           this.batches.unshift(batch);
           this.enterDiskFull(err);
           return;
         }
-        // After a failed fsync (or EIO) the file's tail is unknown: refuse all
-        // further appends. The process must restart and recover from disk.
-        this.failed = err instanceof Error ? err : new Error(String(err));
-        for (const w of this.unsynced.splice(0)) w.reject(this.failed);
-        for (const b of [batch, ...this.batches]) {
-          for (const w of [...b.waiters, ...b.written]) w.reject(this.failed);
-          b.rotate?.reject(this.failed);
-        }
-        this.batches = [];
+        this.fail(err, batch);
         this.flushing = false;
-        clearTimeout(this.deferTimer);
-        clearTimeout(this.retryTimer);
         return;
       }
       batch.rotate?.resolve();
     }
+    this.inFlight = undefined;
     this.flushing = false;
     if (this.full) this.leaveDiskFull();
     if (this.batches.length === 0 && this.unsynced.length === 0) {
@@ -438,11 +456,53 @@ export class Journal {
     }
   }
 
-  /** Waiters whose records are written (or need nothing written): the next fdatasync resolves them. */
-  private awaitSync(waiters: Waiter[]): void {
-    // A group commit may hold thousands: no spread into push().
-    if (this.unsynced.length === 0) this.unsynced = waiters;
-    else for (const w of waiters) this.unsynced.push(w);
+  /**
+   * Write a batch's lines, if it has any not yet written: its `written`
+   * waiters resolve now, its durable ones wait for an fdatasync through its
+   * lastSeq. A batch written ahead may take more records afterwards.
+   */
+  private writeLines(batch: Batch): void {
+    if (batch.lines.length > 0) {
+      const buf = Buffer.from(batch.lines.join(''));
+      this.writeOrCutBack(buf);
+      crashPoint('journal:written');
+      this.writtenSeq = batch.firstSeq! + batch.lines.length - 1;
+      this.stats.bytes += buf.length;
+      this.stats.records += batch.lines.length;
+      // Written: a retry after a full disk must not write them twice.
+      batch.lines = [];
+      batch.firstSeq = undefined;
+      for (const w of batch.written) w.resolve('written');
+      batch.written = [];
+    }
+    if (batch.waiters.length > 0) {
+      this.unsynced.push({ through: batch.lastSeq, waiters: batch.waiters });
+      batch.waiters = [];
+    }
+  }
+
+  /** Resolve the waiters an fdatasync has covered. */
+  private resolveDurable(): void {
+    let n = 0;
+    while (n < this.unsynced.length && this.unsynced[n]!.through <= this.syncedSeq) n++;
+    for (const g of this.unsynced.splice(0, n)) for (const w of g.waiters) w.resolve();
+  }
+
+  /**
+   * After a failed fsync (or EIO) the file's tail is unknown: refuse all
+   * further appends and everything waiting. The process must restart and
+   * recover from disk.
+   */
+  private fail(err: unknown, inFlight?: Batch): void {
+    this.failed = err instanceof Error ? err : new Error(String(err));
+    for (const g of this.unsynced.splice(0)) for (const w of g.waiters) w.reject(this.failed);
+    for (const b of inFlight ? [inFlight, ...this.batches] : this.batches) {
+      for (const w of [...b.waiters, ...b.written]) w.reject(this.failed);
+      b.rotate?.reject(this.failed);
+    }
+    this.batches = [];
+    clearTimeout(this.deferTimer);
+    clearTimeout(this.retryTimer);
   }
 
   /**
@@ -467,6 +527,8 @@ export class Journal {
     if (this.full) return;
     this.full = err;
     this.stats.diskFullEpisodes++;
+    // Their callers wait for a write, which now waits for space.
+    for (const b of this.batches) for (const w of b.written.splice(0)) w.resolve('queued');
     for (const fn of [...this.diskListeners]) fn(err);
   }
 

@@ -175,18 +175,7 @@ export class Ledger {
    * returns). The next fsync of the ledger covers them: any write()'s, or sync().
    */
   writeUnsynced(...recs: LedgerRecord[]): Promise<'written' | 'queued'> {
-    const written = this.durable.commitUnsynced(recs);
-    const journal = this.durable.journal;
-    if (journal.diskFull) {
-      written.catch(() => {}); // a failure reaches the next write() or sync() too
-      return Promise.resolve('queued');
-    }
-    return new Promise((resolve, reject) => {
-      const off = journal.onDiskFull((full) => {
-        if (full) resolve('queued');
-      });
-      written.then(() => resolve('written'), reject).finally(off);
-    });
+    return this.durable.commitUnsynced(recs);
   }
 
   /** Resolves once every record written so far is durable; an fdatasync only if one is not. */

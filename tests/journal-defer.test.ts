@@ -139,6 +139,25 @@ test('an unsynced record is written at once with no fdatasync; the next fdatasyn
   assert.equal(replayed().map((r) => r.n), [1, 2]);
 });
 
+test('an unsynced record appended while an fdatasync is in flight is written at once, and synced by the next one', async () => {
+  const dir = tempDir();
+  const { journal, replayed } = open(dir);
+  const first = journal.append([{ kind: 'now', n: 1 }]);
+  const firstDone = watch(first);
+  await new Promise((resolve) => process.nextTick(resolve)); // the flush has written n 1 and awaits its fdatasync
+  await journal.appendUnsynced([{ kind: 'now', n: 2 }]);
+  assert.not.ok(firstDone.done, 'the fdatasync is still in flight');
+  assert.ok(fileText(dir).includes('"n":2'), 'written ahead of it');
+  await first;
+  assert.is(journal.stats.fsyncs, 1);
+  assert.is(journal.durableSeq, 1, 'an fdatasync covers only what was written before it began');
+  await journal.sync();
+  assert.is(journal.stats.fsyncs, 2);
+  assert.is(journal.durableSeq, 2);
+  journal.close();
+  assert.equal(replayed().map((r) => r.n), [1, 2]);
+});
+
 test('sync() makes written records durable with one fdatasync', async () => {
   const dir = tempDir();
   const { journal } = open(dir);

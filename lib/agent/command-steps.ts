@@ -147,15 +147,20 @@ export async function report(ctx: AgentContext, entry: LedgerEntry, ride = false
   const { id, lease } = entry;
   const item = { id, lease, outcome: entry.outcome!, result: entry.result, error: entry.error ?? null };
   const answered = finish(ctx, item, ride);
-  if (unsynced && !(await settlesWithin(answered, DONE_SYNC_AFTER_MS))) {
+  let synced: Promise<void> | undefined;
+  if (unsynced) {
     // Synced while the finish is still being retried: the agent forgets the
-    // result only once the server answered, and from here on not even a
+    // result only once the server answered, and from then on not even a
     // power cut makes it forget.
-    await ctx.ledger.sync();
-    ctx.log('done synced', { id, lease, why: `finish not answered within ${DONE_SYNC_AFTER_MS} ms` });
-    crashPoint('agent:done-synced');
+    const late = setTimeout(() => {
+      synced = syncDone(ctx, entry);
+      synced.catch(() => {}); // awaited below, unless the finish failed first (the agent is halting)
+    }, DONE_SYNC_AFTER_MS);
+    const inTime = (): void => clearTimeout(late);
+    answered.then(inTime, inTime);
   }
   const results = await answered;
+  await synced;
   crashPoint('agent:after-finish');
   await ctx.ledger.write({ t: 'reported', id, lease });
   ctx.leases.forget(id);
@@ -181,15 +186,11 @@ async function finish(ctx: AgentContext, item: FinishItem, ride: boolean): Promi
   }
 }
 
-/** Whether `p` settles (either way) within ms. */
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
-  try {
-    return await Promise.race([p.then(() => true as const, () => true as const), late]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** Make an entry's `done` durable: its finish was not answered in time. */
+async function syncDone(ctx: AgentContext, { id, lease }: LedgerEntry): Promise<void> {
+  await ctx.ledger.sync();
+  ctx.log('done synced', { id, lease, why: `finish not answered within ${DONE_SYNC_AFTER_MS} ms` });
+  crashPoint('agent:done-synced');
 }
 
 /**
