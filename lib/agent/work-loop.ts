@@ -7,8 +7,8 @@
 // so the agent journals `executing` for all of them in one fdatasync and runs
 // them. Journaling an outcome (`done`) and reporting it run behind, off the
 // slot; at most `concurrency` commands are settling at once. The finish waits
-// for nothing: it rides in the next claim (server-client.ts), which goes out
-// as soon as the slot is free, while `done` is being synced.
+// only for `done` to be written (not synced): it rides in the next claim
+// (server-client.ts), which goes out as soon as the slot is free.
 import { Backoff, pause } from './backoff.ts';
 import { beginAll, giveBackUnbegun, runExecuting, settle, type AgentContext, type Executed } from './command-steps.ts';
 import type { Assignment, LeaseRef } from '../protocol.ts';
