@@ -24,11 +24,13 @@ import { cleanup, tempDir } from './support/processes.ts';
 interface Deferred<T> {
   promise: Promise<T>;
   resolve(v: T): void;
+  reject(err: Error): void;
 }
 function deferred<T>(): Deferred<T> {
   let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
+  let reject!: (err: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
 }
 
 /** Just enough of ServerClient, each call recorded; finish answers when the test says. */
@@ -95,6 +97,11 @@ class ScriptedClient {
     this.heartbeats.push(leases);
     this.changed();
     return { leaseTimeoutMs: 30_000, revoked: [], cancel: [] };
+  }
+
+  /** The finish gives up without an answer, as the real client does when the agent halts. */
+  failFinish(id: string, err: Error): void {
+    this.finishes.get(id)!.reject(err);
   }
 
   answerFinish(id: string): void {
@@ -241,18 +248,19 @@ function seqInFile(dir: string, t: string, id: string): number | undefined {
 }
 
 /** A work loop at concurrency 1 on a fresh ledger and a scripted server, its log kept. */
-async function loopOnLedger(): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController }> {
+async function loopOnLedger(): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController; halt: AbortController }> {
   const dir = tempDir();
   const ledger = await Ledger.open(dir);
   const client = new ScriptedClient();
   const logs = new LogBuffer();
   const log = createLogger({ role: 'agent' }, logs as unknown as NodeJS.WritableStream);
   const stopping = new AbortController();
+  const halt = new AbortController();
   const leases = new LeaseKeeper(client as unknown as ServerClient, log);
   const ctx: AgentContext = {
-    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
+    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: halt.signal,
   };
-  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 }), ctx, stopping };
+  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 }), ctx, stopping, halt };
 }
 
 test('a finish answered at once: `done` is written, never fsynced on its own; the next `executing` fdatasync covers it', async () => {
@@ -310,6 +318,28 @@ test('a finish not answered in time: `done` is fsynced while the finish waits, b
   ctx.leases.stop();
   await ledger.close();
   assert.equal(ledger.open(), []);
+});
+
+test('halted before the finish is answered: `done` is fsynced before the agent lets the result go', async () => {
+  const { dir, ledger, client, loop, ctx, stopping, halt } = await loopOnLedger();
+  const journal = ledger.durable.journal;
+  const c1 = assignment(1);
+  client.give(c1);
+  const running = loop.run();
+  await client.until(() => client.finishes.has(c1.id));
+  const doneSeq = seqInFile(dir, 'done', c1.id)!;
+  assert.ok(doneSeq > journal.durableSeq, '`done` is written, not synced, when the finish goes out');
+
+  // Well inside the 50 ms the agent would otherwise wait before syncing on its own.
+  stopping.abort();
+  halt.abort(new Error('halted'));
+  client.failFinish(c1.id, new Error('halted'));
+  await running;
+  await loop.drain(5000);
+  assert.ok(journal.durableSeq >= doneSeq, '`done` is durable once the work is let go');
+  assert.is(ledger.get(c1.id)?.step, 'done', 'the entry stays for the next start to report');
+  ctx.leases.stop();
+  await ledger.close();
 });
 
 test.run();

@@ -159,7 +159,14 @@ export async function report(ctx: AgentContext, entry: LedgerEntry, ride = false
     const inTime = (): void => clearTimeout(late);
     answered.then(inTime, inTime);
   }
-  const results = await answered;
+  let results: ItemResult[];
+  try {
+    results = await answered;
+  } catch (err) {
+    // No answer and the agent is halting: it forgets the result only once it is durable.
+    if (unsynced) await (synced ?? ctx.ledger.sync());
+    throw err;
+  }
   await synced;
   crashPoint('agent:after-finish');
   await ctx.ledger.write({ t: 'reported', id, lease });
