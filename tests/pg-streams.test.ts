@@ -145,6 +145,9 @@ test('the CLI with --server DEAD,LIVE passes the dead one; an HTTP error from a 
   const events = await keel(['--server', servers, 'events', id, '--follow', '--json']);
   assert.is(events.code, 0, events.stderr);
   assert.equal(events.stdout.trim().split('\n').map((l) => JSON.parse(l).event), ['submit', 'claim-start', 'finish']);
+  // stats makes two calls at once: both pass the dead server, neither moves the other along.
+  const stats = await keel(['--server', servers, 'stats', '--json']);
+  assert.is(stats.code, 0, stats.stderr);
 
   // a answers 404: that is the answer; b is never asked.
   const missing = await keel(['--server', `${a.url},${b.url}`, 'get', 'no-such-id']);

@@ -150,18 +150,24 @@ export class KeelClient {
   ) {
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
     const again = method === 'GET' || headers['idempotency-key'] !== undefined;
+    // Each call walks the list from where calls go now, on its own count:
+    // calls made at once (stats makes two) must not move each other along.
+    const first = this.at;
+    const n = this.servers.length;
     for (let tried = 1; ; tried++) {
-      const server = this.server;
+      const i = (first + tried - 1) % n;
+      const server = this.servers[i]!;
       const { signal, answered } = limit();
       // node-fetch's Node build takes an http(s).Agent; RequestInit does not know it.
       const init = { method, headers, body, signal, agent: server.startsWith('https:') ? this.agent : undefined } as RequestInit;
       try {
-        return await fetch(server + path, init);
+        const res = await fetch(server + path, init);
+        this.at = i;
+        return res;
       } catch (err) {
         const safe = again || NOT_SENT_CODES.has(errorCode(err) ?? '');
-        const failure = this.failure(err, callerSignal, tried === this.servers.length ? 'all' : safe ? 'none' : 'unsafe');
-        if (tried === this.servers.length || !safe || !(failure instanceof ServerUnreachable)) throw failure;
-        this.at = (this.at + 1) % this.servers.length;
+        const failure = this.failure(err, callerSignal, tried === n ? 'all' : safe ? 'none' : 'unsafe', server);
+        if (tried === n || !safe || !(failure instanceof ServerUnreachable)) throw failure;
       } finally {
         answered();
       }
@@ -174,7 +180,7 @@ export class KeelClient {
   }
 
   /** What a call that got no answer ends with; `others` says what became of the other servers in --server. */
-  private failure(err: unknown, callerSignal: AbortSignal | undefined, others: 'all' | 'none' | 'unsafe'): unknown {
+  private failure(err: unknown, callerSignal: AbortSignal | undefined, others: 'all' | 'none' | 'unsafe', server = this.server): unknown {
     if (callerSignal?.aborted) return callerSignal.reason;
     const e = err as Error & { code?: string; type?: string; erroredSysCall?: string };
     const n = this.servers.length - 1;
@@ -182,14 +188,14 @@ export class KeelClient {
       : others === 'all' ? ` (and the other ${n} in --server did not answer either)`
       : ` (not sent to the other ${n} in --server: it may have been served; an Idempotency-Key makes it safe to resend)`;
     if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
-      return new ServerUnreachable(`no answer from ${this.server} within ${REQUEST_TIMEOUT_MS / 1000}s${also}`);
+      return new ServerUnreachable(`no answer from ${server} within ${REQUEST_TIMEOUT_MS / 1000}s${also}`);
     }
     const code = errorCode(err);
     if (code && TLS_TRUST_CODES.has(code)) {
-      return new CliError(EXIT.UNREACHABLE, `${this.server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
+      return new CliError(EXIT.UNREACHABLE, `${server} has a certificate this CLI does not trust (${code}); pass --ca FILE to trust a private CA`);
     }
     const reason = (e?.message ?? String(err)).replace(/^request to \S+ failed, reason: /, '');
-    return new ServerUnreachable(`cannot reach the server at ${this.server}: ${reason}${also} (set --server or KEEL_SERVER)`);
+    return new ServerUnreachable(`cannot reach the server at ${server}: ${reason}${also} (set --server or KEEL_SERVER)`);
   }
 
   private refusal(status: number, text: string): CliError {
