@@ -2,10 +2,10 @@
 // a time; whatever is not a whole answer (cut, timed out, aborted, chunked,
 // longer than announced) rejects, and that connection is never reused.
 import http from 'node:http';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { freePort } from './support/ports.ts';
 import { rejection } from './support/rejection.ts';
 import { KeepAlivePool } from '../lib/agent/keepalive-pool.ts';
 
@@ -148,10 +148,7 @@ test('bytes beyond the announced length: rejected, never read as the next answer
 });
 
 test('a refused connection rejects with the system error', async () => {
-  const free = net.createServer();
-  await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
-  const port = (free.address() as AddressInfo).port;
-  await new Promise((resolve) => free.close(resolve));
+  const port = await freePort();
   const lonely = new KeepAlivePool(new URL(`http://127.0.0.1:${port}`), {});
   assert.match(await rejection(lonely.post('/x', '{}', 1000)), /ECONNREFUSED/);
   lonely.close();

