@@ -130,18 +130,8 @@ const test = suite('work loop');
 test.after(cleanup);
 
 test('concurrency 1: the next claim goes out while the last finish is unanswered; at most one reports behind', async () => {
-  const dir = tempDir();
-  const ledger = await Ledger.open(dir);
+  const { ledger, client, loop, ctx, stopping, halt } = await loopOnLedger();
   const written = recordWrites(ledger);
-  const client = new ScriptedClient();
-  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
-  const stopping = new AbortController();
-  const halt = new AbortController();
-  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
-  const ctx: AgentContext = {
-    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: halt.signal,
-  };
-  const loop = new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 });
   const [c1, c2, c3] = [assignment(1), assignment(2), assignment(3)];
   client.give(c1, c2, c3);
   const running = loop.run();
@@ -168,7 +158,7 @@ test('concurrency 1: the next claim goes out while the last finish is unanswered
   await running;
   await loop.drain(5000);
   halt.abort();
-  leases.stop();
+  ctx.leases.stop();
   await ledger.close();
   assert.equal(ledger.open(), []);
   for (const c of [c1, c2, c3]) {
@@ -177,19 +167,10 @@ test('concurrency 1: the next claim goes out while the last finish is unanswered
 });
 
 test('concurrency 4: one claim answer is journaled `executing` in one write; one claim asks for every slot a finished wave frees', async () => {
-  const dir = tempDir();
-  const ledger = await Ledger.open(dir);
+  const { ledger, client, loop, ctx, stopping } = await loopOnLedger(4);
   const writes: string[][] = [];
   const write = ledger.write.bind(ledger);
   ledger.write = (...recs: LedgerRecord[]) => (writes.push(recs.map((r) => r.t)), write(...recs));
-  const client = new ScriptedClient();
-  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
-  const stopping = new AbortController();
-  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
-  const ctx: AgentContext = {
-    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
-  };
-  const loop = new WorkLoop(ctx, { concurrency: 4, claimWaitMs: 10_000 });
   const wave = [1, 2, 3, 4].map(assignment);
   client.give(...wave);
   const running = loop.run();
@@ -201,20 +182,12 @@ test('concurrency 4: one claim answer is journaled `executing` in one write; one
   stopping.abort();
   await running;
   await loop.drain(5000);
-  leases.stop();
+  ctx.leases.stop();
   await ledger.close();
 });
 
 test('a claim answered once shutdown began: its commands are given back, nothing journaled or run', async () => {
-  const dir = tempDir();
-  const ledger = await Ledger.open(dir);
-  const client = new ScriptedClient();
-  const log = createLogger({ role: 'agent' }, new LogBuffer() as unknown as NodeJS.WritableStream);
-  const stopping = new AbortController();
-  const leases = new LeaseKeeper(client as unknown as ServerClient, log);
-  const ctx: AgentContext = {
-    ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: new AbortController().signal,
-  };
+  const { ledger, client, loop, ctx, stopping } = await loopOnLedger(2);
   // The answer arrives just after the stop: the claim resolves, the signal has aborted.
   const real = client.claim.bind(client);
   client.claim = async (max, waitMs, signal) => {
@@ -222,7 +195,6 @@ test('a claim answered once shutdown began: its commands are given back, nothing
     stopping.abort();
     return answer;
   };
-  const loop = new WorkLoop(ctx, { concurrency: 2, claimWaitMs: 10_000 });
   const [c1, c2] = [assignment(1), assignment(2)];
   client.give(c1, c2);
   await loop.run();
@@ -230,7 +202,7 @@ test('a claim answered once shutdown began: its commands are given back, nothing
   assert.equal(client.released, [{ id: c1.id, lease: 1 }, { id: c2.id, lease: 1 }]);
   assert.equal(ledger.open(), []);
   assert.is(client.finishes.size, 0);
-  leases.stop();
+  ctx.leases.stop();
   await ledger.close();
 });
 
@@ -247,8 +219,8 @@ function seqInFile(dir: string, t: string, id: string): number | undefined {
   return undefined;
 }
 
-/** A work loop at concurrency 1 on a fresh ledger and a scripted server, its log kept. */
-async function loopOnLedger(): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController; halt: AbortController }> {
+/** A work loop on a fresh ledger and a scripted server, its log kept. */
+async function loopOnLedger(concurrency = 1): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController; halt: AbortController }> {
   const dir = tempDir();
   const ledger = await Ledger.open(dir);
   const client = new ScriptedClient();
@@ -260,7 +232,7 @@ async function loopOnLedger(): Promise<{ dir: string; ledger: Ledger; client: Sc
   const ctx: AgentContext = {
     ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: halt.signal,
   };
-  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency: 1, claimWaitMs: 10_000 }), ctx, stopping, halt };
+  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency, claimWaitMs: 10_000 }), ctx, stopping, halt };
 }
 
 test('a finish answered at once: `done` is written, never fsynced on its own; the next `executing` fdatasync covers it', async () => {
