@@ -10,7 +10,7 @@
 //   changed by another writer (the trigger's part).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import pg from 'pg';
+import pg, { type Client } from 'pg';
 import type { Command, EventType } from '../state/command-fsm.ts';
 import { PgEventFeed } from '../state/pg/event-feed.ts';
 import { PgStore } from '../state/pg/pg-store.ts';
@@ -74,18 +74,22 @@ test('every server\'s transitions, once each, in seq order, each with the comman
   }
 });
 
-test('a seq committed out of order holds the feed back until the transaction that took the lower one commits', async () => {
-  const [a, , url] = await two();
-  const id = (await a.submit(DELAY)).id;
-  const { feed, seen } = await feedOn(a);
-  // A transaction takes the next seq (as a transition's statement would) and stays open.
+/** A transaction that takes the next seq for `id` (as a transition's statement would) and stays open. */
+async function holdSeq(url: string, id: string): Promise<{ slow: Client; held: number }> {
   const slow = new pg.Client({ connectionString: url });
   await slow.connect();
   opened.push({ close: () => slow.end() });
   await slow.query('BEGIN');
-  await slow.query("UPDATE keel_commands SET version = version WHERE id = $1", [id]);
+  await slow.query('UPDATE keel_commands SET version = version WHERE id = $1', [id]);
   const { rows } = await slow.query<{ seq: string }>("INSERT INTO keel_events (command_id, event, to_state, at) VALUES ($1, 'due', 'PENDING', 0) RETURNING seq", [id]);
-  const held = Number(rows[0]!.seq);
+  return { slow, held: Number(rows[0]!.seq) };
+}
+
+test('a seq committed out of order holds the feed back until the transaction that took the lower one commits', async () => {
+  const [a, , url] = await two();
+  const id = (await a.submit(DELAY)).id;
+  const { feed, seen } = await feedOn(a);
+  const { slow, held } = await holdSeq(url, id);
   const later = (await a.submit(DELAY)).id;
   await feed.catchUp();
   assert.equal(seen.map((s) => s.cmd.id), [], `nothing past seq ${held}, still open`);
@@ -99,12 +103,7 @@ test('a gap left by a rolled-back transaction is passed once it has ended', asyn
   const [a, , url] = await two();
   const id = (await a.submit(DELAY)).id;
   const { feed, seen } = await feedOn(a);
-  const slow = new pg.Client({ connectionString: url });
-  await slow.connect();
-  opened.push({ close: () => slow.end() });
-  await slow.query('BEGIN');
-  await slow.query("UPDATE keel_commands SET version = version WHERE id = $1", [id]);
-  await slow.query("INSERT INTO keel_events (command_id, event, to_state, at) VALUES ($1, 'due', 'PENDING', 0)", [id]);
+  const { slow } = await holdSeq(url, id);
   const later = (await a.submit(DELAY)).id;
   await feed.catchUp();
   assert.is(seen.length, 0, 'held back while the transaction is open');
