@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { CommandStore } from '../../state/command-store.ts';
 import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import type { Logger } from '../log.ts';
+import { COLLECT_AFTER_COMMANDS, collectGarbage } from './after-load.ts';
 import type { Backend, ServerConfig } from './context.ts';
 import { DueClock } from './due-clock.ts';
 import { LeaseClock } from './leases.ts';
@@ -29,6 +30,9 @@ export async function openFileBackend(config: ServerConfig, log: Logger & { erro
     snapshotBytes: config.snapshotBytes,
     retention: config.retention ?? DEFAULT_RETENTION,
   });
+  const gcFrom = performance.now();
+  const collected = store.table.size >= COLLECT_AFTER_COMMANDS && collectGarbage();
+  const gcMs = collected ? Math.round(performance.now() - gcFrom) : undefined;
   const diskLog = (full: Error | undefined): void => {
     if (full) log.error('disk full: writes refused (503) until there is space; reads go on', { stateDir: config.stateDir, error: full.message });
     else log('disk has space again: writes resumed', { stateDir: config.stateDir });
@@ -37,7 +41,7 @@ export async function openFileBackend(config: ServerConfig, log: Logger & { erro
   if (store.diskFull) diskLog(store.diskFull);
   let retentionTimer: NodeJS.Timeout | undefined;
   const c = store.table.countByState;
-  log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq });
+  log('recovered', { stateDir: config.stateDir, commands: store.table.size, ...c, seq: store.durable.journal.lastSeq, ...(gcMs !== undefined ? { gcMs } : {}) });
   return {
     store,
     leases: new LeaseClock(store, config.leaseTimeoutMs, log),
