@@ -3,7 +3,7 @@
 // dirs. Their stdout is read for the whole run, as a log collector on a pipe
 // would, so the cost of logging is part of every figure; a benchmark sees
 // each line with the moment it arrived, or only the lines it asks for.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -181,6 +181,15 @@ export function metric(text: string, name: string): number {
 
 export function pct(sorted: number[], q: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/**
+ * Write back every dirty page on the machine before a timed run, so the
+ * gigabytes an earlier bench wrote (and the discards of deleting them) are
+ * not flushed inside this run's fdatasyncs.
+ */
+export function settleDisk(): void {
+  spawnSync('sync', { stdio: 'ignore' });
 }
 
 export function median(xs: number[]): number {

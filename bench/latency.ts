@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { median, metric, pct, PostConnection, request, startAgent, startServer } from './children.ts';
+import { median, metric, pct, PostConnection, request, settleDisk, startAgent, startServer } from './children.ts';
 import { emitResults, result } from './report.ts';
 import { storeArgs, storesFlag, stopStores, type StoreKind } from './stores.ts';
 
@@ -56,6 +56,7 @@ const ID_RE = /"id":"([^"]+)"/;
 
 async function run(store: StoreKind, n: number, warmup: number, tmp: string): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(tmp, 'latency-'));
+  settleDisk();
   const { child: server, url } = await startServer(path.join(dir, 'server'), ['--lease-timeout', '30s', ...(await storeArgs(store))]);
   const agent = await startAgent(url, path.join(dir, 'agent'), ['--id', 'latency', '--concurrency', '1']).catch(async (err: unknown) => {
     await server.stop();

@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { emitResults, result } from './report.ts';
-import { request } from './children.ts';
+import { request, settleDisk } from './children.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
@@ -274,12 +274,14 @@ async function main(): Promise<void> {
     const keels: number[] = [];
     console.log('\ndurable submits/s');
     for (let round = 1; round <= rounds; round++) {
+      settleDisk();
       child = await spawnServer(['bench/server.ts', '--serve-bare']);
       await load(child.url, clients, warmup);
       const bare = await load(child.url, clients, seconds, child.proc.pid);
       await child.stop();
       child = undefined;
 
+      settleDisk();
       child = await spawnServer(keelArgs(path.join(tmp, `load-${round}`)), round === 1 ? prof : []);
       const metricsAgent = new http.Agent();
       await load(child.url, clients, warmup);

@@ -31,7 +31,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Child, cpuSeconds, median, metric, PostConnection, request, startAgent, startServer } from './children.ts';
+import { Child, cpuSeconds, median, metric, PostConnection, request, settleDisk, startAgent, startServer } from './children.ts';
 import { emitResults, result } from './report.ts';
 import { storeArgs, storesFlag, stopStores, type StoreKind } from './stores.ts';
 
@@ -93,6 +93,7 @@ async function run(cfg: Config, n: number, submit: SubmitMode, tmp: string, prof
   const dir = fs.mkdtempSync(path.join(tmp, `run-${cfg.store}-${cfg.servers}x${agents}x${concurrency}-`));
   const prof = (name: string): string[] => (profDir ? ['--cpu-prof', '--cpu-prof-dir', path.join(profDir, name)] : []);
   const store = await storeArgs(cfg.store);
+  settleDisk();
   const servers: Child[] = [];
   const workers: Child[] = [];
   try {
