@@ -9,45 +9,23 @@
 //                 is retried; killed then, the restart reports the real result
 // Against a server on the file store and on PostgreSQL (support/stores.ts).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { DelayResult, HttpGetJsonResult } from '../lib/protocol.ts';
-import { about, crashAndRestart, submit, thenStop, waitFinal } from './fixtures/agent-harness.ts';
-import { startTarget, type Target } from './fixtures/agent-target.ts';
-import { cleanup, startAgent, startServer, tempDir, type Proc, type ServerHandle } from './support/processes.ts';
-import { runSuites, STORES } from './support/stores.ts';
+import { about, crashAndRestart, runCrashSuites, submit, thenStop, waitFinal } from './fixtures/agent-harness.ts';
+import { startAgent, startServer, tempDir, type Proc } from './support/processes.ts';
 
-let target: Target;
-let server: ServerHandle;
-
-// Far longer than a restart (process start-up on a busy machine, and a stale
-// lock's takeover), so no lease runs out while its agent is down: the outcomes below
-// are the ledger's doing, not a race with lease expiry.
-const LEASE = '30s';
-
-const suites: Array<Test<any>> = [];
-for (const store of STORES) {
-  const test = suite(store.label('agent crash during and after execution'));
-  test.before(async () => {
-    target = await startTarget();
-    server = await startServer(tempDir(), ['--lease-timeout', LEASE, ...(await store.serverArgs())]);
-  });
-  test.after(async () => {
-    await cleanup();
-    await target.close();
-  });
-
+runCrashSuites('agent crash during and after execution', (test, env, store) => {
   test('agent:mid-http: the request is not sent again; FAILED, saying why', async () => {
     const path = '/json?mid-http';
-    const run = await crashAndRestart(server.url, 'agent:mid-http', 'HTTP_GET_JSON', { url: target.url + path });
+    const run = await crashAndRestart(env.server.url, 'agent:mid-http', 'HTTP_GET_JSON', { url: env.target.url + path });
     await thenStop(run, async ({ id, restarted }) => {
-      assert.is(target.hits(path), 1);
+      assert.is(env.target.hits(path), 1);
       assert.is((await restarted.waitFor(about('reconcile', id), 10_000)).step, 'executing');
-      const v = await waitFinal(server.url, id);
+      const v = await waitFinal(env.server.url, id);
       assert.is(v.status, 'FAILED');
       assert.match(v.error!, /^INTERRUPTED: .*may have reached the remote/);
       assert.is((v.result as HttpGetJsonResult).status, null);
-      assert.is(target.hits(path), 1);
+      assert.is(env.target.hits(path), 1);
     });
   });
 
@@ -56,10 +34,10 @@ for (const store of STORES) {
   if (store.name === 'file') {
     test('agent:mid-delay: the DELAY resumes to startedAt + ms and reports the true tookMs', async () => {
       const ms = 5000;
-      const run = await crashAndRestart(server.url, 'agent:mid-delay', 'DELAY', { ms });
+      const run = await crashAndRestart(env.server.url, 'agent:mid-delay', 'DELAY', { ms });
       await thenStop(run, async ({ id, crashed, restarted }) => {
         assert.is((await restarted.waitFor(about('reconcile', id), 10_000)).step, 'executing');
-        const v = await waitFinal(server.url, id);
+        const v = await waitFinal(env.server.url, id);
         const tookMs = (v.result as DelayResult).tookMs;
         assert.is(v.status, 'COMPLETED');
         assert.ok(tookMs >= ms, `tookMs ${tookMs}`);
@@ -81,7 +59,7 @@ for (const store of STORES) {
   for (const point of ['agent:after-done', 'agent:after-finish']) {
     test(`${point}: the result reaches the server once, and the request ran once`, async () => {
       const path = `/json?${point}`;
-      const run = await crashAndRestart(server.url, point, 'HTTP_GET_JSON', { url: target.url + path });
+      const run = await crashAndRestart(env.server.url, point, 'HTTP_GET_JSON', { url: env.target.url + path });
       await thenStop(run, async ({ id, restarted }) => {
         await restarted.waitForMsg('agent ready', 10_000);
         const reconciled = restarted.lines.find(about('reconcile', id));
@@ -90,10 +68,10 @@ for (const store of STORES) {
           const reported = await restarted.waitFor(about('reported', id), 10_000);
           assert.is(reported.refused, undefined, 'the server takes the same result again');
         }
-        const v = await waitFinal(server.url, id);
+        const v = await waitFinal(env.server.url, id);
         assert.is(v.status, 'COMPLETED');
         assert.equal((v.result as HttpGetJsonResult).body, { hello: 'world', n: 42 });
-        assert.is(target.hits(path), 1);
+        assert.is(env.target.hits(path), 1);
       });
     });
   }
@@ -101,14 +79,14 @@ for (const store of STORES) {
   test('agent:done-synced: a finish that fails (its server SIGKILLed) makes the agent fsync `done` while it retries; the restart reports the real result', async () => {
     const serverDir = tempDir();
     const agentDir = tempDir();
-    const args = ['--lease-timeout', LEASE, ...(await store.serverArgs())];
+    const args = env.serverArgs;
     let own = await startServer(serverDir, args);
     const crashed = startAgent(own.url, agentDir, [], { KEEL_CRASH_AT: 'agent:done-synced' });
     let restarted: Proc | undefined;
     try {
       await crashed.waitForMsg('agent ready');
       const path = `/pause/1500?done-synced-${store.name}`;
-      const id = await submit(own.url, 'HTTP_GET_JSON', { url: target.url + path });
+      const id = await submit(own.url, 'HTTP_GET_JSON', { url: env.target.url + path });
       await crashed.waitFor(about('executing', id), 20_000);
       // Gone before the request ends: its finish meets a refused connection, again and again.
       await own.proc.kill('SIGKILL');
@@ -125,15 +103,11 @@ for (const store of STORES) {
       const v = await waitFinal(own.url, id);
       assert.is(v.status, 'COMPLETED', 'the result, not INTERRUPTED: `done` was kept');
       assert.equal((v.result as HttpGetJsonResult).body, { hello: 'world', paused: 1500 });
-      assert.is(target.hits(path), 1);
+      assert.is(env.target.hits(path), 1);
     } finally {
       await crashed.kill();
       await restarted?.kill('SIGTERM');
       await own.proc.kill('SIGTERM');
     }
   });
-
-  suites.push(test);
-}
-
-runSuites(...suites);
+});
