@@ -58,8 +58,11 @@ function keepCopy(file: string): string {
 }
 
 function countLines(buf: Buffer, from: number): number {
+  // A NUL tail (space the journal reserved ahead) holds no line.
+  let end = buf.length;
+  while (end > from && buf[end - 1] === 0) end--;
   let n = 0;
-  for (let i = buf.indexOf(10, from); i >= 0; i = buf.indexOf(10, i + 1)) n++;
-  if (buf.length > from && buf[buf.length - 1] !== 10) n++; // a torn last line
+  for (let i = buf.indexOf(10, from); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) n++;
+  if (end > from && buf[end - 1] !== 10) n++; // a torn last line
   return n;
 }

@@ -69,7 +69,8 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
       }
       return damaged(dir, segs, i, scan.bad.offset, scan.bad.reason, opts, lastSeq, log);
     }
-    if (isLast) return new Journal(dir, Math.max(lastSeq, opts.afterSeq), seg.firstSeq, scan.size);
+    // goodEnd, not the file's size: a segment may end in a NUL tail (reserved space).
+    if (isLast) return new Journal(dir, Math.max(lastSeq, opts.afterSeq), seg.firstSeq, scan.goodEnd);
   }
   throw new Error('unreachable');
 }

@@ -20,6 +20,7 @@ export interface SegmentScan {
   lastSeq: number;
   // Where the first bad line starts, if any; everything before it is sound.
   bad?: { offset: number; reason: string; isLastLine: boolean };
+  /** Where the sound data ends: the next record goes here, before any NUL tail. */
   goodEnd: number;
 }
 
@@ -45,10 +46,11 @@ export function scanSegment(file: string, expectFirstSeq: number, visit: RecordV
 
 function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq: number, visit: RecordVisitor, chunkBytes: number): SegmentScan & { size: number } {
   let seq = expectFirstSeq;
+  // lineEnd: the bad line's newline as a file offset, -1 if the file ends first.
   const fail = (offset: number, reason: string, lineEnd: number): SegmentScan & { size: number } => ({
     firstSeq: expectFirstSeq,
     lastSeq: seq - 1,
-    bad: { offset, reason, isLastLine: lineEnd < 0 || lineEnd + 1 >= size },
+    bad: { offset, reason, isLastLine: lineEnd < 0 || zerosFrom(fd, lineEnd + 1, size, chunkBytes) },
     goodEnd: offset,
     size,
   });
@@ -57,14 +59,24 @@ function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq:
   let base = 0;
   let filled = 0;
   let pos = 0;
-  /** The end (in buf) of the line at pos, reading more of the file as needed; -1: the file ends first. */
+  /**
+   * The end (in buf) of the line at pos, reading more of the file as needed;
+   * -1: the file ends first; NUL_FIRST: the line holds a NUL before any
+   * newline read so far (a zero tail is not read into buf to look for one).
+   */
   const newline = (from: number): number => {
     const i = buf.indexOf(10, from);
     return i < filled ? i : -1; // past `filled` is an older chunk's leftover
   };
+  const hasNul = (from: number): boolean => {
+    const i = buf.indexOf(0, from);
+    return i >= 0 && i < filled;
+  };
   const lineEnd = (): number => {
+    if (pos < filled && buf[pos] === 0) return NUL_FIRST;
     let end = newline(pos);
     while (end < 0 && base + filled < size) {
+      if (hasNul(pos)) return NUL_FIRST;
       // Keep the line begun at pos, at the front; grow only if it fills the buffer.
       if (pos > 0) {
         buf.copy(buf, 0, pos, filled);
@@ -102,6 +114,11 @@ function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq:
   while (base + pos < size) {
     const end = lineEnd();
     const at = base + pos;
+    if (end === NUL_FIRST || (pos < filled && buf[pos] === 0)) {
+      if (buf[pos] === 0 && zerosFrom(fd, at, size, chunkBytes)) break; // the reserve: data ends here
+      const nl = end >= 0 ? base + end : newlineFrom(fd, at, size, chunkBytes);
+      return fail(at, nl < 0 ? 'torn line (no newline)' : 'NUL bytes before more data', nl);
+    }
     if (end < 0) return fail(at, 'torn line (no newline)', -1);
     const from = frameAt(buf, pos, end, frame);
     if (from < 0) return fail(at, 'malformed line', base + end);
@@ -122,6 +139,34 @@ function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq:
     pos = end + 1;
   }
   return { firstSeq: expectFirstSeq, lastSeq: seq - 1, goodEnd: base + pos, size };
+}
+
+const NUL_FIRST = -2;
+
+/** Whether bytes [from, size) of fd are all NUL; read a chunk at a time, however long the tail. */
+function zerosFrom(fd: number, from: number, size: number, chunkBytes: number): boolean {
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size - from, chunkBytes)));
+  const zeros = Buffer.alloc(buf.length);
+  for (let at = from; at < size; ) {
+    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
+    if (n === 0) break; // shorter than fstat said
+    if (!buf.subarray(0, n).equals(zeros.subarray(0, n))) return false;
+    at += n;
+  }
+  return true;
+}
+
+/** The file offset of the first newline at or after `from`; -1 if none. Read a chunk at a time. */
+function newlineFrom(fd: number, from: number, size: number, chunkBytes: number): number {
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size - from, chunkBytes)));
+  for (let at = from; at < size; ) {
+    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
+    if (n === 0) break;
+    const i = buf.subarray(0, n).indexOf(10);
+    if (i >= 0) return at + i;
+    at += n;
+  }
+  return -1;
 }
 
 const SEQ_PREFIX = Buffer.from('{"seq":');

@@ -73,4 +73,83 @@ test('a segment of only its header, or not even that, scans as such', () => {
   assert.equal(scan(file, 4).result.bad, { offset: 0, reason: 'missing header line', isLastLine: true });
 });
 
+// The journal reserves space ahead of its data (state/journal.ts): a live or
+// crashed segment is its data, then NUL bytes up to the reserved size.
+const tail = (n: number): Buffer => Buffer.alloc(n);
+
+test('a NUL tail ends the data: every record read, goodEnd before the tail, at every chunk size', () => {
+  const { file, bytes } = segment(recs);
+  fs.writeFileSync(file, Buffer.concat([bytes, tail(3000)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { seen, result } = scan(file, chunk);
+    assert.is(seen.length, recs.length, `chunk ${chunk}`);
+    assert.is(result.bad, undefined);
+    assert.is(result.goodEnd, bytes.length);
+    assert.is(result.size, bytes.length + 3000);
+  }
+});
+
+test('a torn record followed by NULs is a torn last line', () => {
+  const { file, bytes } = segment(recs);
+  const lastStart = bytes.lastIndexOf(10, bytes.length - 2) + 1;
+  fs.writeFileSync(file, Buffer.concat([bytes.subarray(0, bytes.length - 9), tail(3000)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { seen, result } = scan(file, chunk);
+    assert.is(seen.length, recs.length - 1, `chunk ${chunk}`);
+    assert.equal(result.bad, { offset: lastStart, reason: 'torn line (no newline)', isLastLine: true });
+  }
+});
+
+test('NULs followed by more lines are corruption; followed by a piece of one line only, a torn last line', () => {
+  const { file, bytes } = segment(recs);
+  const lineStarts = [...bytes.entries()].filter(([, b]) => b === 10).map(([i]) => i + 1);
+  // Records 21 and 22 zeroed where they stand, the records after them intact.
+  const zeroed = Buffer.from(bytes);
+  zeroed.fill(0, lineStarts[20], lineStarts[22]);
+  fs.writeFileSync(file, Buffer.concat([zeroed, tail(100)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { seen, result } = scan(file, chunk);
+    assert.is(seen.length, 20, `chunk ${chunk}`);
+    assert.equal(result.bad, { offset: lineStarts[20], reason: 'NUL bytes before more data', isLastLine: false });
+  }
+  // The zeros run into the last record, and only NULs follow its newline: the last line.
+  const last = Buffer.from(bytes);
+  last.fill(0, lineStarts[38], lineStarts[39]! + 20);
+  fs.writeFileSync(file, Buffer.concat([last, tail(100)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { seen, result } = scan(file, chunk);
+    assert.is(seen.length, 38, `chunk ${chunk}`);
+    assert.equal(result.bad, { offset: lineStarts[38], reason: 'NUL bytes before more data', isLastLine: true });
+  }
+  // A piece of a record after NULs, no newline before the end: a torn last line.
+  fs.writeFileSync(file, Buffer.concat([bytes.subarray(0, lineStarts[39]), tail(50), Buffer.from('{"seq":41,"cr'), tail(200)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { seen, result } = scan(file, chunk);
+    assert.is(seen.length, 39, `chunk ${chunk}`);
+    assert.equal(result.bad, { offset: lineStarts[39], reason: 'torn line (no newline)', isLastLine: true });
+  }
+});
+
+test('a bad last line is still the last line when only NULs follow it', () => {
+  const { file, bytes } = segment(recs);
+  const lineStarts = [...bytes.entries()].filter(([, b]) => b === 10).map(([i]) => i + 1);
+  const damaged = Buffer.from(bytes);
+  damaged[lineStarts[39]! + 45] ^= 0x01;
+  fs.writeFileSync(file, Buffer.concat([damaged, tail(5000)]));
+  for (const chunk of [1 << 30, ...CHUNKS]) {
+    const { result } = scan(file, chunk);
+    assert.equal(result.bad, { offset: lineStarts[39], reason: 'checksum mismatch', isLastLine: true }, `chunk ${chunk}`);
+  }
+});
+
+test('a NUL tail is read a chunk at a time, not into one buffer', () => {
+  const { file, bytes } = segment(recs.slice(0, 3));
+  fs.writeFileSync(file, Buffer.concat([bytes, tail(64 << 20)]));
+  const before = process.memoryUsage().arrayBuffers;
+  const { seen, result } = scan(file, 64 << 10);
+  assert.is(seen.length, 3);
+  assert.is(result.goodEnd, bytes.length);
+  assert.ok(process.memoryUsage().arrayBuffers - before < 16 << 20, 'the 64 MiB tail was not held in memory');
+});
+
 test.run();
