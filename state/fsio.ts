@@ -11,6 +11,11 @@ export function writeAllSync(fd: number, buf: Buffer): void {
   for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
 }
 
+// The same at an explicit file offset, for a file opened without O_APPEND.
+export function writeAllAtSync(fd: number, buf: Buffer, position: number): void {
+  for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off, position + off);
+}
+
 // fdatasync: the data and the file size reach the disk; the mtime need not.
 export function datasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));

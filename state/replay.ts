@@ -33,8 +33,7 @@ export function openJournal(dir: string, opts: ReplayOptions): Journal {
     segs = segs.slice(covered.length);
   }
   if (segs.length === 0) {
-    Journal.createSegment(dir, opts.afterSeq + 1);
-    return new Journal(dir, opts.afterSeq, opts.afterSeq + 1, 0);
+    return new Journal(dir, opts.afterSeq, opts.afterSeq + 1, Journal.createSegment(dir, opts.afterSeq + 1));
   }
   if (segs[0]!.firstSeq > opts.afterSeq + 1) {
     throw new CorruptionError(segs[0]!.file, 0, `records ${opts.afterSeq + 1}..${segs[0]!.firstSeq - 1} are missing (no segment holds them)`);
@@ -91,6 +90,5 @@ function damaged(
   log('journal: repaired by cutting', { file: seg.file, offset, reason, droppedRecords: cut.dropped, keptCopies: cut.kept });
   const tail = offset > 0 ? seg : undefined;
   if (tail) return new Journal(dir, lastSeq, tail.firstSeq, offset);
-  Journal.createSegment(dir, lastSeq + 1);
-  return new Journal(dir, lastSeq, lastSeq + 1, 0);
+  return new Journal(dir, lastSeq, lastSeq + 1, Journal.createSegment(dir, lastSeq + 1));
 }
