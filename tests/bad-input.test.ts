@@ -10,6 +10,7 @@ import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ServerContext } from '../lib/server/context.ts';
 import { call } from './support/http.ts';
+import { segmentData } from './support/journal-files.ts';
 import { cleanup, Proc, tempDir } from './support/processes.ts';
 import { closeAll, type TestServer } from './support/server-harness.ts';
 import { runSuites, stored, STORES } from './support/stores.ts';
@@ -243,7 +244,7 @@ files('a torn last record is cut and reported, and the server starts', async () 
   for (let i = 0; i < 2; i++) await call(String(line.url), 'POST', '/commands', { type: 'DELAY', payload: { ms: i } });
   await first.kill('SIGKILL');
   const seg = path.join(dir, fs.readdirSync(dir).find((f) => f.startsWith('journal-'))!);
-  fs.truncateSync(seg, fs.statSync(seg).size - 7);
+  fs.truncateSync(seg, segmentData(seg).length - 7);
 
   const again = runServer(['--state-dir', dir, '--port', '0']);
   await again.waitForMsg('journal: cut a torn last record');

@@ -2,11 +2,10 @@
 // server and an agent, the stream dropped and resumed with Last-Event-ID
 // halfway, and what the reader saw compared with the journal on disk: every
 // transition exactly once, in seq order.
-import fs from 'node:fs';
-import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { call } from './support/http.ts';
+import { journalRecords } from './support/journal-files.ts';
 import { cleanup, startAgent, startServer, tempDir } from './support/processes.ts';
 import { SseReader, type SseFrame } from './support/sse.ts';
 
@@ -50,9 +49,7 @@ test(`${COMMANDS} commands: every transition once, in seq order, across a resume
   reader.close();
   await submitting;
 
-  const journal = fs.readFileSync(path.join(dir, fs.readdirSync(dir).find((f) => f.startsWith('journal-'))!), 'utf8')
-    .split('\n').slice(1).filter(Boolean)
-    .map((l) => JSON.parse(l) as { seq: number; rec: { id: string; ev: { type: string } } });
+  const journal = journalRecords<{ id: string; ev: { type: string } }>(dir);
   const fromJournal = journal.map((r) => `${r.seq} ${r.rec.ev.type} ${r.rec.id}`);
   const fromStream = seen.map((f) => `${f.id} ${f.event} ${JSON.parse(f.data).id}`);
   assert.is(fromStream.length, fromJournal.length, 'the stream and the journal hold different numbers of transitions');

@@ -7,7 +7,6 @@
 // every ledger step of each command still comes in order. And the lease
 // keeper's first heartbeat: at once when reconciling (the server has not
 // said its lease timeout), at a third of the timeout after a fresh claim.
-import fs from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LeaseKeeper } from '../lib/agent/leases.ts';
@@ -16,8 +15,8 @@ import type { AgentContext } from '../lib/agent/command-steps.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Assignment, ClaimResponse, FinishItem, HeartbeatResponse, ItemResult, LeaseRef } from '../lib/protocol.ts';
 import type { ServerClient } from '../lib/agent/server-client.ts';
-import { listSegments } from '../state/journal.ts';
 import { Ledger, type LedgerRecord } from '../state/ledger.ts';
+import { journalRecords } from './support/journal-files.ts';
 import { LogBuffer } from './support/server-harness.ts';
 import { cleanup, tempDir } from './support/processes.ts';
 
@@ -209,14 +208,7 @@ test('a claim answered once shutdown began: its commands are given back, nothing
 
 /** The seq of the ledger record `t` of command `id`, read from the journal file as written. */
 function seqInFile(dir: string, t: string, id: string): number | undefined {
-  for (const { file } of listSegments(dir)) {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      if (line === '') continue;
-      const { seq, rec } = JSON.parse(line) as { seq: number; rec: LedgerRecord };
-      if (rec.t === t && 'id' in rec && rec.id === id) return seq;
-    }
-  }
-  return undefined;
+  return journalRecords<LedgerRecord>(dir).find(({ rec }) => rec.t === t && 'id' in rec && rec.id === id)?.seq;
 }
 
 /** A work loop on a fresh ledger and a scripted server, its log kept. */

@@ -11,6 +11,7 @@ import type { BatchResponse, ClaimResponse, CommandView, HeartbeatResponse, Leas
 import { onFileStore, startServer, type FileServerContext, type KeelServer } from '../../lib/server/app.ts';
 import type { ServerConfig, ServerContext } from '../../lib/server/context.ts';
 import { call, type Reply } from './http.ts';
+import { segmentData } from './journal-files.ts';
 import { tempDir, type LogLine } from './processes.ts';
 
 export { call, type Reply } from './http.ts';
@@ -224,12 +225,12 @@ export async function waitUntil(cond: () => boolean, timeoutMs = 5000, what = 'c
   }
 }
 
-/** Total size of the state directory's journal segments: unchanged means nothing was written. */
+/** Total data of the state directory's journal segments (not their NUL tails): unchanged means nothing was written. */
 export function journalBytes(dir: string): number {
   return fs
     .readdirSync(dir)
     .filter((f) => f.startsWith('journal-'))
-    .reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
+    .reduce((n, f) => n + segmentData(path.join(dir, f)).length, 0);
 }
 
 /** The journal's text, every segment: for "is it on disk yet". */
@@ -238,7 +239,7 @@ export function journalText(dir: string): string {
     .readdirSync(dir)
     .filter((f) => f.startsWith('journal-'))
     .sort()
-    .map((f) => fs.readFileSync(path.join(dir, f), 'utf8'))
+    .map((f) => segmentData(path.join(dir, f)).toString('utf8'))
     .join('');
 }
 
