@@ -9,9 +9,16 @@
  *   seq  rises by exactly one from record to record, across segments;
  *   crc  CRC-32, 8 hex digits, of the text `${seq}:` followed by <JSON> as written.
  *
+ * After the last line, a segment may hold NUL bytes up to its size: the
+ * space reserved ahead (RESERVE_BYTES). Batches are written at the end of the
+ * data, inside the file's size, so an fdatasync need not commit a new size
+ * each time; a closed segment is cut back to its data. A line that starts
+ * with NUL, with nothing but NULs after it, is where the data ends.
+ *
  * A line that lacks its newline, does not have that shape, fails its crc or
- * breaks the seq chain is bad. A bad *last* line of the *last* segment is a
- * torn write: open cuts the file there and reports it. A bad line anywhere else
+ * breaks the seq chain is bad, and so is one holding NULs that are not that
+ * tail. A bad *last* line of the *last* segment (last before any NUL tail) is
+ * a torn write: open cuts the file there and reports it. A bad line anywhere else
  * is corruption: open throws CorruptionError naming the file and byte offset,
  * and only an explicit repair (state/repair.ts) cuts there. The reader is
  * state/segment-scan.ts; open is state/replay.ts.
