@@ -60,7 +60,8 @@ export async function openFileBackend(config: ServerConfig, log: Logger & { erro
     journal() {
       let bytesOnDisk = 0;
       for (const f of fs.readdirSync(config.stateDir)) {
-        if (f.startsWith('journal-') || f.startsWith('snapshot')) bytesOnDisk += fs.statSync(`${config.stateDir}/${f}`).size;
+        // Allocated blocks, not size: the live segment's reserved tail is a hole (state/journal.ts).
+        if (f.startsWith('journal-') || f.startsWith('snapshot')) bytesOnDisk += fs.statSync(`${config.stateDir}/${f}`).blocks * 512;
       }
       return { stats: store.durable.journal.stats, bytesOnDisk };
     },

@@ -51,7 +51,7 @@ export class HttpMetrics {
       metric('keel_journal_written_bytes_total', 'counter', 'Journal bytes written since start.', [['', j.stats.bytes]]);
       metric('keel_disk_full', 'gauge', '1 while the journal cannot be written for lack of space: writes answer 503, reads go on.', [['', src.diskFull ? 1 : 0]]);
       metric('keel_disk_full_episodes_total', 'counter', 'Times a journal write met a full disk since start.', [['', j.stats.diskFullEpisodes]]);
-      metric('keel_journal_bytes', 'gauge', 'Size of the journal segments and snapshot on disk.', [['', j.bytesOnDisk]]);
+      metric('keel_journal_bytes', 'gauge', 'Disk space the journal segments and snapshot take (allocated blocks).', [['', j.bytesOnDisk]]);
     }
     metric('keel_agents_online', 'gauge', 'Agents heard from within the lease timeout.', [['', src.agentsOnline]]);
     metric('keel_leases', 'gauge', 'Leases the server is timing.', [['', src.leases]]);
