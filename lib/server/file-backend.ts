@@ -31,7 +31,7 @@ export async function openFileBackend(config: ServerConfig, log: Logger & { erro
     retention: config.retention ?? DEFAULT_RETENTION,
   });
   const gcFrom = performance.now();
-  const collected = store.table.size >= COLLECT_AFTER_COMMANDS && collectGarbage();
+  const collected = store.table.size >= COLLECT_AFTER_COMMANDS && (await collectGarbage());
   const gcMs = collected ? Math.round(performance.now() - gcFrom) : undefined;
   const diskLog = (full: Error | undefined): void => {
     if (full) log.error('disk full: writes refused (503) until there is space; reads go on', { stateDir: config.stateDir, error: full.message });
