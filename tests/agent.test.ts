@@ -100,6 +100,19 @@ test('SIGTERM: no new claims, the command in hand finishes, exit 0', async () =>
   assert.is(r.body.status, 'PENDING');
 });
 
+test('SIGTERM with the server down and nothing in hand: the log names no command, only the give-back it waits for', async () => {
+  const idle = startAgent(server.url, tempDir(), ['--grace', '300ms']);
+  await idle.waitForMsg('agent ready');
+  await server.proc.kill('SIGKILL');
+  // A claim met the dead server: at shutdown the agent asks what the server holds for it, to give it back.
+  await idle.waitForMsg('server unreachable; retrying with backoff', 5000);
+  idle.child.kill('SIGTERM');
+  const waiting = await idle.waitForMsg('finishing work in hand', 5000);
+  assert.equal([waiting.commands, waiting.givingBack], [[], 1]);
+  assert.equal(await idle.exited, { code: 0, signal: null });
+  server = await startServer(serverDir, ['--lease-timeout', '2s'], {}, server.port);
+});
+
 test('SIGTERM with the server down: past the grace period the work is aborted, kept in the ledger, reported on the next start', async () => {
   const dir = tempDir();
   const second = startAgent(server.url, dir, ['--grace', '300ms']);

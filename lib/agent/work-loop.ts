@@ -28,6 +28,10 @@ export interface WorkLoopOptions {
 // this long to reach the server before the process exits anyway.
 const REPORT_AFTER_ABORT_MS = 2000;
 
+// Keys of `active` entries that give held commands back to the server rather
+// than run one: shutdown waits for them too, but they are not work in hand.
+const GIVE_BACK = 'give-back:';
+
 export class WorkLoop {
   private readonly ctx: AgentContext;
   private readonly opts: WorkLoopOptions;
@@ -99,7 +103,7 @@ export class WorkLoop {
         continue;
       }
       ctx.leases.setTimeoutMs(answer.leaseTimeoutMs);
-      if (answer.held) this.giveBack(`held-${claims}`, answer.held, 'held by the server, never begun here');
+      if (answer.held) this.giveBack(`${GIVE_BACK}claim-${claims}`, answer.held, 'held by the server, never begun here');
       this.take(answer.commands, claims);
     }
     ctx.client.flushRiders();
@@ -110,7 +114,7 @@ export class WorkLoop {
         (a) => giveBackUnbegun(ctx, a.held ?? [], 'held at shutdown, never begun'),
         (err: unknown) => void (ctx.halt.aborted || ctx.log.error('could not ask for held commands at shutdown', { error: (err as Error).message })),
       );
-      void this.track('held-last', last);
+      void this.track(`${GIVE_BACK}shutdown`, last);
     }
   }
 
@@ -179,12 +183,19 @@ export class WorkLoop {
     this.slotFreed = undefined;
   }
 
+  /** What shutdown waits for, as its log lines say it: the commands, and how many give-backs. */
+  private inHand(): { commands: string[]; givingBack?: number } {
+    const commands = [...this.active.keys()].filter((k) => !k.startsWith(GIVE_BACK));
+    const givingBack = this.active.size - commands.length;
+    return givingBack > 0 ? { commands, givingBack } : { commands };
+  }
+
   /** Wait for the work in hand; past graceMs abort it, let it report briefly, and return. */
   async drain(graceMs: number): Promise<void> {
     if (this.active.size === 0) return;
-    this.ctx.log('finishing work in hand', { commands: [...this.active.keys()], graceMs });
+    this.ctx.log('finishing work in hand', { ...this.inHand(), graceMs });
     if (await settles(this.active.values(), graceMs)) return;
-    this.ctx.log.error('grace period over: aborting work in hand', { commands: [...this.active.keys()] });
+    this.ctx.log.error('grace period over: aborting work in hand', this.inHand());
     this.ctx.leases.abortAll(new WorkAborted('SHUTDOWN', 'SHUTDOWN: the agent stopped before the command finished'));
     await settles(this.active.values(), REPORT_AFTER_ABORT_MS);
   }
