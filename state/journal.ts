@@ -216,6 +216,14 @@ export class Journal {
     this.reserved = fs.fstatSync(this.fd).size;
   }
 
+  /** Close the current segment (its reserve cut off) and go on in a new one, created durably first. */
+  private moveToSegment(firstSeq: number): void {
+    this.cutReserve();
+    const dataEnd = Journal.createSegment(this.dir, firstSeq);
+    fs.closeSync(this.fd);
+    this.openSegment(firstSeq, dataEnd);
+  }
+
   /**
    * Cut the current segment's reserve off before it is closed, so a closed
    * segment is plain JSONL. Not synced: a NUL tail left by a crash is read
@@ -368,10 +376,7 @@ export class Journal {
    */
   startNewSegment(): void {
     const first = this.seq + 1;
-    this.cutReserve();
-    const dataEnd = Journal.createSegment(this.dir, first);
-    fs.closeSync(this.fd);
-    this.openSegment(first, dataEnd);
+    this.moveToSegment(first);
     this.segmentFirst = first;
     this.segmentBytes = 0;
   }
@@ -483,10 +488,7 @@ export class Journal {
         }
         this.resolveDurable();
         if (batch.rotate) {
-          this.cutReserve();
-          const dataEnd = Journal.createSegment(this.dir, batch.rotate.firstSeq);
-          fs.closeSync(this.fd);
-          this.openSegment(batch.rotate.firstSeq, dataEnd);
+          this.moveToSegment(batch.rotate.firstSeq);
         }
       } catch (err) {
         this.inFlight = undefined;
