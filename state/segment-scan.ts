@@ -143,26 +143,27 @@ function scanOpenSegment(fd: number, size: number, file: string, expectFirstSeq:
 
 const NUL_FIRST = -2;
 
-/** Whether bytes [from, size) of fd are all NUL; read a chunk at a time, however long the tail. */
+/** Whether bytes [from, size) of fd are all NUL, however long the tail. */
 function zerosFrom(fd: number, from: number, size: number, chunkBytes: number): boolean {
+  const zeros = Buffer.alloc(Math.max(1, Math.min(size - from, chunkBytes)));
+  return seekFrom(fd, from, size, chunkBytes, (chunk) => (chunk.equals(zeros.subarray(0, chunk.length)) ? -1 : 0)) < 0;
+}
+
+/** The file offset of the first newline at or after `from`; -1 if none. */
+function newlineFrom(fd: number, from: number, size: number, chunkBytes: number): number {
+  return seekFrom(fd, from, size, chunkBytes, (chunk) => chunk.indexOf(10));
+}
+
+/**
+ * Read bytes [from, size) of fd a chunk at a time into one buffer, until
+ * `find` gives an index into a chunk; that index as a file offset, or -1.
+ */
+function seekFrom(fd: number, from: number, size: number, chunkBytes: number, find: (chunk: Buffer) => number): number {
   const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size - from, chunkBytes)));
-  const zeros = Buffer.alloc(buf.length);
   for (let at = from; at < size; ) {
     const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
     if (n === 0) break; // shorter than fstat said
-    if (!buf.subarray(0, n).equals(zeros.subarray(0, n))) return false;
-    at += n;
-  }
-  return true;
-}
-
-/** The file offset of the first newline at or after `from`; -1 if none. Read a chunk at a time. */
-function newlineFrom(fd: number, from: number, size: number, chunkBytes: number): number {
-  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size - from, chunkBytes)));
-  for (let at = from; at < size; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
-    if (n === 0) break;
-    const i = buf.subarray(0, n).indexOf(10);
+    const i = find(buf.subarray(0, n));
     if (i >= 0) return at + i;
     at += n;
   }
