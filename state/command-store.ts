@@ -16,7 +16,7 @@ import { DurableMachine, type DurableOptions } from './durable-machine.ts';
 import { recordsToForget, type RetentionPolicy } from './retention.ts';
 import { retryAt } from './retry-backoff.ts';
 import type { TrailEntry } from './command-line.ts';
-import { KEY_CONFLICT, type BatchSubmitResult, type ChangeListener, type ClaimOptions, type ListPage, type ListQuery, type Store, type StoreCounts, type SubmitInput, type SubmitResult } from './store.ts';
+import { backlog, KEY_CONFLICT, type BatchSubmitResult, type ChangeListener, type ClaimOptions, type ListPage, type ListQuery, type Store, type StoreCounts, type SubmitInput, type SubmitResult } from './store.ts';
 
 export type { Command } from './command-fsm.ts';
 export type { BatchSubmitResult, ChangeListener, ClaimOptions, SubmitInput, SubmitResult } from './store.ts';
@@ -280,8 +280,7 @@ export class CommandStore implements Store {
   }
 
   backlogNow(): number {
-    const c = this.table.countByState;
-    return c.PENDING + c.SCHEDULED + c.RETRY_WAIT;
+    return backlog(this.table.countByState);
   }
 
   refuseIfUnavailable(): void {

@@ -72,9 +72,8 @@ export interface Store {
   heldBy(): Promise<ReadonlyMap<string, ReadonlySet<string>>>;
   counts(): Promise<StoreCounts>;
   /**
-   * What --max-pending counts (PENDING, SCHEDULED and RETRY_WAIT commands),
-   * for a store that holds it in memory: a submit checks it without a
-   * promise. Absent: counts() says.
+   * backlog() of the store's counts, for a store that holds them in memory:
+   * a submit checks it without a promise. Absent: counts() says.
    */
   backlogNow?(): number;
   /** From agents of protocol 1: a command its claim started answers as a retry. */
@@ -105,4 +104,9 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
     this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** What --max-pending counts: commands shown PENDING (PENDING, SCHEDULED and RETRY_WAIT), a backlog that holds memory. */
+export function backlog(byState: Readonly<Record<CommandState, number>>): number {
+  return byState.PENDING + byState.SCHEDULED + byState.RETRY_WAIT;
 }

@@ -8,6 +8,7 @@ import { DEFAULT_RETENTION } from '../../state/retention.ts';
 import { HttpError, readJsonObject, sendJson, whenGone, type RequestTarget } from './http-io.ts';
 import { COMMAND_STATUSES, COMMAND_TYPES, type BatchSubmitResponse, type CommandList, type CommandStatus, type CommandType, type SubmitResponse } from '../protocol.ts';
 import { COMMAND_STATES, type CommandOptions } from '../../state/command-types.ts';
+import { backlog } from '../../state/store.ts';
 import type { ServerContext } from './context.ts';
 import { followCommand, wantsFollow } from './stream-routes.ts';
 import { asSent, batchSubmitRequest, pathId, idempotencyKey, submitRequest } from './validate.ts';
@@ -82,7 +83,7 @@ function refuseIfFull(ctx: ServerContext, adding: number): Promise<void> | undef
   if (adding === 0) return undefined;
   const now = ctx.store.backlogNow?.();
   if (now !== undefined) return checkRoom(ctx, now, adding);
-  return ctx.store.counts().then((c) => checkRoom(ctx, c.byState.PENDING + c.byState.SCHEDULED + c.byState.RETRY_WAIT, adding));
+  return ctx.store.counts().then((c) => checkRoom(ctx, backlog(c.byState), adding));
 }
 
 function checkRoom(ctx: ServerContext, backlog: number, adding: number): undefined {
