@@ -16,6 +16,11 @@
 /** An id, or the index of a snapshot line that holds it. */
 export type OrderEntry = string | number;
 
+/** The id an entry names: itself, or what `lineId` reads off its line. */
+export function entryId(e: OrderEntry, lineId: (line: number) => string | undefined): string | undefined {
+  return typeof e === 'string' ? e : lineId(e);
+}
+
 export class CommandOrder {
   private ids: OrderEntry[] = [];
   private readonly lineId: (line: number) => string | undefined;
@@ -51,8 +56,7 @@ export class CommandOrder {
 
   /** The id at index i; undefined (or an id no longer held) if it was removed. */
   at(i: number): string | undefined {
-    const e = this.ids[i]!;
-    return typeof e === 'string' ? e : this.lineId(e);
+    return entryId(this.ids[i]!, this.lineId);
   }
 
   ordinalAt(i: number): number {
@@ -80,7 +84,7 @@ export class CommandOrder {
    */
   frozen(): { at(i: number): string | undefined; upTo: number } {
     const ids = this.ids;
-    return { at: (i) => (typeof ids[i] === 'string' ? (ids[i] as string) : this.lineId(ids[i] as number)), upTo: ids.length };
+    return { at: (i) => entryId(ids[i]!, this.lineId), upTo: ids.length };
   }
 
   /** One id was removed; `isHeld` tells held ids from removed ones if a rebuild is due. */

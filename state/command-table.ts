@@ -19,7 +19,7 @@ import { ClaimQueue } from './claim-queue.ts';
 import { DueHeap } from './due-heap.ts';
 import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';
-import { CommandOrder, type OrderEntry } from './command-order.ts';
+import { CommandOrder, entryId, type OrderEntry } from './command-order.ts';
 import { idHash, SnapshotLines } from './snapshot-lines.ts';
 
 export { decode, encode, type TrailEntry } from './command-line.ts';
@@ -101,8 +101,10 @@ export class CommandTable implements Machine<TableRecord> {
   private readonly idEnd = new Int32Array(1);
   /** While a dump is read: the line, as of the dump, of each command changed since. */
   private frozen: Map<string, string> | undefined;
+  /** The id on a filed snapshot line (order and finals hold its index). */
+  private readonly lineId = (line: number): string | undefined => this.loaded.idOf(line);
   /** Ids in submission order, for newest-first listing; the snapshot's filed lines by index. */
-  readonly order = new CommandOrder((line) => this.loaded.idOf(line));
+  readonly order = new CommandOrder(this.lineId);
   /** PENDING ids in claim order (ids that moved on since are skipped by readers). */
   readonly pending = new ClaimQueue();
   /** SCHEDULED and RETRY_WAIT ids by due time (those that moved on since are skipped by readers). */
@@ -173,7 +175,7 @@ export class CommandTable implements Machine<TableRecord> {
     while (out.length < max) {
       const entry = this.finals.peek();
       if (entry === undefined) break;
-      const id = typeof entry === 'string' ? entry : this.loaded.idOf(entry);
+      const id = entryId(entry, this.lineId);
       if (id === undefined || this.stateOf(id) === undefined) {
         this.finals.shift(); // forgotten already (replayed forget records)
         continue;
