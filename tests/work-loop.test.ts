@@ -166,7 +166,7 @@ test('concurrency 1: the next claim goes out while the last finish is unanswered
 });
 
 test('concurrency 4: one claim answer is journaled `executing` in one write; one claim asks for every slot a finished wave frees', async () => {
-  const { ledger, client, loop, ctx, stopping } = await loopOnLedger(4);
+  const { ledger, client, loop, shutdown } = await loopOnLedger(4);
   const writes: string[][] = [];
   const write = ledger.write.bind(ledger);
   ledger.write = (...recs: LedgerRecord[]) => (writes.push(recs.map((r) => r.t)), write(...recs));
@@ -178,11 +178,7 @@ test('concurrency 4: one claim answer is journaled `executing` in one write; one
   assert.equal(client.finishedBeforeClaim[1]!.sort(), wave.map((a) => a.id).sort(), 'the whole wave is reported in that claim');
   assert.equal(writes[0], ['executing', 'executing', 'executing', 'executing'], 'one write for the whole answer');
   for (const a of wave) client.answerFinish(a.id);
-  stopping.abort();
-  await running;
-  await loop.drain(5000);
-  ctx.leases.stop();
-  await ledger.close();
+  await shutdown(running);
 });
 
 test('a claim answered once shutdown began: its commands are given back, nothing journaled or run', async () => {
@@ -212,7 +208,11 @@ function seqInFile(dir: string, t: string, id: string): number | undefined {
 }
 
 /** A work loop on a fresh ledger and a scripted server, its log kept. */
-async function loopOnLedger(concurrency = 1): Promise<{ dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController; halt: AbortController }> {
+async function loopOnLedger(concurrency = 1): Promise<{
+  dir: string; ledger: Ledger; client: ScriptedClient; logs: LogBuffer; loop: WorkLoop; ctx: AgentContext; stopping: AbortController; halt: AbortController;
+  /** Stop the loop `running` as a SIGTERM does, let its work drain, and close the ledger. */
+  shutdown(running: Promise<void>): Promise<void>;
+}> {
   const dir = tempDir();
   const ledger = await Ledger.open(dir);
   const client = new ScriptedClient();
@@ -224,11 +224,19 @@ async function loopOnLedger(concurrency = 1): Promise<{ dir: string; ledger: Led
   const ctx: AgentContext = {
     ledger, client: client as unknown as ServerClient, leases, log, http: { timeoutMs: 1000, maxBodyBytes: 1024 }, stopping: stopping.signal, halt: halt.signal,
   };
-  return { dir, ledger, client, logs, loop: new WorkLoop(ctx, { concurrency, claimWaitMs: 10_000 }), ctx, stopping, halt };
+  const loop = new WorkLoop(ctx, { concurrency, claimWaitMs: 10_000 });
+  const shutdown = async (running: Promise<void>): Promise<void> => {
+    stopping.abort();
+    await running;
+    await loop.drain(5000);
+    leases.stop();
+    await ledger.close();
+  };
+  return { dir, ledger, client, logs, loop, ctx, stopping, halt, shutdown };
 }
 
 test('a finish answered at once: `done` is written, never fsynced on its own; the next `executing` fdatasync covers it', async () => {
-  const { dir, ledger, client, logs, loop, ctx, stopping } = await loopOnLedger();
+  const { dir, ledger, client, logs, loop, shutdown } = await loopOnLedger();
   const journal = ledger.durable.journal;
   journal.deferMs = 10 * 60_000; // `reported` goes only with the next flush: no timer's fdatasync in the count
   let syncs = 0;
@@ -249,15 +257,11 @@ test('a finish answered at once: `done` is written, never fsynced on its own; th
   assert.ok(last !== undefined && last > journal.durableSeq, 'the last `done` is written to the file and not yet synced');
 
   await sync();
-  stopping.abort();
-  await running;
-  await loop.drain(5000);
-  ctx.leases.stop();
-  await ledger.close();
+  await shutdown(running);
 });
 
 test('a finish not answered in time: `done` is fsynced while the finish waits, before the agent could forget the result', async () => {
-  const { dir, ledger, client, logs, loop, ctx, stopping } = await loopOnLedger();
+  const { dir, ledger, client, logs, loop, shutdown } = await loopOnLedger();
   const journal = ledger.durable.journal;
   const c1 = assignment(1);
   let atFinish: { durableSeq: number; fsyncs: number } | undefined;
@@ -276,11 +280,7 @@ test('a finish not answered in time: `done` is fsynced while the finish waits, b
 
   client.answerFinish(c1.id);
   await logs.waitFor((l) => l.msg === 'reported' && l.id === c1.id, 10_000);
-  stopping.abort();
-  await running;
-  await loop.drain(5000);
-  ctx.leases.stop();
-  await ledger.close();
+  await shutdown(running);
   assert.equal(ledger.open(), []);
 });
 
