@@ -49,6 +49,16 @@ async function killedAfter(n: number): Promise<{ dir: string; file: string }> {
 
 const nulsAfter = (buf: Buffer, from: number): boolean => buf.subarray(from).every((b) => b === 0);
 
+/** Put `text` into `file` at byte `at`, over whatever is there (the NUL tail, say), as a damaged disk would. */
+function writeInto(file: string, text: string, at: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.writeSync(fd, text, at);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 test('while open, a segment is its data then NULs up to the reserve; a clean close leaves the data alone', async () => {
   const dir = tempDir();
   const { journal } = open(dir);
@@ -103,9 +113,7 @@ test('a batch longer than the reserve extends the file past it in whole steps', 
 test('a torn record before the NULs (a SIGKILL mid-write) is cut as a torn write, and appending goes on there', async () => {
   const { dir, file } = await killedAfter(10);
   const end = segmentText(1, 10).length;
-  const fd = fs.openSync(file, 'r+');
-  fs.writeSync(fd, encodeRecord(11, rec(11)).slice(0, 15), end);
-  fs.closeSync(fd);
+  writeInto(file, encodeRecord(11, rec(11)).slice(0, 15), end);
   const { journal, seqs, logs } = open(dir);
   assert.is(seqs.length, 10);
   assert.equal(logs.map((l) => [l.msg, l.offset, l.reason]), [['journal: cut a torn last record', end, 'torn line (no newline)']]);
@@ -118,9 +126,7 @@ test('NULs before more lines are refused as corruption naming file and offset; -
   const { dir, file } = await killedAfter(10);
   const end = segmentText(1, 10).length;
   // Records 12 and 13 on disk with zeros where 11 was: what a zeroed block, or unsynced pages an OS crash wrote out of order, leave.
-  const fd = fs.openSync(file, 'r+');
-  fs.writeSync(fd, encodeRecord(12, rec(12)) + encodeRecord(13, rec(13)), end + encodeRecord(11, rec(11)).length);
-  fs.closeSync(fd);
+  writeInto(file, encodeRecord(12, rec(12)) + encodeRecord(13, rec(13)), end + encodeRecord(11, rec(11)).length);
   let err: unknown;
   try {
     open(dir).journal.close();
@@ -142,9 +148,7 @@ test('NULs before more lines are refused as corruption naming file and offset; -
 test('NULs before a single line that only NULs follow: the last line, cut as torn', async () => {
   const { dir, file } = await killedAfter(10);
   const end = segmentText(1, 10).length;
-  const fd = fs.openSync(file, 'r+');
-  fs.writeSync(fd, encodeRecord(12, rec(12)), end + 4096);
-  fs.closeSync(fd);
+  writeInto(file, encodeRecord(12, rec(12)), end + 4096);
   const { journal, seqs, logs } = open(dir);
   assert.is(seqs.length, 10);
   assert.equal(logs.map((l) => [l.msg, l.offset, l.reason]), [['journal: cut a torn last record', end, 'NUL bytes before more data']]);
