@@ -15,7 +15,7 @@ import path from 'node:path';
 import { call } from '../tests/support/http.ts';
 import { listeningUrl } from './children.ts';
 import { emitResults, result } from './report.ts';
-import { buildStateDir, sizes } from './state-dir.ts';
+import { buildStateDir, RECORDS_PER_LIFE, sizes } from './state-dir.ts';
 
 const N = Number(process.env.BENCH_COMMANDS ?? 1_000_000);
 const PENDING = Math.min(10_000, N);
@@ -68,7 +68,7 @@ async function restartAtScale(): Promise<void> {
   for (const tail of [0, TAIL]) {
     const dir = await buildStateDir(root, N - tail, PENDING, tail);
     const { snapshot, journal } = sizes(dir);
-    const label = tail === 0 ? 'snapshot only' : `+ ${fmt(tail * 4)} records to replay`;
+    const label = tail === 0 ? 'snapshot only' : `+ ${fmt(tail * RECORDS_PER_LIFE)} records to replay`;
     print(`on disk (${label})`, `snapshot ${mb(snapshot)}, journal ${mb(journal)}`);
     const first = await startServer(dir);
     const port = Number(new URL(first.url).port);

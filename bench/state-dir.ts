@@ -21,10 +21,10 @@ function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
   const agentId = `agent-${i % 16}`;
   const base: Command = { id: uuid(i), type: 'DELAY', payload: { ms: 250 }, state: 'PENDING', version: 1, attempt: 0, agentId: null, result: null, error: null, cancelRequested: false, createdAt: t, updatedAt: t, idemKey: null, bodyHash: null, trail: 'submit,P,0', ...PLAIN_JOB };
   if (state === 'PENDING') return base;
-  return { ...base, state, version: 4, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim,A,1,${agentId},1;start,R,2,${agentId},1;finish,C,3,${agentId},1` };
+  return { ...base, state, version: 3, attempt: 1, agentId, result: { ok: true, tookMs: 251 }, executions: 1, updatedAt: t + 3, trail: `submit,P,0;claim-start,R,1,${agentId},1;finish,C,3,${agentId},1` };
 }
 
-/** Journal bytes of one command's whole life (4 records), and snapshot bytes of it once COMPLETED. */
+/** Journal bytes of one command's whole life, and snapshot bytes of it once COMPLETED. */
 function lifeBytes(): { journal: number; line: number } {
   let journal = 0;
   for (const r of lifeRecords(0, 'agent-0', at)) journal += encodeRecord(1_000_000, r).length;
@@ -49,15 +49,18 @@ export function worstTail(total: number, snapshotBytes = DEFAULT_SNAPSHOT_BYTES)
   return Math.max(0, k);
 }
 
+/** One command's whole life as a server journals it (claim-and-start: three records). */
 function lifeRecords(i: number, agentId: string, t: number): CommandRecord[] {
   const id = uuid(i);
   return [
     { id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 250 }, at: t } },
-    { id, from: 'PENDING', version: 1, ev: { type: 'claim', agentId, lease: 1, at: t + 1 } },
-    { id, from: 'ASSIGNED', version: 2, ev: { type: 'start', agentId, lease: 1, at: t + 2 } },
-    { id, from: 'RUNNING', version: 3, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
+    { id, from: 'PENDING', version: 1, ev: { type: 'claim-start', agentId, lease: 1, at: t + 1 } },
+    { id, from: 'RUNNING', version: 2, ev: { type: 'finish', agentId, lease: 1, outcome: 'COMPLETED', result: { ok: true, tookMs: 251 }, error: null, at: t + 3 } },
   ];
 }
+
+/** Journal records per command in the tail of a state dir. */
+export const RECORDS_PER_LIFE = lifeRecords(0, 'agent-0', at).length;
 
 /** What else a state dir holds: PENDING commands spread over priorities, and commands SCHEDULED a day ahead. */
 export interface Mix {
@@ -69,11 +72,11 @@ const NO_MIX: Mix = { scheduled: 0 };
 /**
  * A state dir in `parent`: a snapshot of `total` commands (the last `pending`
  * of them PENDING; none if total is 0) and a journal of `tail` more commands'
- * whole lives (submit, claim, start, finish), as the store journals them.
+ * whole lives (submit, claim-start, finish), as the store journals them.
  */
 export async function buildStateDir(parent: string, total: number, pending: number, tail: number, mix: Mix = NO_MIX): Promise<string> {
   const dir = fs.mkdtempSync(path.join(parent, 'state-'));
-  const seq = total * 4;
+  const seq = total * RECORDS_PER_LIFE;
   const runAt = Date.now() + 24 * 3600 * 1000;
   if (total > 0) {
     await writeSnapshotTmp(dir, 'commands', seq, (function* () {
