@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PLAIN_JOB, type Command } from '../state/command-fsm.ts';
 import { encode, type CommandRecord } from '../state/command-table.ts';
+import { toJournal } from '../state/command-record.ts';
 import { encodeRecord, JOURNAL_FORMAT, segmentName } from '../state/journal.ts';
 import { installSnapshot, writeSnapshotTmp } from '../state/snapshot.ts';
 import { DEFAULT_SNAPSHOT_BYTES, SNAPSHOT_FLOOR_BYTES } from '../state/durable-machine.ts';
@@ -27,7 +28,7 @@ function command(i: number, state: 'PENDING' | 'COMPLETED'): Command {
 /** Journal bytes of one command's whole life, and snapshot bytes of it once COMPLETED. */
 function lifeBytes(): { journal: number; line: number } {
   let journal = 0;
-  for (const r of lifeRecords(0, 'agent-0', at)) journal += encodeRecord(1_000_000, r).length;
+  for (const r of lifeRecords(0, 'agent-0', at)) journal += encodeRecord(1_000_000, toJournal(r)).length;
   return { journal, line: encode(command(0, 'COMPLETED')).length + 1 };
 }
 
@@ -94,7 +95,7 @@ export async function buildStateDir(parent: string, total: number, pending: numb
   let lines: string[] = [`${JSON.stringify({ keel: 'journal', format: JOURNAL_FORMAT, firstSeq: seq + 1 })}\n`];
   let s = seq;
   for (let i = 0; i < tail; i++) {
-    for (const r of lifeRecords(total + i, `agent-${i % 16}`, at + total + i)) lines.push(encodeRecord(++s, r));
+    for (const r of lifeRecords(total + i, `agent-${i % 16}`, at + total + i)) lines.push(encodeRecord(++s, toJournal(r)));
     if (lines.length > 40_000) {
       fs.writeSync(fd, lines.join(''));
       lines = [];

@@ -21,6 +21,7 @@ import type { Machine } from './durable-machine.ts';
 import { appendTrail, decode, decodeTrail, encode, type TrailEntry } from './command-line.ts';
 import { CommandOrder, entryId, type OrderEntry } from './command-order.ts';
 import { idHash, SnapshotLines } from './snapshot-lines.ts';
+import { fromJournal, toJournal } from './command-record.ts';
 
 export { decode, encode, type TrailEntry } from './command-line.ts';
 
@@ -195,6 +196,14 @@ export class CommandTable implements Machine<TableRecord> {
   trail(id: string): TrailEntry[] | undefined {
     const cmd = this.get(id);
     return cmd && decodeTrail(cmd);
+  }
+
+  toJournal(rec: TableRecord): unknown {
+    return toJournal(rec);
+  }
+
+  fromJournal(raw: unknown): TableRecord {
+    return fromJournal(raw);
   }
 
   apply(rec: TableRecord): void {

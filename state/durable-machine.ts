@@ -19,6 +19,10 @@ export interface Machine<R> {
   apply(rec: R): void;
   /** Optional, instead of apply() for the journal's records at open: the same checks, derived indexes may wait. */
   replay?(rec: R): void;
+  /** Optional: the JSON a record is journaled as (default: the record itself). */
+  toJournal?(rec: R): unknown;
+  /** Optional: a journaled record back (default: as parsed); throws if it is not one. */
+  fromJournal?(raw: unknown): R;
   /**
    * The whole state as of now, as snapshot lines (JSON text, no newline).
    * The lines may be read over many ticks while transitions go on: they must
@@ -114,7 +118,7 @@ export class DurableMachine<R> {
         afterSeq,
         repair: opts.repair,
         log: opts.log,
-        onRecord: machine.replay ? (rec) => machine.replay!(rec as R) : (rec) => machine.apply(rec as R),
+        onRecord: onRecord(machine),
       });
       // Upgrade in place: records of this release go to a segment of this
       // format, and a snapshot written now replaces every older file.
@@ -144,7 +148,7 @@ export class DurableMachine<R> {
    * and the promise rejects with that record's error once they are durable.
    */
   commit(recs: readonly R[]): Promise<void> {
-    return this.applyAndAppend(recs, (applied) => this.journal.append(applied));
+    return this.applyAndAppend(recs, (applied) => this.journal.append(this.journalForm(applied)));
   }
 
   /**
@@ -154,7 +158,12 @@ export class DurableMachine<R> {
    * anyone's or sync()'s, makes them durable (Journal.appendUnsynced).
    */
   commitUnsynced(recs: readonly R[]): Promise<'written' | 'queued'> {
-    return this.applyAndAppend(recs, (applied) => this.journal.appendUnsynced(applied));
+    return this.applyAndAppend(recs, (applied) => this.journal.appendUnsynced(this.journalForm(applied)));
+  }
+
+  private journalForm(recs: readonly R[]): readonly unknown[] {
+    const to = this.machine.toJournal;
+    return to === undefined ? recs : recs.map((r) => to.call(this.machine, r));
   }
 
   private applyAndAppend<T>(recs: readonly R[], append: (applied: readonly R[]) => Promise<T>): Promise<T> {
@@ -234,4 +243,11 @@ export class DurableMachine<R> {
     this.journal.close();
     await this.lock?.release().catch(() => {});
   }
+}
+
+/** What open hands each journal record to: fromJournal, then replay (or apply). */
+function onRecord<R>(machine: Machine<R>): (raw: unknown) => void {
+  const take = machine.replay ? (rec: R): void => machine.replay!(rec) : (rec: R): void => machine.apply(rec);
+  const from = machine.fromJournal;
+  return from === undefined ? (raw) => take(raw as R) : (raw) => take(from.call(machine, raw));
 }

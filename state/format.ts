@@ -14,8 +14,10 @@ import { FormatError } from './errors.ts';
  *    event, and the ledger's `executing` as a command's first record; an
  *    old-format last segment is closed at open, so no new record lands in a
  *    format-1 file.
+ * 3: the server journal's command records as arrays (state/command-record.ts);
+ *    object records of formats 1 and 2 are still read.
  */
-export const FORMAT = 2;
+export const FORMAT = 3;
 export const OLDEST_FORMAT = 1;
 
 export type FileKind = 'journal' | 'snapshot';

@@ -6,6 +6,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { call } from './support/http.ts';
 import { journalRecords } from './support/journal-files.ts';
+import { fromJournal } from '../state/command-record.ts';
+import type { CommandRecord } from '../state/command-table.ts';
 import { cleanup, startAgent, startServer, tempDir } from './support/processes.ts';
 import { SseReader, type SseFrame } from './support/sse.ts';
 
@@ -49,11 +51,11 @@ test(`${COMMANDS} commands: every transition once, in seq order, across a resume
   reader.close();
   await submitting;
 
-  const journal = journalRecords<{ id: string; ev: { type: string } }>(dir);
-  const fromJournal = journal.map((r) => `${r.seq} ${r.rec.ev.type} ${r.rec.id}`);
+  const journal = journalRecords(dir).map(({ seq, rec }) => ({ seq, rec: fromJournal(rec) as CommandRecord }));
+  const fromDisk = journal.map((r) => `${r.seq} ${r.rec.ev.type} ${r.rec.id}`);
   const fromStream = seen.map((f) => `${f.id} ${f.event} ${JSON.parse(f.data).id}`);
-  assert.is(fromStream.length, fromJournal.length, 'the stream and the journal hold different numbers of transitions');
-  assert.equal(fromStream, fromJournal);
+  assert.is(fromStream.length, fromDisk.length, 'the stream and the journal hold different numbers of transitions');
+  assert.equal(fromStream, fromDisk);
   const finals = new Map<string, number>();
   for (const f of seen) {
     const v = JSON.parse(f.data);

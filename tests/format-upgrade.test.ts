@@ -10,7 +10,9 @@ import { commandView, eventViews } from '../lib/server/command-view.ts';
 import { CommandStore } from '../state/command-store.ts';
 import { FormatError } from '../state/errors.ts';
 import { FORMAT, readHeader } from '../state/format.ts';
-import { listSegments } from '../state/journal.ts';
+import { encodeRecord, listSegments, segmentName } from '../state/journal.ts';
+import type { CommandRecord } from '../state/command-table.ts';
+import { journalRecords } from './support/journal-files.ts';
 import { Ledger } from '../state/ledger.ts';
 import { call } from './support/http.ts';
 import { cleanup, ROOT, startAgent, startServer, tempDir, Proc } from './support/processes.ts';
@@ -60,7 +62,7 @@ test('the fixture is what its README says: format 1, a snapshot and a journal ta
   for (const s of ['COMPLETED', 'FAILED', 'CANCELED', 'RUNNING', 'PENDING']) assert.ok(states.includes(s), `the fixture has a ${s} command`);
 });
 
-test('a 0.1.0 server directory opens with every command, its events and idempotency keys intact, and is rewritten in format 2', async () => {
+test('a 0.1.0 server directory opens with every command, its events and idempotency keys intact, and is rewritten in the current format', async () => {
   const dir = copy('server');
   const logs: string[] = [];
   const store = await CommandStore.open(dir, { log: (m) => logs.push(m) });
@@ -92,7 +94,7 @@ test('a 0.1.0 server directory opens with every command, its events and idempote
   await again.close();
 });
 
-test('a 0.1.0 agent ledger opens with its identity and unsettled entries, and is rewritten in format 2', async () => {
+test('a 0.1.0 agent ledger opens with its identity and unsettled entries, and is rewritten in the current format', async () => {
   const dir = copy('agent');
   const ledger = await Ledger.open(dir);
   assert.is(ledger.agentId, AGENT_ID);
@@ -136,6 +138,34 @@ test('0.1.0 server and agent directories, run by this release: the interrupted a
   await server.proc.kill('SIGTERM');
   assert.equal([...new Set(formats(serverDir))], [FORMAT]);
   assert.equal([...new Set(formats(agentDir))], [FORMAT]);
+});
+
+// --- format 2: object records -------------------------------------------------
+
+test('a format-2 server journal (object records) replays, and what comes after it is array records in a format-3 segment', async () => {
+  const dir = tempDir('keel-v2-');
+  const ids = ['a', 'b', 'c'].map((c) => `${c.repeat(8)}-0000-4000-8000-000000000000`);
+  const at = Date.now() - 60_000;
+  const recs: CommandRecord[] = [
+    ...ids.map((id, i): CommandRecord => ({ id, from: null, version: 0, ev: { type: 'submit', id, cmdType: 'DELAY', payload: { ms: 5 }, at: at + i, ...(i === 0 ? { idemKey: 'k-a', bodyHash: 'ab'.repeat(32) } : {}) } })),
+    { id: ids[0]!, from: 'PENDING', version: 1, ev: { type: 'claim-start', agentId: 'agent-1', lease: 1, at: at + 5 } },
+    { id: ids[0]!, from: 'RUNNING', version: 2, ev: { type: 'finish', agentId: 'agent-1', lease: 1, outcome: 'COMPLETED', result: { ok: true }, error: null, at: at + 9 } },
+    { id: ids[1]!, from: 'PENDING', version: 1, ev: { type: 'cancel', at: at + 10 } },
+  ];
+  // As the release before format 3 wrote it: a format-2 header, each record its object.
+  const segment = path.join(dir, segmentName(1));
+  fs.writeFileSync(segment, `{"keel":"journal","format":2,"firstSeq":1}\n${recs.map((r, i) => encodeRecord(i + 1, r)).join('')}`);
+
+  const store = await CommandStore.open(dir);
+  assert.equal(ids.map((id) => store.get(id)?.state), ['COMPLETED', 'FAILED', 'PENDING']);
+  assert.is(store.table.byIdemKey.get('k-a'), ids[0]);
+  await store.durable.upgraded;
+  const r = await store.submit({ type: 'DELAY', payload: { ms: 1 }, opts: {} });
+  await store.close();
+  assert.equal([...new Set(formats(dir))], [FORMAT]);
+  const last = journalRecords<unknown[]>(dir).at(-1)!.rec;
+  assert.ok(Array.isArray(last), 'a record of this release is an array');
+  assert.equal(last.slice(0, 4), [r.id, null, 0, 'submit']);
 });
 
 // --- a newer format ---------------------------------------------------------
