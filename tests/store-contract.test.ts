@@ -351,6 +351,23 @@ shared('a transition made on one server is seen by the other; a stale one there 
   assert.equal([f1.kind, f2.kind].sort(), ['next', 'rejected']);
 });
 
+shared('a server whose estimate of the database clock runs ahead: the claim and finish of its command still come after its submit', async () => {
+  const [a, b] = await two();
+  // clock() stamps submits with the database's time as this server estimates it;
+  // push the estimate 2 s ahead, past any error a round trip could make.
+  (a as unknown as { offset: number }).offset += 2000;
+  const id = (await a.submit(DELAY)).id;
+  const [claimed] = await b.claim('x', 1);
+  assert.is(claimed?.id, id);
+  const done = await b.finish('x', id, 1, 'COMPLETED', 1, null);
+  assert.is(done.kind, 'next');
+  const cmd = (await b.read(id))!;
+  assert.ok(cmd.updatedAt >= cmd.createdAt, `updated ${cmd.updatedAt} before created ${cmd.createdAt}`);
+  const trail = (await b.trail(id))!;
+  assert.equal(trail.map((e) => e.event), ['submit', 'claim-start', 'finish']);
+  for (let i = 1; i < trail.length; i++) assert.ok(trail[i]!.at >= trail[i - 1]!.at, `${trail[i]!.event} at ${trail[i]!.at} before ${trail[i - 1]!.event} at ${trail[i - 1]!.at}`);
+});
+
 shared('lease expiry runs on every server and is safe twice; a heartbeat keeps a lease', async () => {
   const [a, b] = await two(300);
   const kept = (await a.submit(DELAY)).id;

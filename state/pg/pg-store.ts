@@ -365,7 +365,7 @@ export class PgStore implements Store {
         [opts.types ? [...opts.types] : null, max],
       );
       for (const { cmd, now } of rows) {
-        const ev: CommandEvent = { type: 'claim-start', agentId, lease: cmd.attempt + 1, at: now };
+        const ev: CommandEvent = { type: 'claim-start', agentId, lease: cmd.attempt + 1, at: eventTime(cmd, now) };
         const r = step(cmd, ev);
         if (r.kind !== 'next') continue;
         const next = { ...r.cmd, trail: appendTrail(r.cmd, ev) };
@@ -523,7 +523,7 @@ export class PgStore implements Store {
       const { cmd, now, ok } = rows[0]!;
       if (!cmd) return { kind: 'rejected', error: 'NOT_FOUND', reason: 'no such command' };
       if (!ok) return { kind: 'rejected', error: 'STALE_LEASE', reason: 'its deadline moved (a heartbeat, or another server acted first)' };
-      const ev = makeEvent(cmd, now);
+      const ev = makeEvent(cmd, eventTime(cmd, now));
       const r = step(cmd, ev);
       if (r.kind !== 'next') return r;
       const next = { ...r.cmd, trail: appendTrail(r.cmd, ev) };
@@ -658,4 +658,14 @@ async function dbNow(c: Queryable): Promise<number> {
 async function holderOf(c: Queryable, key: string): Promise<{ id: string; bodyHash: string | null } | undefined> {
   const { rows } = await c.query<{ id: string; hash: string | null }>("SELECT id, cmd->>'bodyHash' AS hash FROM keel_commands WHERE idem_key = $1", [key]);
   return rows[0] && { id: rows[0].id, bodyHash: rows[0].hash };
+}
+
+/**
+ * A transition's time: the database's clock, but never before the command's
+ * last change. A submit is stamped with this process's estimate of that clock
+ * (clock()), which can be a few ms ahead of it, and a claim in those ms would
+ * otherwise come before the submit it claims.
+ */
+function eventTime(cmd: Command, now: number): number {
+  return Math.max(now, cmd.updatedAt);
 }
