@@ -6,14 +6,18 @@
 //     that parses the body and answers 201 without persisting, run in turn.
 //     wrk, not a Node client: a Node load generator costs more CPU than the
 //     server it measures, on a machine with two cores.
-//     Goal: keel >= 70% of bare.
+//     Goal: keel >= 70% of bare. Between the two, (c) the durable floor: bare
+//     plus durability and nothing else (one JSON line per submit, written and
+//     fdatasynced in groups, answered after): what any durable server pays
+//     here before it keeps a state, a log or an index.
 //  2. Submit -> claim latency: an agent's long-polling claim is already
 //     parked when a command is submitted; time from sending the submit to the
 //     claim's answer, p50 and p99 over `latency-n` commands. Goal: p50 < 5 ms.
 // Servers run in their own processes; wrk in its own, the latency clients
 // (node:http with a keep-alive Agent) in this one.
 //   node --import tsx bench/server.ts [--seconds 5] [--clients 64] [--rounds 3] [--latency-n 1000] [--warmup 1] [--profile DIR]
-//   node --import tsx bench/server.ts --serve-bare      (the bare server; prints {"port"})
+//   node --import tsx bench/server.ts --serve-bare      (the bare server; prints {"url"})
+//   node --import tsx bench/server.ts --serve-floor DIR (the durable floor, its file in DIR)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -48,6 +52,49 @@ function serveBare(): void {
       }
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`${JSON.stringify({ msg: 'listening', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })}\n`);
+  });
+}
+
+// --- (c) the durable floor ----------------------------------------------------------
+
+/** Bare, plus: each submit is a JSON line, written and fdatasynced in groups, answered once durable. */
+function serveFloor(dir: string): void {
+  const fd = fs.openSync(path.join(dir, 'floor.jsonl'), 'a');
+  let lines: string[] = [];
+  let answers: Array<() => void> = [];
+  let syncing = false;
+  const flush = (): void => {
+    if (syncing || lines.length === 0) return;
+    syncing = true;
+    fs.writeSync(fd, lines.join(''));
+    const durable = answers;
+    lines = [];
+    answers = [];
+    fs.fdatasync(fd, (err) => {
+      if (err) throw err;
+      syncing = false;
+      for (const answer of durable) answer();
+      flush();
+    });
+  };
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown; payload?: unknown };
+      const id = randomUUID();
+      lines.push(`${JSON.stringify({ id, type: parsed.type, payload: parsed.payload, at: Date.now() })}\n`);
+      answers.push(() => {
+        const body = JSON.stringify({ commandId: id });
+        res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      });
+      if (lines.length === 1) process.nextTick(flush);
     });
   });
   server.keepAliveTimeout = 65_000;
@@ -270,6 +317,7 @@ async function main(): Promise<void> {
       `non-2xx ${r.other}, errors ${r.errors}; server CPU ${(r.serverCpu * 100).toFixed(0)}% of a core = ${((r.serverCpu / r.perSec) * 1e6).toFixed(1)} us/request)`;
     const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(values.profile)] : [];
     const ratios: number[] = [];
+    const floorRatios: number[] = [];
     const bares: number[] = [];
     const keels: number[] = [];
     console.log('\ndurable submits/s');
@@ -278,6 +326,15 @@ async function main(): Promise<void> {
       child = await spawnServer(['bench/server.ts', '--serve-bare']);
       await load(child.url, clients, warmup);
       const bare = await load(child.url, clients, seconds, child.proc.pid);
+      await child.stop();
+      child = undefined;
+
+      settleDisk();
+      const floorDir = path.join(tmp, `floor-${round}`);
+      fs.mkdirSync(floorDir);
+      child = await spawnServer(['bench/server.ts', '--serve-floor', floorDir]);
+      await load(child.url, clients, warmup);
+      const floor = await load(child.url, clients, seconds, child.proc.pid);
       await child.stop();
       child = undefined;
 
@@ -296,16 +353,19 @@ async function main(): Promise<void> {
 
       console.log(`round ${round}/${rounds}`);
       console.log(row('bare', bare));
+      console.log(row('floor', floor));
       console.log(row('keel', keel));
-      console.log(`  ratio  keel / bare = ${((keel.perSec / bare.perSec) * 100).toFixed(0)}%`);
+      console.log(`  ratio  keel / bare = ${((keel.perSec / bare.perSec) * 100).toFixed(0)}%; the durable floor / bare = ${((floor.perSec / bare.perSec) * 100).toFixed(0)}%`);
       console.log(`  keel journal: ${d('keel_journal_records_total')} records in ${fsyncs} fdatasyncs (${f(d('keel_journal_records_total') / fsyncs)} per group commit), ${f((d('keel_journal_fsync_seconds_total') / fsyncs) * 1000)} ms per fdatasync`);
       ratios.push(keel.perSec / bare.perSec);
+      floorRatios.push(floor.perSec / bare.perSec);
       bares.push(bare.perSec);
       keels.push(keel.perSec);
     }
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    console.log(`median of ${rounds}: bare ${median(bares).toFixed(0)}/s, keel ${median(keels).toFixed(0)}/s, keel / bare = ${(median(ratios) * 100).toFixed(0)}% (goal >= 70%)`);
+    console.log(`median of ${rounds}: bare ${median(bares).toFixed(0)}/s, keel ${median(keels).toFixed(0)}/s, keel / bare = ${(median(ratios) * 100).toFixed(0)}% (goal >= 70%); the durable floor / bare = ${(median(floorRatios) * 100).toFixed(0)}%`);
     result(`server: durable submits/s, wrk -c${clients} (bare node:http)`, `${median(keels).toFixed(0)}/s (${median(bares).toFixed(0)}/s), ${(median(ratios) * 100).toFixed(0)}%`, '>= 70% of bare');
+    result('server: the durable floor (bare + a fdatasynced line per submit) / bare', `${(median(floorRatios) * 100).toFixed(0)}%`);
 
     child = await spawnServer(keelArgs(path.join(tmp, 'latency')));
     const lat = await claimLatency(child.url, latencyN);
@@ -322,4 +382,5 @@ async function main(): Promise<void> {
 }
 
 if (process.argv.includes('--serve-bare')) serveBare();
+else if (process.argv.includes('--serve-floor')) serveFloor(process.argv[process.argv.indexOf('--serve-floor') + 1]!);
 else await main();
