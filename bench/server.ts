@@ -33,25 +33,32 @@ const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
 
 
-// --- (b) the bare server ------------------------------------------------------
+// --- (b) the bare server, and (c) the durable floor -----------------------------
 
-function serveBare(): void {
+/**
+ * A node:http server that parses each submit's body and answers 201 with a
+ * new id once `taken` calls `answer` (a body that is not a command: 400 at
+ * once). Prints {"msg":"listening","url"} when it listens.
+ */
+function serveSubmits(taken: (id: string, parsed: { type: string; payload?: unknown }, answer: () => void) => void): void {
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      let status = 201;
-      let body: string;
+      const reply = (status: number, body: string): void => {
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      };
+      let parsed: { type?: unknown; payload?: unknown };
       try {
-        const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown };
+        parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown };
         if (typeof parsed !== 'object' || parsed === null || typeof parsed.type !== 'string') throw new Error('bad body');
-        body = JSON.stringify({ commandId: randomUUID() });
       } catch {
-        status = 400;
-        body = '{"error":"bad body"}';
+        reply(400, '{"error":"bad body"}');
+        return;
       }
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
+      const id = randomUUID();
+      taken(id, parsed as { type: string; payload?: unknown }, () => reply(201, JSON.stringify({ commandId: id })));
     });
   });
   server.keepAliveTimeout = 65_000;
@@ -60,7 +67,10 @@ function serveBare(): void {
   });
 }
 
-// --- (c) the durable floor ----------------------------------------------------------
+/** Bare: answered at once, nothing kept. */
+function serveBare(): void {
+  serveSubmits((_id, _parsed, answer) => answer());
+}
 
 /** Bare, plus: each submit is a JSON line, written and fdatasynced in groups, answered once durable. */
 function serveFloor(dir: string): void {
@@ -82,24 +92,10 @@ function serveFloor(dir: string): void {
       flush();
     });
   };
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { type?: unknown; payload?: unknown };
-      const id = randomUUID();
-      lines.push(`${JSON.stringify({ id, type: parsed.type, payload: parsed.payload, at: Date.now() })}\n`);
-      answers.push(() => {
-        const body = JSON.stringify({ commandId: id });
-        res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      });
-      if (lines.length === 1) process.nextTick(flush);
-    });
-  });
-  server.keepAliveTimeout = 65_000;
-  server.listen(0, '127.0.0.1', () => {
-    process.stdout.write(`${JSON.stringify({ msg: 'listening', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })}\n`);
+  serveSubmits((id, parsed, answer) => {
+    lines.push(`${JSON.stringify({ id, type: parsed.type, payload: parsed.payload, at: Date.now() })}\n`);
+    answers.push(answer);
+    if (lines.length === 1) process.nextTick(flush);
   });
 }
 
