@@ -225,8 +225,9 @@ export class Journal {
   }
 
   /**
-   * Cut the current segment's reserve off before it is closed, so a closed
-   * segment is plain JSONL. Not synced: a NUL tail left by a crash is read
+   * Cut the current segment back to its data: before it is closed, so a
+   * closed segment is plain JSONL, and after a refused write, so the file
+   * ends on a whole record. Not synced: a NUL tail left by a crash is read
    * correctly anyway.
    */
   private cutReserve(): void {
@@ -580,8 +581,7 @@ export class Journal {
       writeAllAtSync(this.fd, buf, this.fileBytes);
     } catch (err) {
       if (!isDiskFull(err)) throw err;
-      fs.ftruncateSync(this.fd, this.fileBytes);
-      this.reserved = this.fileBytes;
+      this.cutReserve();
       throw err;
     }
     this.fileBytes = end;
