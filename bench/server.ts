@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { emitResults, result } from './report.ts';
-import { request, settleDisk } from './children.ts';
+import { cpuSeconds, request, settleDisk } from './children.ts';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SUBMIT_BODY = JSON.stringify({ type: 'DELAY', payload: { ms: 1 } });
@@ -176,16 +176,6 @@ function get(agent: http.Agent, url: URL, p: string): Promise<{ status: number; 
       })
       .on('error', reject);
   });
-}
-
-/** CPU seconds (user + system) a process has used so far; Linux only, NaN elsewhere. */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
 }
 
 const WRK_SCRIPT = `
